@@ -1,0 +1,58 @@
+"""Data versioning with DVC: `dvc add` a partition, `dvc push` it to the default remote.
+
+The md5 that `dvc add` records in `<partition>.dvc` is the partition's data version; later stages
+and MLflow runs quote it. DVC runs as a subprocess of this interpreter (`python -m dvc`), so the
+DVC of the project's environment is used and its errors are reported, never ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from precise.errors import PreciseError
+
+log = logging.getLogger(__name__)
+
+
+def _dvc(root: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise PreciseError(f"`dvc {' '.join(args[:1])}` failed in {root}: " + " | ".join(detail[-5:]))
+    return proc.stdout
+
+
+def require_repo(root: Path) -> None:
+    if not (Path(root) / ".dvc").is_dir():
+        raise PreciseError(
+            f"{root} is not a DVC repository: run `dvc init` there, or set `ingest.dvc: false` in params.yaml"
+        )
+
+
+def add_and_push(root: Path, paths: list[Path], push: bool = True) -> dict[str, str]:
+    """`dvc add` the given folders in one call, then push them. Returns {path: md5}."""
+    if not paths:
+        return {}
+    root = Path(root)
+    require_repo(root)
+    rel = [str(Path(p).resolve().relative_to(root.resolve())) for p in paths]
+    _dvc(root, "add", "--quiet", *rel)
+    if push:
+        _dvc(root, "push", "--quiet", *[r + ".dvc" for r in rel])
+    return {r: data_version(root / (r + ".dvc")) for r in rel}
+
+
+def data_version(dvc_file: Path) -> str:
+    """The md5 recorded in a `.dvc` file (for a folder: the md5 of its listing, ending `.dir`)."""
+    meta = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))
+    return str(meta["outs"][0]["md5"])

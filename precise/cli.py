@@ -1,0 +1,192 @@
+"""The `precise` command: one verb per stage; each verb calls the stage's entry function.
+
+`dvc.yaml` and the Airflow DAGs call the same functions. User mistakes (bad input, bad settings)
+end with a one-line `error:` message and exit code 2, never a traceback; `-v` shows debug logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from precise.errors import PreciseError
+from precise.settings import Settings
+
+log = logging.getLogger("precise")
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --- verbs -------------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from ingest import synth
+
+    cfg = settings.synth if args.seed is None else replace(settings.synth, seed=args.seed)
+    report = synth.run(cfg, settings.paths.landing, days=args.days)
+    _print({k: v for k, v in report.items() if k != "kept"} | {"kept": len(report["kept"]),
+           "landing": str(settings.paths.landing)})
+    return 0
+
+
+def cmd_import_csv(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import importers
+
+    report = importers.import_csv(
+        settings.paths.landing,
+        args.events,
+        importers.parse_mapping(args.map),
+        scene=args.scene,
+        action=args.action,
+        catalog_path=args.catalog,
+        catalog_mapping=importers.parse_mapping(args.catalog_map),
+        replace=args.replace,
+    )
+    return _import_report(report, settings)
+
+
+def cmd_import_movielens(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import importers
+
+    report = importers.import_movielens(
+        settings.paths.landing, args.folder, since=args.since, until=args.until,
+        rating_action=args.rating_action, tag_action=args.tag_action, scene=args.scene, replace=args.replace,
+    )
+    return _import_report(report, settings)
+
+
+def cmd_import_food_kitchen(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import importers
+
+    report = importers.import_food_kitchen(
+        settings.paths.landing, args.folder, days=args.days, end_date=args.end_date, replace=args.replace
+    )
+    return _import_report(report, settings)
+
+
+def _import_report(report: dict, settings: Settings) -> int:
+    days = report.pop("days")
+    report["first_day"], report["last_day"], report["n_days"] = days[0], days[-1], len(days)
+    report["written"], report["kept"] = len(report["written"]), len(report["kept"])
+    report["landing"] = str(settings.paths.landing)
+    _print(report)
+    if any(report["rejected"].values()):
+        print(f"rejected rows and reasons: {settings.paths.landing / '_rejects'}", file=sys.stderr)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import ingest
+
+    reports = ingest.run(settings, days=None if args.all else [args.date], force=args.force)
+    rows = [r.__dict__ for r in reports]
+    _print(
+        {
+            "ingested": sum(r["status"] == "ingested" for r in rows),
+            "unchanged": sum(r["status"] == "unchanged" for r in rows),
+            "events": sum(r["events"] for r in rows),
+            "rejected_events": sum(r["rejected_events"] for r in rows),
+            "rejected_catalog": sum(r["rejected_catalog"] for r in rows),
+            "days": rows if len(rows) <= 3 else f"{rows[0]['day']} .. {rows[-1]['day']}",
+            "rejects": str(settings.paths.rejects),
+        }
+    )
+    return 0
+
+
+def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
+    from training import sequences
+
+    summary = sequences.main(settings, args.date)
+    _print({"date": summary["date"], "days": len(summary["days"]), "sequences": summary["sequences"],
+            "out": str(settings.paths.sequences)})
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="precise", description=__doc__.splitlines()[0])
+    p.add_argument("--params", help="settings file (default: ./params.yaml or $PRECISE_PARAMS)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    data = verbs.add_parser("data", help="create daily drops in landing/: synthetic or imported")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="{synth,import}")
+    synth = data_verbs.add_parser("synth", help="write daily drops of the synthetic multi-scene world")
+    synth.add_argument("--days", type=int, help="number of days (default: synth.days in params.yaml)")
+    synth.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
+    synth.set_defaults(func=cmd_synth)
+
+    imp = data_verbs.add_parser("import", help="convert public or your own data into daily drops")
+    sources = imp.add_subparsers(dest="source", required=True, metavar="{csv,movielens,food-kitchen}")
+    csv_p = sources.add_parser("csv", help="a CSV or Parquet event log with a column mapping",
+                               description="Map your columns onto the contract: --map user_id=uid,item_id=iid,ts=time")
+    csv_p.add_argument("--events", required=True, help="event log (.csv or .parquet)")
+    csv_p.add_argument("--map", action="append", help="CONTRACT=SOURCE pairs, comma-separated (repeatable)")
+    csv_p.add_argument("--scene", help="scene of every row when no scene column is mapped")
+    csv_p.add_argument("--action", help="action of every row when no action column is mapped")
+    csv_p.add_argument("--catalog", help="item file (.csv or .parquet), optional")
+    csv_p.add_argument("--catalog-map", action="append", help="CONTRACT=SOURCE pairs for the item file")
+    csv_p.add_argument("--replace", action="store_true", help="replace drops that already exist")
+    csv_p.set_defaults(func=cmd_import_csv)
+
+    ml = sources.add_parser("movielens", help="MovieLens ratings/tags/movies")
+    ml.add_argument("folder", help="folder with ratings.csv, movies.csv (and tags.csv)")
+    ml.add_argument("--since", help="first day to import (YYYY-MM-DD)")
+    ml.add_argument("--until", help="last day to import (YYYY-MM-DD)")
+    ml.add_argument("--rating-action", default="click", help="action name of a rating (default: click)")
+    ml.add_argument("--tag-action", default="share", help="action name of a tag (default: share)")
+    ml.add_argument("--scene", default="movie", help="scene name (default: movie)")
+    ml.add_argument("--replace", action="store_true", help="replace drops that already exist")
+    ml.set_defaults(func=cmd_import_movielens)
+
+    fk = sources.add_parser("food-kitchen", help="the two-scene Amazon food/kitchen set")
+    fk.add_argument("folder", help="folder with items.csv and sequences.csv")
+    fk.add_argument("--days", type=int, default=30, help="days the sequences are spread over (default: 30)")
+    fk.add_argument("--end-date", default="2026-01-30", help="last day (default: 2026-01-30)")
+    fk.add_argument("--replace", action="store_true", help="replace drops that already exist")
+    fk.set_defaults(func=cmd_import_food_kitchen)
+
+    ing = verbs.add_parser("ingest", help="landing drops -> contract partitions, rejects, dvc add + push")
+    which = ing.add_mutually_exclusive_group(required=True)
+    which.add_argument("--date", help="the data day to ingest (YYYY-MM-DD)")
+    which.add_argument("--all", action="store_true", help="every drop in landing/ (unchanged ones are skipped)")
+    ing.add_argument("--force", action="store_true", help="re-ingest even if the drop is unchanged")
+    ing.set_defaults(func=cmd_ingest)
+
+    seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
+    seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")
+    seq.set_defaults(func=cmd_sequences)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, Settings.load(args.params))
+    except PreciseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The data contract (ARCHITECTURE 'contracts'; documented in the README).
+
+Events, one Parquet partition per UTC data day, `data/events/date=D/part-0.parquet`:
+
+    user_id  string, not null
+    item_id  string, not null
+    scene    string, not null      e.g. article, video
+    action   string, not null      e.g. click, share
+    ts       timestamp[us, UTC], not null
+
+Item catalog, daily deltas, `data/catalog/date=D/part-0.parquet` (items published or changed on D):
+
+    item_id       string, not null
+    scene         string, not null
+    title         string, not null (may be empty)
+    text          string, nullable
+    published_at  timestamp[us, UTC], not null
+
+The catalog as of day D is every delta up to D, the latest row of each item winning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from precise.errors import PreciseError
+
+TS = pa.timestamp("us", tz="UTC")
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("scene", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+    ]
+)
+
+CATALOG_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("scene", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=True),
+        pa.field("published_at", TS, nullable=False),
+    ]
+)
+
+# Required input columns of a drop; `text` is the only optional one.
+EVENT_COLUMNS = tuple(EVENTS_SCHEMA.names)
+CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
+CATALOG_REQUIRED = ("item_id", "scene", "title", "published_at")
+
+PART_FILE = "part-0.parquet"
+_DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+def partition_dir(table_root: Path, day: str) -> Path:
+    return Path(table_root) / f"date={day}"
+
+
+def list_days(table_root: Path) -> list[str]:
+    """Days with a complete partition under `table_root`, sorted. Temporary folders are skipped."""
+    root = Path(table_root)
+    if not root.is_dir():
+        return []
+    days = []
+    for child in root.iterdir():
+        m = _DAY_DIR.match(child.name)
+        if m and child.is_dir() and (child / PART_FILE).is_file():
+            days.append(m.group(1))
+    return sorted(days)
+
+
+def write_partition(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> None:
+    """Write one contract partition into `folder` (which the caller swaps in atomically)."""
+    table = pa.Table.from_pandas(df[list(schema.names)], schema=schema, preserve_index=False)
+    pq.write_table(table, Path(folder) / PART_FILE, compression="zstd")
+
+
+def read_days(table_root: Path, days: Iterable[str], schema: pa.Schema) -> pd.DataFrame:
+    """Concatenate the partitions of `days` (each must exist) into one frame with a `date` column."""
+    frames = []
+    for day in days:
+        path = partition_dir(table_root, day) / PART_FILE
+        if not path.is_file():
+            raise PreciseError(f"no partition for {day} at {path}; ingest it first")
+        frame = pq.read_table(path, schema=schema).to_pandas()
+        frame["date"] = day
+        frames.append(frame)
+    if not frames:
+        empty = schema.empty_table().to_pandas()
+        empty["date"] = pd.Series(dtype=str)
+        return empty
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_events(data_root: Path, days: Iterable[str]) -> pd.DataFrame:
+    return read_days(Path(data_root) / "events", days, EVENTS_SCHEMA)
+
+
+def read_catalog(data_root: Path, as_of: str) -> pd.DataFrame:
+    """The item catalog as of day `as_of`: all deltas up to it, the latest row per item winning."""
+    root = Path(data_root) / "catalog"
+    days = [d for d in list_days(root) if d <= as_of]
+    deltas = read_days(root, days, CATALOG_SCHEMA)
+    # Deltas are in day order and rows in file order, so `last` is the latest version.
+    latest = deltas.drop_duplicates("item_id", keep="last")
+    return latest.sort_values("item_id", kind="stable").reset_index(drop=True)
+
+
+def day_bounds(day: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of a UTC data day."""
+    start = pd.Timestamp(dt.date.fromisoformat(day), tz="UTC")
+    return start, start + pd.Timedelta(days=1)

@@ -1,0 +1,237 @@
+"""Typed, frozen settings built once from `params.yaml` and passed down to every stage.
+
+No stage reads `params.yaml` itself or passes raw dicts around: `Settings.load()` validates the
+file and gives each stage its own section as a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from precise.errors import PreciseError
+
+PARAMS_ENV = "PRECISE_PARAMS"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    landing: Path
+    data: Path
+    var: Path
+
+    @property
+    def events(self) -> Path:
+        return self.data / "events"
+
+    @property
+    def catalog(self) -> Path:
+        return self.data / "catalog"
+
+    @property
+    def rejects(self) -> Path:
+        return self.data / "rejects"
+
+    @property
+    def sequences(self) -> Path:
+        return self.data / "sequences"
+
+    @property
+    def metrics(self) -> Path:
+        return self.data / "metrics"
+
+    @property
+    def manifest(self) -> Path:
+        """The validation manifest (ARCHITECTURE contract); written by the validate stage."""
+        return self.data / "validation" / "manifest.json"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    seed: int = 7
+    days: int = 14
+    start_date: str = "2026-01-01"
+    users: int = 2000
+    scenes: tuple[str, ...] = ("article", "video", "music", "game")
+    items_per_scene: int = 600
+    new_items_per_scene_per_day: int = 20
+    topics: int = 16
+    styles_per_topic: int = 3
+    events_per_user_day: float = 3.0
+    activity_sigma: float = 0.8
+    user_topic_concentration: float = 0.3
+    shared_interest: float = 0.75
+    topic_stickiness: float = 0.5
+    style_loyalty: float = 0.85
+    popularity_exponent: float = 1.1
+    new_item_boost: float = 4.0
+    new_item_half_life: float = 1.5
+    share_rate_weak: float = 0.01
+    share_rate_strong: float = 0.12
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    dvc: bool = True
+    push: bool = True
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    max_len: int = 200
+    universal_actions: tuple[str, ...] = ("click",)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A targeted task: the behaviours it keeps. `scenes=None` means every scene."""
+
+    name: str
+    actions: tuple[str, ...]
+    scenes: tuple[str, ...] | None = None
+
+    def keeps(self, scene: str, action: str) -> bool:
+        return action in self.actions and (self.scenes is None or scene in self.scenes)
+
+
+@dataclass(frozen=True)
+class Settings:
+    params_path: Path
+    run_date: str
+    paths: Paths
+    synth: SynthConfig
+    ingest: IngestConfig
+    sequences: SequencesConfig
+    tasks: tuple[Task, ...]
+
+    @classmethod
+    def load(cls, params_path: str | Path | None = None) -> "Settings":
+        path = find_params(params_path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise PreciseError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise PreciseError(f"{path}: expected a mapping of sections at the top level")
+        return from_dict(raw, path)
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        known = ", ".join(t.name for t in self.tasks) or "none"
+        raise PreciseError(f"unknown task {name!r}; params.yaml defines: {known}")
+
+
+def find_params(params_path: str | Path | None = None) -> Path:
+    """`--params`, else $PRECISE_PARAMS, else `params.yaml` in the current folder or a parent."""
+    if params_path is None:
+        params_path = os.environ.get(PARAMS_ENV)
+    if params_path is not None:
+        path = Path(params_path).expanduser().resolve()
+        if not path.is_file():
+            raise PreciseError(f"settings file not found: {path}")
+        return path
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file():
+            return folder / "params.yaml"
+    raise PreciseError(
+        "no params.yaml in this folder or its parents; run from the project folder, "
+        f"pass --params, or set {PARAMS_ENV}"
+    )
+
+
+def _section(raw: dict, name: str, cls: type, path: Path) -> Any:
+    """Build one frozen dataclass from a section, rejecting unknown keys (typos)."""
+    values = raw.get(name) or {}
+    if not isinstance(values, dict):
+        raise PreciseError(f"{path}: section {name!r} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PreciseError(f"{path}: unknown key(s) in section {name!r}: {', '.join(unknown)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = fields[key].default
+        if isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise PreciseError(f"{path}: {name}.{key} must be a list")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise PreciseError(f"{path}: {name}.{key} must be true or false")
+        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise PreciseError(f"{path}: {name}.{key} must be a number, got {value!r}")
+        elif isinstance(default, float):
+            value = float(value)
+        elif isinstance(default, str):
+            value = str(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _tasks(raw: dict, path: Path) -> tuple[Task, ...]:
+    tasks = []
+    for i, item in enumerate(raw.get("tasks") or []):
+        if not isinstance(item, dict) or "name" not in item or "actions" not in item:
+            raise PreciseError(f"{path}: tasks[{i}] needs at least `name` and `actions`")
+        scenes = item.get("scenes", "all")
+        if scenes != "all" and not isinstance(scenes, list):
+            raise PreciseError(f"{path}: tasks[{i}].scenes must be a list or `all`")
+        name = str(item["name"])
+        if not name.replace("_", "").isalnum():
+            raise PreciseError(f"{path}: task name {name!r} may hold only letters, digits and _")
+        tasks.append(
+            Task(
+                name=name,
+                actions=tuple(item["actions"]),
+                scenes=None if scenes == "all" else tuple(scenes),
+            )
+        )
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise PreciseError(f"{path}: task names must be unique, got {names}")
+    return tuple(tasks)
+
+
+def from_dict(raw: dict, path: Path) -> Settings:
+    root = path.parent
+    paths_raw = raw.get("paths") or {}
+
+    def resolve(key: str, default: str) -> Path:
+        p = Path(str(paths_raw.get(key, default))).expanduser()
+        return p if p.is_absolute() else (root / p).resolve()
+
+    run_date = str((raw.get("run") or {}).get("date", "latest"))
+    if run_date != "latest":
+        parse_date(run_date)
+    return Settings(
+        params_path=path,
+        run_date=run_date,
+        paths=Paths(
+            root=root,
+            landing=resolve("landing", "landing"),
+            data=resolve("data", "data"),
+            var=resolve("var", "var"),
+        ),
+        synth=_section(raw, "synth", SynthConfig, path),
+        ingest=_section(raw, "ingest", IngestConfig, path),
+        sequences=_section(raw, "sequences", SequencesConfig, path),
+        tasks=_tasks(raw, path),
+    )
+
+
+def parse_date(value: str) -> dt.date:
+    """A data day `YYYY-MM-DD`, or a readable error."""
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise PreciseError(f"not a date: {value!r} (expected YYYY-MM-DD)") from None

@@ -1,0 +1,143 @@
+"""Sequences stage: per-user behaviour sequences as of day D (PRECISE III: S_u and S'_u).
+
+`precise sequences --date D` reads the events of every readable day up to D (the validation
+manifest decides; validation/manifest.py) and writes, atomically, into `data/sequences/`:
+
+    all_scene.parquet     S_u: each user's behaviours of `sequences.universal_actions` in every scene
+    task=<name>.parquet   S'_u of each task in params.yaml: the behaviours the task keeps
+
+and `data/metrics/sequences.json` (DVC metrics): date, days used, and per file: users, events,
+length quantiles, share of users truncated.
+
+Schema of every sequence file, one row per user with at least one behaviour, sorted by user_id:
+
+    user_id    string
+    item_ids   list<string>        oldest first, the `sequences.max_len` most recent behaviours
+    scenes     list<string>        aligned with item_ids
+    actions    list<string>        aligned with item_ids
+    ts         list<timestamp[us, UTC]>, aligned with item_ids
+    n_total    int64               behaviours before truncation to max_len
+    last_day   string              data day of the latest behaviour
+
+Events are ordered by time; ties keep their order in the day's partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from precise import schema
+from precise.atomic import atomic_dir, write_json
+from precise.errors import PreciseError
+from precise.settings import SequencesConfig, Settings, Task
+from validation import manifest
+
+log = logging.getLogger(__name__)
+
+
+def build(events: pd.DataFrame, max_len: int) -> pa.Table:
+    """Events (user_id, item_id, scene, action, ts, date) -> one row per user, lists oldest first."""
+    if events.empty:
+        users = np.array([], dtype=object)
+        offsets = np.zeros(1, dtype=np.int32)
+        kept = events
+        n_total = np.array([], dtype=np.int64)
+    else:
+        order = np.lexsort((np.arange(len(events)), events["ts"].to_numpy(), events["user_id"].to_numpy()))
+        ev = events.iloc[order]
+        user = ev["user_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+        ends = np.r_[starts[1:], len(ev)]
+        n_total = (ends - starts).astype(np.int64)
+        # Position from the end of each user's run; keep the max_len most recent.
+        from_end = np.repeat(ends, n_total) - np.arange(len(ev)) - 1
+        keep = from_end < max_len
+        kept = ev[keep]
+        lengths = np.minimum(n_total, max_len)
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+        users = user[starts]
+
+    def lists(column: str, typ: pa.DataType) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(kept[column].to_numpy(), type=typ))
+
+    last_day = kept["date"].to_numpy()[offsets[1:] - 1] if len(users) else np.array([], dtype=object)
+    return pa.table(
+        {
+            "user_id": pa.array(users, type=pa.string()),
+            "item_ids": lists("item_id", pa.string()),
+            "scenes": lists("scene", pa.string()),
+            "actions": lists("action", pa.string()),
+            "ts": lists("ts", schema.TS),
+            "n_total": pa.array(n_total, type=pa.int64()),
+            "last_day": pa.array(last_day, type=pa.string()),
+        }
+    )
+
+
+def stats(table: pa.Table, max_len: int) -> dict:
+    lengths = pc.list_value_length(table["item_ids"]).to_numpy(zero_copy_only=False)
+    n_total = table["n_total"].to_numpy()
+    return {
+        "users": table.num_rows,
+        "events": int(lengths.sum()),
+        "events_before_truncation": int(n_total.sum()),
+        "length_p10": float(np.percentile(lengths, 10)) if len(lengths) else 0.0,
+        "length_median": float(np.median(lengths)) if len(lengths) else 0.0,
+        "length_p90": float(np.percentile(lengths, 90)) if len(lengths) else 0.0,
+        "truncated_users_share": float((n_total > max_len).mean()) if len(n_total) else 0.0,
+    }
+
+
+def select(events: pd.DataFrame, actions: tuple[str, ...], scenes: tuple[str, ...] | None) -> pd.DataFrame:
+    keep = events["action"].isin(actions)
+    if scenes is not None:
+        keep &= events["scene"].isin(scenes)
+    return events[keep]
+
+
+def run(
+    cfg: SequencesConfig, tasks: tuple[Task, ...], days: list[str], data: Path, out: Path, metrics: Path
+) -> dict:
+    """Build the all-scene and per-task sequences from `days` of `data/events` into `out`."""
+    if not days:
+        raise PreciseError("no readable days to build sequences from (none ingested, or all quarantined)")
+    events = schema.read_events(data, days)
+    sets = {"all_scene": select(events, cfg.universal_actions, None)}
+    for task in tasks:
+        sets[f"task={task.name}"] = select(events, task.actions, task.scenes)
+    summary = {"date": days[-1], "days": days, "max_len": cfg.max_len, "sequences": {}}
+    with atomic_dir(out) as tmp:
+        for name, frame in sets.items():
+            table = build(frame, cfg.max_len)
+            pq.write_table(table, Path(tmp) / f"{name}.parquet", compression="zstd")
+            summary["sequences"][name] = stats(table, cfg.max_len)
+    write_json(metrics, summary)
+    log.info("sequences as of %s from %d days: %s", days[-1], len(days),
+             {k: v["users"] for k, v in summary["sequences"].items()})
+    return summary
+
+
+def main(settings: Settings, date: str | None = None) -> dict:
+    """Entry point of the CLI, `dvc repro` and the DAGs."""
+    day = manifest.resolve_day(settings, date)
+    days = manifest.good_days(settings, up_to=day)
+    if day not in days:
+        log.warning("day %s is not readable (not ingested or quarantined); building from %s",
+                    day, days[-1] if days else "nothing")
+    paths = settings.paths
+    return run(settings.sequences, settings.tasks, days, paths.data, paths.sequences, paths.metrics / "sequences.json")
+
+
+def read(out: Path, name: str = "all_scene") -> pd.DataFrame:
+    """Read one sequence file (`all_scene` or `task=<name>`)."""
+    path = Path(out) / f"{name}.parquet"
+    if not path.is_file():
+        raise PreciseError(f"no sequences at {path}; run `precise sequences` first")
+    return pq.read_table(path).to_pandas()
