@@ -218,7 +218,7 @@ def run(settings: Settings, days: list[str] | None = None, force: bool = False) 
     if settings.ingest.dvc:
         versioning.require_repo(settings.paths.root)
     reports, written = [], []
-    for day in tqdm(days, desc="ingest", unit="day", disable=len(days) < 2):
+    for day in tqdm(days, desc="ingest", unit="day", disable=None if len(days) > 1 else True):
         report, folders = ingest_day(settings, day, force=force)
         reports.append(report)
         written += folders

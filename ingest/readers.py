@@ -148,7 +148,7 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         failed = parsed.isna().to_numpy()
         if failed.any():  # slower, per-value parsing only for what ISO 8601 did not take
             retry = text[rest][failed]
-            parsed[failed] = [_parse_one(v) for v in retry]
+            parsed[failed] = pd.Series([_parse_one(v) for v in retry], index=retry.index, dtype=parsed.dtype)
         out[rest] = parsed.astype("datetime64[us, UTC]")
     return out
 

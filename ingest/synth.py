@@ -303,7 +303,7 @@ def run(cfg: SynthConfig, landing: Path, days: int | None = None) -> dict:
         cfg = replace(cfg, days=days)
     world = build_world(cfg)
     written, kept, n_events = [], [], 0
-    for d in tqdm(range(cfg.days), desc="synth days", unit="day"):
+    for d in tqdm(range(cfg.days), desc="synth days", unit="day", disable=None):
         day = world.day(d)
         target = Path(landing) / f"date={day}"
         if target.exists():

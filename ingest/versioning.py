@@ -27,7 +27,7 @@ def _dvc(root: Path, *args: str) -> str:
         text=True,
     )
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        detail = [line for line in (proc.stderr + proc.stdout).strip().splitlines() if line.strip()]
         raise PreciseError(f"`dvc {' '.join(args[:1])}` failed in {root}: " + " | ".join(detail[-5:]))
     return proc.stdout
 
@@ -46,9 +46,9 @@ def add_and_push(root: Path, paths: list[Path], push: bool = True) -> dict[str, 
     root = Path(root)
     require_repo(root)
     rel = [str(Path(p).resolve().relative_to(root.resolve())) for p in paths]
-    _dvc(root, "add", "--quiet", *rel)
+    _dvc(root, "add", *rel)
     if push:
-        _dvc(root, "push", "--quiet", *[r + ".dvc" for r in rel])
+        _dvc(root, "push", *[r + ".dvc" for r in rel])
     return {r: data_version(root / (r + ".dvc")) for r in rel}
 
 

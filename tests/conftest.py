@@ -1,0 +1,85 @@
+"""Shared fixtures. Tests are offline and small; the ones that need ../shared/datasets or a system
+service skip with a reason outside CI and fail when CI=true (a missing dependency in CI is a bug)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from precise.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip outside CI when a prerequisite is missing; fail in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    need(SHARED_DATASETS.is_dir(), f"../shared/datasets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+# A tiny synthetic world: seconds to generate, still four scenes and every property.
+TINY_SYNTH = {
+    "days": 4,
+    "users": 120,
+    "items_per_scene": 200,
+    "new_items_per_scene_per_day": 10,
+    "topics": 8,
+}
+
+
+def write_params(folder: Path, **sections) -> Path:
+    """A params.yaml in `folder`: the repo's own, with sections updated from `sections`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synth"].update(TINY_SYNTH)
+    params["ingest"]["dvc"] = False
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
+            params[name].update(values)
+        else:
+            params[name] = values
+    path = Path(folder) / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings rooted in an empty temporary project folder (no DVC)."""
+    return Settings.load(write_params(tmp_path))
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `precise` command in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "precise.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"precise {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def git_dvc_repo(folder: Path, remote: Path) -> None:
+    """Make `folder` a git + DVC repository whose default remote is the local folder `remote`."""
+    need(shutil.which("git") is not None, "git is not installed")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True, env=env)
+    for args in (["init", "-q"], ["config", "core.analytics", "false"], ["remote", "add", "-d", "local", str(remote)]):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=folder, check=True, capture_output=True)

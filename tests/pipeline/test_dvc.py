@@ -1,0 +1,82 @@
+"""Real DVC: ingest versions each partition (dvc add + push to a local remote), and `dvc repro`
+of the data stages in a temporary copy of this repository runs once, then does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ingest import versioning
+from tests.conftest import REPO, TINY_SYNTH, need, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The tracked files of this repository, in a fresh git repo, with its own DVC remote."""
+    need(shutil.which("git") is not None, "git is not installed")
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    dst = tmp_path / "repo"
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["synth"].update(TINY_SYNTH)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], dst)
+    _run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path / "remote")], dst)
+    return dst
+
+
+def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp_path: Path):
+    run_cli("data", "synth", "--days", "3", cwd=repo_copy)
+    run_cli("ingest", "--all", cwd=repo_copy)
+    dvc_files = sorted((repo_copy / "data" / "events").glob("date=*.dvc"))
+    assert len(dvc_files) == 3
+    md5 = versioning.data_version(dvc_files[0])
+    assert md5.endswith(".dir")
+    # Pushed: the remote holds the partition's directory listing under its md5.
+    remote_files = [p.name for p in (tmp_path / "remote").rglob("*") if p.is_file()]
+    assert md5[2:] in remote_files
+    assert "up to date" in _run([sys.executable, "-m", "dvc", "status", "--cloud"], repo_copy).lower()
+
+    first = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
+    assert "Running stage 'sequences'" in first
+    metrics = json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())
+    assert len(metrics["days"]) == 3
+    second = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
+    assert "Running stage" not in second and "up to date" in second
+
+    # A new day changes data/events: the stage runs again, and only then.
+    run_cli("data", "synth", "--days", "4", cwd=repo_copy)
+    again = run_cli("ingest", "--all", cwd=repo_copy)
+    assert json.loads(again.stdout)["unchanged"] == 3
+    third = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
+    assert "Running stage 'sequences'" in third
+    assert len(json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())["days"]) == 4
+
+
+def test_ingest_outside_a_dvc_repo_says_so(tmp_path: Path):
+    from tests.conftest import write_params
+
+    params = write_params(tmp_path, ingest={"dvc": True})
+    run_cli("--params", str(params), "data", "synth", "--days", "1", cwd=tmp_path)
+    proc = run_cli("--params", str(params), "ingest", "--all", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "is not a DVC repository" in proc.stderr and "Traceback" not in proc.stderr

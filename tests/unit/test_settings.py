@@ -1,0 +1,46 @@
+"""params.yaml becomes typed, frozen settings; mistakes in it are reported by name."""
+
+import dataclasses
+
+import pytest
+
+from precise.errors import PreciseError
+from precise.settings import Settings
+from tests.conftest import REPO, write_params
+
+
+def test_repo_params_load():
+    s = Settings.load(REPO / "params.yaml")
+    assert s.run_date == "latest"
+    assert s.paths.landing == REPO / "landing"
+    assert len(s.synth.scenes) >= 4
+    assert [t.name for t in s.tasks] == ["click_article", "share_all"]
+    assert s.task("share_all").scenes is None and s.task("share_all").keeps("game", "share")
+    assert not s.task("click_article").keeps("video", "click")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.synth.seed = 1
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"synth": {"seeed": 1}}, "unknown key"),
+        ({"synth": {"users": "many"}}, "must be a number"),
+        ({"ingest": {"dvc": "yes"}}, "true or false"),
+        ({"run": {"date": "tomorrow"}}, "not a date"),
+        ({"tasks": [{"name": "a"}]}, "needs at least"),
+        ({"tasks": [{"name": "a", "actions": ["click"]}, {"name": "a", "actions": ["share"]}]}, "unique"),
+        ({"tasks": [{"name": "a b", "actions": ["click"]}]}, "letters, digits"),
+    ],
+)
+def test_bad_params_are_named(tmp_path, sections, message):
+    with pytest.raises(PreciseError, match=message):
+        Settings.load(write_params(tmp_path, **sections))
+
+
+def test_unknown_task_and_missing_file(tmp_path):
+    s = Settings.load(write_params(tmp_path))
+    with pytest.raises(PreciseError, match="unknown task 'nope'"):
+        s.task("nope")
+    with pytest.raises(PreciseError, match="settings file not found"):
+        Settings.load(tmp_path / "missing.yaml")
