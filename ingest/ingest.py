@@ -217,12 +217,27 @@ def run(settings: Settings, days: list[str] | None = None, force: bool = False) 
             )
     if settings.ingest.dvc:
         versioning.require_repo(settings.paths.root)
-    reports, written = [], []
+    reports, written, failed = [], [], {}
     for day in tqdm(days, desc="ingest", unit="day", disable=None if len(days) > 1 else True):
-        report, folders = ingest_day(settings, day, force=force)
+        try:
+            report, folders = ingest_day(settings, day, force=force)
+        except PreciseError as exc:  # one bad drop must not hold back the others
+            failed[day] = str(exc)
+            continue
         reports.append(report)
         written += folders
-    if settings.ingest.dvc and written:
-        versions = versioning.add_and_push(settings.paths.root, written, push=settings.ingest.push)
-        log.info("versioned %d partitions with DVC", len(versions))
+    if settings.ingest.dvc:
+        versioning.add(settings.paths.root, written)
+        if settings.ingest.push:
+            # Every partition of these days, not only the new ones: a push that failed before is
+            # retried, and DVC moves only what the remote lacks.
+            done = [r.day for r in reports]
+            versioning.push(settings.paths.root, [
+                schema.partition_dir(table, d)
+                for d in done for table in (settings.paths.rejects, settings.paths.catalog, settings.paths.events)
+            ])
+        log.info("versioned %d new partitions with DVC", len(written))
+    if failed:
+        lines = "\n".join(f"  {d}: {msg}" for d, msg in failed.items())
+        raise PreciseError(f"{len(failed)} of {len(days)} drop(s) could not be ingested (the others were):\n{lines}")
     return reports

@@ -39,17 +39,24 @@ def require_repo(root: Path) -> None:
         )
 
 
-def add_and_push(root: Path, paths: list[Path], push: bool = True) -> dict[str, str]:
-    """`dvc add` the given folders in one call, then push them. Returns {path: md5}."""
+def _relative(root: Path, paths: list[Path]) -> list[str]:
+    return [str(Path(p).resolve().relative_to(Path(root).resolve())) for p in paths]
+
+
+def add(root: Path, paths: list[Path]) -> dict[str, str]:
+    """`dvc add` the given folders in one call. Returns {path: md5}."""
     if not paths:
         return {}
-    root = Path(root)
     require_repo(root)
-    rel = [str(Path(p).resolve().relative_to(root.resolve())) for p in paths]
-    _dvc(root, "add", *rel)
-    if push:
-        _dvc(root, "push", *[r + ".dvc" for r in rel])
-    return {r: data_version(root / (r + ".dvc")) for r in rel}
+    rel = _relative(root, paths)
+    _dvc(Path(root), "add", *rel)
+    return {r: data_version(Path(root) / (r + ".dvc")) for r in rel}
+
+
+def push(root: Path, paths: list[Path]) -> None:
+    """`dvc push` the given (already added) folders to the default remote; only missing data moves."""
+    if paths:
+        _dvc(Path(root), "push", *[r + ".dvc" for r in _relative(root, paths)])
 
 
 def data_version(dvc_file: Path) -> str:

@@ -174,3 +174,12 @@ def test_catalog_as_of_day_takes_the_latest_version(settings):
     ingest.run(settings)
     assert list(schema.read_catalog(settings.paths.data, "2026-01-05")["title"]) == ["Old"]
     assert list(schema.read_catalog(settings.paths.data, "2026-01-06")["title"]) == ["New", "Two"]
+
+
+def test_one_bad_drop_does_not_hold_back_the_others(settings):
+    _drop(settings, "2026-01-05", GOOD)
+    _drop(settings, "2026-01-06", "user_id,item_id\nu1,i1\n")
+    _drop(settings, "2026-01-07", GOOD.replace("2026-01-05", "2026-01-07"))
+    with pytest.raises(PreciseError, match=r"1 of 3 drop\(s\) could not be ingested(.|\n)*2026-01-06: .*missing required"):
+        ingest.run(settings)
+    assert schema.list_days(settings.paths.events) == ["2026-01-05", "2026-01-07"]
