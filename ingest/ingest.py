@@ -113,7 +113,7 @@ def enforce_events(raw: RawFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFram
     reason = _first_reason(len(df), checks)
     ok = reason == ""
     good = pd.DataFrame({c: df.loc[ok, c].astype(str).to_numpy() for c in ("user_id", "item_id", "scene", "action")})
-    good["ts"] = ts[ok].to_numpy()
+    good["ts"] = ts[ok].reset_index(drop=True)
     return good, _rejects(raw, reason)
 
 
@@ -131,7 +131,7 @@ def enforce_catalog(raw: RawFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFra
     good["title"] = df.loc[ok, "title"].fillna("").astype(str).to_numpy()
     text = df["text"] if "text" in df.columns else pd.Series(None, index=df.index, dtype=object)
     good["text"] = text[ok].astype(object).where(text[ok].notna(), None).to_numpy()
-    good["published_at"] = published[ok].to_numpy()
+    good["published_at"] = published[ok].reset_index(drop=True)
     return good, _rejects(raw, reason)
 
 

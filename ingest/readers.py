@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -120,8 +121,15 @@ def _read_csv(path: Path) -> RawFrame:
 
 def missing_values(values: pd.Series) -> np.ndarray:
     """True where a value is null or only whitespace."""
-    s = values.astype("string")
-    return (s.isna() | (s.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return values.isna().to_numpy()  # typed (numbers, times): only nulls are missing
+    try:
+        arr = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects: the slow, general way
+        s = values.astype("string")
+        return (s.isna() | (s.str.strip() == "")).to_numpy(dtype=bool, na_value=True)
+    blank = pc.equal(pc.utf8_trim_whitespace(arr), "")
+    return pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
