@@ -41,6 +41,8 @@ run: repro
 	@echo
 	@echo "Results:"
 	@echo "  contract partitions   data/events/  data/catalog/  (rejects: data/rejects/)"
+	@echo "  validation            data/validation/manifest.json  (per day: data/validation/results/)"
+	@echo "  Data Docs             var/gx/gx/uncommitted/data_docs/local_site/index.html"
 	@echo "  sequences             data/sequences/  (metrics: data/metrics/sequences.json)"
 	@echo "  pipeline status       $(BIN)/dvc status ; $(BIN)/dvc metrics show"
 

@@ -16,6 +16,7 @@ from precise.errors import PreciseError
 from precise.settings import Settings
 
 log = logging.getLogger("precise")
+OWN_PACKAGES = ("precise", "ingest", "training", "validation")
 
 
 def _print(obj) -> None:
@@ -102,6 +103,32 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from validation import validate
+
+    if args.action == "release":
+        entry = validate.release(settings, args.date, args.reason, by=args.by)
+        _print({"day": args.date, **entry})
+        return 0
+    if args.all:
+        results, metrics, docs = validate.run_all(settings)
+        for r in results:
+            if r.status != "passed":
+                print(validate.summary(r), file=sys.stderr)
+        _print(metrics | {"data_docs": str(docs), "manifest": str(settings.paths.manifest)})
+        return 0
+    if not args.date:
+        raise PreciseError("say which day: --date D, or --all")
+    result, docs = validate.run_date(settings, args.date)
+    print(validate.summary(result))
+    print(f"Data Docs: {docs}")
+    if result.status == "quarantined":
+        print(f"{args.date} is quarantined: later stages skip it. After review: "
+              f"precise validate release --date {args.date} --reason '...'", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
     from training import sequences
 
@@ -164,6 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--force", action="store_true", help="re-ingest even if the drop is unchanged")
     ing.set_defaults(func=cmd_ingest)
 
+    val = verbs.add_parser(
+        "validate",
+        help="the daily gate: Great Expectations checks, quarantine, release",
+        description="Validate ingested days. A day failing an `error` check is quarantined (later "
+        "stages skip it); `release` accepts it after review. Exit code 1 when --date finds a bad day.",
+    )
+    val.add_argument("--date", help="validate this day (again); exit code 1 if it is quarantined")
+    val.add_argument("--all", action="store_true", help="validate every day not yet validated; exit 0")
+    val.set_defaults(func=cmd_validate, action=None)
+    val_actions = val.add_subparsers(dest="action", metavar="{release}")
+    rel = val_actions.add_parser("release", help="accept a quarantined day after review")
+    rel.add_argument("--date", required=True, help="the quarantined day")
+    rel.add_argument("--reason", required=True, help="why it is acceptable (recorded in the manifest)")
+    rel.add_argument("--by", help="who releases it (default: the current user)")
+
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")
     seq.set_defaults(func=cmd_sequences)
@@ -172,11 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    # Our own stages log at INFO (DEBUG with -v); libraries only say something when it matters.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for name in OWN_PACKAGES:
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
         return func(args, Settings.load(args.params))

@@ -90,6 +90,44 @@ class SequencesConfig:
 
 
 @dataclass(frozen=True)
+class ValidationProfile:
+    """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
+
+    A bound set to null in params.yaml switches its check off.
+    """
+
+    scenes: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ("click", "share")
+    min_events: int | None = 1
+    max_duplicate_rate: float | None = 0.01
+    max_unknown_item_rate: float | None = 0.02
+    max_events_per_user: int | None = 2000
+    volume_history_days: int = 7
+    volume_min_ratio: float | None = 0.5
+    volume_max_ratio: float | None = 2.0
+    future_tolerance_minutes: float | None = 5.0
+    min_text_non_empty_rate: float | None = 0.9
+    text_min_chars: int = 1
+    text_max_chars: int = 5000
+    max_text_length_violation_rate: float | None = 0.05
+    published_after: str = "1970-01-01"
+    min_sequence_median: float | None = 3.0
+    max_truncated_share: float | None = 0.5
+    min_task_coverage: float | None = 0.01
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    profile_name: str
+    profile: ValidationProfile
+    severity: tuple[tuple[str, str], ...] = ()  # (check, "error" | "warning") overrides
+    examples: int = 3  # bad rows shown per failed check
+
+    def severity_of(self, check: str, default: str) -> str:
+        return dict(self.severity).get(check, default)
+
+
+@dataclass(frozen=True)
 class Task:
     """A targeted task: the behaviours it keeps. `scenes=None` means every scene."""
 
@@ -110,6 +148,7 @@ class Settings:
     ingest: IngestConfig
     sequences: SequencesConfig
     tasks: tuple[Task, ...]
+    validate: ValidateConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -161,6 +200,9 @@ def _section(raw: dict, name: str, cls: type, path: Path) -> Any:
     kwargs = {}
     for key, value in values.items():
         default = fields[key].default
+        if value is None and "None" in str(fields[key].type):
+            kwargs[key] = None  # a switched-off bound
+            continue
         if isinstance(default, tuple):
             if not isinstance(value, list):
                 raise PreciseError(f"{path}: {name}.{key} must be a list")
@@ -202,6 +244,28 @@ def _tasks(raw: dict, path: Path) -> tuple[Task, ...]:
     return tuple(tasks)
 
 
+def _validate(raw: dict, path: Path) -> ValidateConfig:
+    section = dict(raw.get("validate") or {})
+    profiles = section.pop("profiles", None) or {}
+    name = str(section.pop("profile", "default"))
+    severity = section.pop("severity", None) or {}
+    examples = section.pop("examples", 3)
+    if section:
+        raise PreciseError(f"{path}: unknown key(s) in section 'validate': {', '.join(sorted(section))}")
+    if name not in profiles:
+        known = ", ".join(profiles) or "none"
+        raise PreciseError(f"{path}: validate.profile {name!r} is not one of validate.profiles ({known})")
+    bad = sorted(v for v in severity.values() if v not in ("error", "warning"))
+    if bad:
+        raise PreciseError(f"{path}: validate.severity values must be error or warning, got {bad}")
+    return ValidateConfig(
+        profile_name=name,
+        profile=_section(profiles, name, ValidationProfile, path),
+        severity=tuple(sorted(severity.items())),
+        examples=int(examples),
+    )
+
+
 def from_dict(raw: dict, path: Path) -> Settings:
     root = path.parent
     paths_raw = raw.get("paths") or {}
@@ -226,6 +290,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         ingest=_section(raw, "ingest", IngestConfig, path),
         sequences=_section(raw, "sequences", SequencesConfig, path),
         tasks=_tasks(raw, path),
+        validate=_validate(raw, path),
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -103,9 +104,19 @@ def select(events: pd.DataFrame, actions: tuple[str, ...], scenes: tuple[str, ..
 
 
 def run(
-    cfg: SequencesConfig, tasks: tuple[Task, ...], days: list[str], data: Path, out: Path, metrics: Path
+    cfg: SequencesConfig,
+    tasks: tuple[Task, ...],
+    days: list[str],
+    data: Path,
+    out: Path,
+    metrics: Path,
+    check: Callable[[dict], dict] | None = None,
 ) -> dict:
-    """Build the all-scene and per-task sequences from `days` of `data/events` into `out`."""
+    """Build the all-scene and per-task sequences from `days` of `data/events` into `out`.
+
+    `check(summary)` runs before anything is written; it may raise to keep the last good output,
+    and what it returns is recorded under `checks` in the metrics.
+    """
     if not days:
         raise PreciseError("no readable days to build sequences from (none ingested, or all quarantined)")
     events = schema.read_events(data, days)
@@ -113,11 +124,13 @@ def run(
     for task in tasks:
         sets[f"task={task.name}"] = select(events, task.actions, task.scenes)
     summary = {"date": days[-1], "days": days, "max_len": cfg.max_len, "sequences": {}}
+    tables = {name: build(frame, cfg.max_len) for name, frame in sets.items()}
+    summary["sequences"] = {name: stats(table, cfg.max_len) for name, table in tables.items()}
+    if check is not None:
+        summary["checks"] = check(summary)
     with atomic_dir(out) as tmp:
-        for name, frame in sets.items():
-            table = build(frame, cfg.max_len)
+        for name, table in tables.items():
             pq.write_table(table, Path(tmp) / f"{name}.parquet", compression="zstd")
-            summary["sequences"][name] = stats(table, cfg.max_len)
     write_json(metrics, summary)
     log.info("sequences as of %s from %d days: %s", days[-1], len(days),
              {k: v["users"] for k, v in summary["sequences"].items()})
@@ -132,7 +145,25 @@ def main(settings: Settings, date: str | None = None) -> dict:
         log.warning("day %s is not readable (not ingested or quarantined); building from %s",
                     day, days[-1] if days else "nothing")
     paths = settings.paths
-    return run(settings.sequences, settings.tasks, days, paths.data, paths.sequences, paths.metrics / "sequences.json")
+    return run(settings.sequences, settings.tasks, days, paths.data, paths.sequences,
+               paths.metrics / "sequences.json", check=lambda summary: _check(settings, summary))
+
+
+def _check(settings: Settings, summary: dict) -> dict:
+    """The sequences suite (validation/checks.py): `error` failures stop the stage."""
+    from validation.checks import checks, sequence_stats
+    from validation.suites import Gate
+
+    names = tuple(t.name for t in settings.tasks)
+    gate = Gate(settings.paths.var / "gx", checks(settings.validate, names))
+    outcomes, _ = gate.run("sequences", sequence_stats(summary, names).values, run_name=f"sequences-{summary['date']}")
+    failed = [o for o in outcomes if not o.success]
+    for o in failed:
+        log.warning("sequences check %s (%s) failed: observed %s", o.check, o.severity, o.observed)
+    errors = [o.check for o in failed if o.severity == "error"]
+    if errors:
+        raise PreciseError(f"sequences as of {summary['date']} fail: {', '.join(errors)}; outputs left as they were")
+    return {o.check: {"success": o.success, "severity": o.severity, "observed": o.observed} for o in outcomes}
 
 
 def read(out: Path, name: str = "all_scene") -> pd.DataFrame:

@@ -6,8 +6,9 @@ One JSON file, `data/validation/manifest.json`:
               ...}}
 
 Status is one of `passed`, `warning`, `quarantined`, `released`. Training reads only `passed`,
-`warning` and `released` days. Until the validate stage has written a manifest, every ingested day
-is readable (there is no gate yet); once a manifest exists, a day it does not list is not.
+`warning` and `released` days; a day the manifest does not list (not validated yet) is not read,
+and without a manifest nothing is: run `precise validate --all` first. The validate stage
+(validation/validate.py) is the only writer; every write is atomic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from precise import schema
+from precise.atomic import write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, parse_date
 
@@ -32,12 +34,22 @@ def read(path: Path) -> dict[str, dict]:
         raise PreciseError(f"{path}: not a valid validation manifest ({exc})") from None
 
 
+def read_or_empty(path: Path) -> dict[str, dict]:
+    return read(path) if Path(path).is_file() else {}
+
+
+def write(path: Path, entries: dict[str, dict]) -> None:
+    write_json(path, {"days": dict(sorted(entries.items()))})
+
+
 def good_days(settings: Settings, up_to: str | None = None) -> list[str]:
     """Ingested days that training may read, up to and including `up_to`, sorted."""
-    days = schema.list_days(settings.paths.events)
-    if settings.paths.manifest.is_file():
-        entries = read(settings.paths.manifest)
-        days = [d for d in days if entries.get(d, {}).get("status") in READABLE]
+    if not settings.paths.manifest.is_file():
+        raise PreciseError(
+            f"no validation manifest at {settings.paths.manifest}: run `precise validate --all` first"
+        )
+    entries = read(settings.paths.manifest)
+    days = [d for d in schema.list_days(settings.paths.events) if entries.get(d, {}).get("status") in READABLE]
     return [d for d in days if up_to is None or d <= up_to]
 
 

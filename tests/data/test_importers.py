@@ -11,7 +11,9 @@ from ingest import importers, ingest
 from precise import schema
 from precise.errors import PreciseError
 from training import sequences
-from validation import manifest
+from precise.settings import Settings
+from tests.conftest import write_params
+from validation import manifest, validate
 
 # An event log in someone else's shape: other names, epoch milliseconds, an extra column,
 # a local-time offset, and some broken rows.
@@ -110,7 +112,8 @@ def test_movielens_fixture(settings, tmp_path):
     assert "30" in set(catalog["item_id"]), "movies nobody rated are still in the catalog"
 
 
-def test_movielens_real_window(settings, shared_datasets):
+def test_movielens_real_window(tmp_path, shared_datasets):
+    settings = Settings.load(write_params(tmp_path, validate={"profile": "movielens"}))
     report = importers.import_movielens(
         settings.paths.landing, shared_datasets / "ml-latest-small", since="2018-06-01", until="2018-06-30"
     )
@@ -120,6 +123,8 @@ def test_movielens_real_window(settings, shared_datasets):
     reports = ingest.run(settings)
     assert sum(r.events for r in reports) == report["events"]
     assert all(r.rejected_events == 0 for r in reports)
+    results, metrics, _ = validate.run_all(settings)
+    assert metrics["quarantined"] == 0, [validate.summary(r) for r in results if r.status == "quarantined"]
 
 
 def _tiny_food_kitchen(folder: Path) -> Path:
@@ -132,7 +137,8 @@ def _tiny_food_kitchen(folder: Path) -> Path:
     return folder
 
 
-def test_food_kitchen_fixture_orders_times_and_holds_out_targets(settings, tmp_path):
+def test_food_kitchen_fixture_orders_times_and_holds_out_targets(tmp_path):
+    settings = Settings.load(write_params(tmp_path, validate={"profile": "food_kitchen"}))
     folder = _tiny_food_kitchen(tmp_path / "fk")
     report = importers.import_food_kitchen(settings.paths.landing, folder, days=4, end_date="2026-01-04")
     assert report["events"] == 2 + 4 + 2 + 2
@@ -140,6 +146,7 @@ def test_food_kitchen_fixture_orders_times_and_holds_out_targets(settings, tmp_p
     assert splits.set_index("user_id")["target_item_id"].to_dict() == {"valid-1": "K2", "test-1": "K2"}
     assert list(splits["target_scene"]) == ["kitchen", "kitchen"]
     ingest.run(settings)
+    validate.run_all(settings)
     sequences.main(settings)
     seqs = sequences.read(settings.paths.sequences).set_index("user_id")
     assert list(seqs.loc["mixed-1", "item_ids"]) == ["F1", "K1", "F2", "K2"], "order is kept"
@@ -149,7 +156,8 @@ def test_food_kitchen_fixture_orders_times_and_holds_out_targets(settings, tmp_p
     assert str(pd.Timestamp(ts[0]).date()) >= "2026-01-01" and str(pd.Timestamp(ts[-1]).date()) <= "2026-01-04"
 
 
-def test_food_kitchen_real(settings, shared_datasets):
+def test_food_kitchen_real(tmp_path, shared_datasets):
+    settings = Settings.load(write_params(tmp_path, validate={"profile": "food_kitchen"}))
     report = importers.import_food_kitchen(settings.paths.landing, shared_datasets / "food-kitchen", days=10)
     assert report["items"] == 36298
     assert report["rejected"] == {"sequences.csv": 0, "items.csv": 0}
@@ -161,4 +169,6 @@ def test_food_kitchen_real(settings, shared_datasets):
     assert report["events"] == n_raw - 960 - 937
     reports = ingest.run(settings)
     assert sum(r.events for r in reports) == report["events"]
+    results, metrics, _ = validate.run_all(settings)
+    assert metrics["quarantined"] == 0, [validate.summary(r) for r in results if r.status != "passed"]
     assert manifest.good_days(settings) == report["days"]

@@ -9,7 +9,7 @@ from ingest import ingest, synth
 from precise import schema
 from precise.errors import PreciseError
 from training import sequences
-from validation import manifest
+from validation import manifest, validate
 
 
 def _events(rows):
@@ -44,11 +44,13 @@ def test_build_empty():
 def test_stage_on_synthetic_days(settings):
     synth.run(settings.synth, settings.paths.landing)
     ingest.run(settings)
+    validate.run_all(settings)
     summary = sequences.main(settings)
     days = schema.list_days(settings.paths.events)
     assert summary["date"] == days[-1] and summary["days"] == days
     metrics = json.loads((settings.paths.metrics / "sequences.json").read_text())
     assert metrics == json.loads(json.dumps(summary, default=str))
+    assert metrics["checks"]["sequences_median_length"]["success"]
     events = schema.read_events(settings.paths.data, days)
     allseq = sequences.read(settings.paths.sequences)
     clicks = events[events["action"] == "click"]
@@ -80,4 +82,11 @@ def test_manifest_gates_the_days(settings):
 
 def test_no_days_is_a_readable_error(settings):
     with pytest.raises(PreciseError, match="no ingested days"):
+        sequences.main(settings)
+
+
+def test_unvalidated_days_are_not_read(settings):
+    synth.run(settings.synth, settings.paths.landing, days=1)
+    ingest.run(settings)
+    with pytest.raises(PreciseError, match="run `precise validate --all` first"):
         sequences.main(settings)

@@ -57,7 +57,7 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     assert "up to date" in _run([sys.executable, "-m", "dvc", "status", "--cloud"], repo_copy).lower()
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
-    assert "Running stage 'sequences'" in first
+    assert "Running stage 'validate'" in first and "Running stage 'sequences'" in first
     metrics = json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())
     assert len(metrics["days"]) == 3
     second = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
@@ -70,6 +70,18 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     third = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
     assert "Running stage 'sequences'" in third
     assert len(json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())["days"]) == 4
+    assert json.loads((repo_copy / "data" / "metrics" / "validate.json").read_text())["validated_now"] == 1
+
+    # An operator's release changes the manifest: the gate keeps it, sequences rebuild.
+    manifest_path = repo_copy / "data" / "validation" / "manifest.json"
+    entries = json.loads(manifest_path.read_text())
+    day = max(entries["days"])
+    entries["days"][day]["status"] = "quarantined"  # as if the gate had stopped the newest day
+    manifest_path.write_text(json.dumps(entries))
+    run_cli("validate", "release", "--date", day, "--reason", "checked by hand", cwd=repo_copy)
+    fourth = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
+    assert "Running stage 'sequences'" in fourth
+    assert json.loads(manifest_path.read_text())["days"][day]["status"] == "released"
 
 
 def test_ingest_outside_a_dvc_repo_says_so(tmp_path: Path):
