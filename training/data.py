@@ -1,0 +1,77 @@
+"""From sequences and encoded items to tensors: item and token indexes, padded sequences.
+
+Indexes are **append-only**: a checkpoint stores its item ids and token ids in index order, and
+the next day's index keeps them and appends what is new, so yesterday's table rows stay valid
+(the item table grows; PRECISE's daily training continues from yesterday).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@dataclass
+class Index:
+    """Ids in index order; index i + 1 is the row of ids[i] (row 0 is padding)."""
+
+    ids: list[str]
+
+    def __post_init__(self):
+        self.pos = {x: i + 1 for i, x in enumerate(self.ids)}
+
+    @classmethod
+    def grow(cls, old: list[str], current) -> tuple["Index", int]:
+        """Keep `old` in order, append unseen ids of `current` (sorted). Returns (index, n_new)."""
+        known = set(old)
+        new = sorted({x for x in current if x not in known})
+        return cls(list(old) + new), len(new)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, values) -> np.ndarray:
+        """Ids -> indices (0 for unknown ids)."""
+        return np.array([self.pos.get(v, 0) for v in values], dtype=np.int64)
+
+
+def item_token_matrix(items: pd.DataFrame, item_index: Index, token_index: Index, max_tokens: int) -> torch.Tensor:
+    """(N+1, T) int64 local token indices of each indexed item, right-padded with 0.
+
+    `items`: item_id, token_ids (LLM ids) as written by the encode stage. Items of the index that
+    are missing from `items` (dropped from the catalog) keep an all-padding row.
+    """
+    out = np.zeros((len(item_index) + 1, max_tokens), dtype=np.int64)
+    rows = item_index.lookup(items["item_id"])
+    for row, toks in zip(rows, items["token_ids"]):
+        if row == 0:
+            continue
+        local = token_index.lookup([str(t) for t in toks[:max_tokens]])
+        out[row, : len(local)] = local
+    return torch.from_numpy(out)
+
+
+def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """Keep the `length` most recent of each sequence and left-pad with 0 -> (B, length)."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[i, length - len(s) :] = s
+    return out
+
+
+def next_item_pairs(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-item targets for every position of each sequence: (B, L), (B, L).
+
+    Each sequence s (indices, oldest first) gives input s[:-1] and target s[1:], the most recent
+    max_len positions, left-padded. Unknown items (index 0) are dropped first.
+    """
+    kept = [s[s > 0] for s in seqs]
+    kept = [s[-(max_len + 1) :] for s in kept if len(s) >= 2]
+    inputs = pad_left([s[:-1] for s in kept], max_len)
+    targets = pad_left([s[1:] for s in kept], max_len)
+    return torch.from_numpy(inputs), torch.from_numpy(targets)

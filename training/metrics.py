@@ -1,0 +1,41 @@
+"""Full-ranking metrics: every item is a candidate, nothing is sampled.
+
+R@K (recall, hit rate with one target) and N@K (NDCG with one relevant item: 1 / log2(rank + 2)
+when the 0-based rank is below K). Scores are dot products (training/model.py). Ties count
+against the target (a target tied with another item ranks below it), so a model that scores
+everything equally gets no credit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KS = (10, 30, 50)
+
+
+@torch.no_grad()
+def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """users (B, D), items (N+1, D) with row 0 = padding, targets (B,) in 1..N.
+
+    Returns the 0-based rank of each target among all N items (B,) and the full-softmax
+    cross-entropy of each target (B,).
+    """
+    ranks, losses = [], []
+    for i in range(0, len(users), chunk):
+        s = users[i : i + chunk] @ items.T  # (b, N+1)
+        s[:, 0] = float("-inf")
+        t = targets[i : i + chunk]
+        pos = s.gather(1, t.unsqueeze(1))  # (b, 1)
+        ranks.append((s >= pos).sum(1) - 1)  # items scoring at least as high, minus the target
+        losses.append(torch.logsumexp(s, dim=1) - pos.squeeze(1))
+    return torch.cat(ranks).cpu().numpy(), torch.cat(losses).cpu().numpy()
+
+
+def from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    out: dict[str, float] = {"n": int(len(ranks))}
+    for k in ks:
+        hit = ranks < k
+        out[f"R@{k}"] = float(hit.mean()) if len(ranks) else 0.0
+        out[f"N@{k}"] = float((hit / np.log2(ranks + 2.0)).mean()) if len(ranks) else 0.0
+    return out

@@ -1,0 +1,239 @@
+"""The PRECISE model: Embedding Fusion (IV-B) and the sequence transformer (IV-C, IV-D).
+
+Read top-down: building blocks (attention-pooling experts, the MoE fusion), the item embedding
+variants (chosen by name), the config, then the model. The model does no I/O and holds no device
+globals; its verbs are `item_embeddings`, `encode`, `loss` and `score`.
+
+Scores are **dot products** of user and item vectors, in training, evaluation and recall alike.
+
+Shapes: B batch, L sequence length, T tokens per item, D = id_dim + sem_dim item/model width,
+H the language model's width, K experts, N items (row 0 of every item table is padding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --- building blocks ------------------------------------------------------------------------------
+
+
+class AttentionPool(nn.Module):
+    """One expert: attention pooling of an item's tokens with a learned query (padding masked)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+        self.value = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (M, T, d), mask (M, T) bool True = real token -> (M, d)."""
+        scores = tokens @ self.query / math.sqrt(tokens.shape[-1])  # (M, T)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an item without tokens pools to 0
+        return torch.einsum("mt,mtd->md", weights, self.value(tokens))
+
+
+class MoEFusion(nn.Module):
+    """Mixture of attention experts over token embeddings, top-k gated (PRECISE eq. 3-4).
+
+    The gate scores the K experts from the mean-pooled tokens, keeps the top k, softmaxes over
+    them and mixes their outputs. `balance_loss` is the Switch-Transformer load-balancing term
+    K * sum_k f_k * P_k (f_k: share of items routed to k, P_k: mean gate probability of k).
+    """
+
+    def __init__(self, dim: int, experts: int, top_k: int):
+        super().__init__()
+        self.experts = nn.ModuleList(AttentionPool(dim) for _ in range(experts))
+        self.gate = nn.Linear(dim, experts)
+        self.top_k = top_k
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """tokens (M, T, d), mask (M, T) -> fused (M, d), stats {usage (K,), balance_loss ()}."""
+        m = mask.unsqueeze(-1).float()
+        mean = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # (M, d)
+        logits = self.gate(mean)  # (M, K)
+        top, idx = logits.topk(self.top_k, dim=-1)  # (M, k)
+        weights = torch.softmax(top, dim=-1)
+        outputs = torch.stack([e(tokens, mask) for e in self.experts], dim=1)  # (M, K, d)
+        chosen = outputs.gather(1, idx.unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))  # (M, k, d)
+        fused = (weights.unsqueeze(-1) * chosen).sum(1)
+        routed = F.one_hot(idx, len(self.experts)).float().sum(1)  # (M, K)
+        usage = routed.mean(0) / self.top_k
+        probs = torch.softmax(logits, dim=-1).mean(0)
+        return fused, {"usage": usage.detach(), "balance_loss": len(self.experts) * (usage * probs).sum()}
+
+
+class MeanPool(nn.Module):
+    """Ablation (PRECISE-Pool): average of the token embeddings instead of the MoE."""
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        m = mask.unsqueeze(-1).float()
+        return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0), {}
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the model from a checkpoint (saved inside it)."""
+
+    n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
+    n_tokens: int  # token ids in use; the token table has n_tokens + 1 rows (row 0 = padding)
+    llm_dim: int  # H, width of the language model's states
+    item_embedding: str = "fused"  # fused | id | text | meanpool
+    id_dim: int = 64
+    sem_dim: int = 64
+    experts: int = 4
+    top_k: int = 2
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    max_len: int = 50
+
+    @property
+    def dim(self) -> int:
+        return self.id_dim + self.sem_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ITEM_EMBEDDINGS = ("fused", "id", "text", "meanpool")
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+class Precise(nn.Module):
+    """Item embeddings (ID and/or text) + a transformer over item sequences.
+
+    Variants (`item_embedding`), all of width D = id_dim + sem_dim so that ablations compare at
+    equal size: `fused` = ID(id_dim) concat MoE(tokens)(sem_dim); `meanpool` = ID concat mean of
+    tokens; `id` = ID(D) only (PRECISE-ID); `text` = MoE(tokens)(D) only (PRECISE-LLM).
+    """
+
+    def __init__(self, cfg: ModelConfig, item_tokens: torch.Tensor, token_init: torch.Tensor | None = None):
+        """item_tokens (N+1, T) int64 local token indices, 0 = pad; token_init (V, H) float."""
+        super().__init__()
+        if cfg.item_embedding not in ITEM_EMBEDDINGS:
+            raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}")
+        self.cfg = cfg
+        uses_id = cfg.item_embedding != "text"
+        uses_text = cfg.item_embedding != "id"
+        id_width = cfg.id_dim if uses_text else cfg.dim
+        sem_width = cfg.sem_dim if uses_id else cfg.dim
+        self.id_emb = nn.Embedding(cfg.n_items + 1, id_width, padding_idx=0) if uses_id else None
+        if self.id_emb is not None:
+            nn.init.normal_(self.id_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.id_emb.weight[0].zero_()
+        self.register_buffer("item_tokens", item_tokens.long(), persistent=True)
+        if uses_text:
+            self.tok_emb = nn.Embedding(cfg.n_tokens + 1, cfg.llm_dim, padding_idx=0)
+            if token_init is not None:
+                with torch.no_grad():
+                    self.tok_emb.weight[1:] = token_init
+                    self.tok_emb.weight[0].zero_()
+            self.tok_proj = nn.Linear(cfg.llm_dim, sem_width)
+            self.pool = MeanPool() if cfg.item_embedding == "meanpool" else MoEFusion(sem_width, cfg.experts, cfg.top_k)
+        else:
+            self.tok_emb = self.tok_proj = self.pool = None
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        layer = nn.TransformerEncoderLayer(
+            cfg.dim, cfg.heads, dim_feedforward=4 * cfg.dim, dropout=cfg.dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.last_stats: dict = {}
+
+    # -- items --
+
+    def _embed(self, items: torch.Tensor) -> torch.Tensor:
+        """items (M,) distinct int64 indices -> (M, D)."""
+        parts = []
+        if self.id_emb is not None:
+            parts.append(self.id_emb(items))
+        if self.pool is not None:
+            # Project the token table once (V+1, sem), then gather: the same as projecting each
+            # item's tokens, at a fraction of the cost (V << M x T).
+            table = self.tok_proj(self.tok_emb.weight)
+            tokens = self.item_tokens[items]  # (M, T)
+            sem, stats = self.pool(table[tokens], tokens > 0)  # (M, sem)
+            self.last_stats = stats
+            parts.append(sem)
+        return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
+
+    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...,) int64 item indices -> (..., D); each distinct item is embedded once.
+        Index 0 (padding) maps to zeros."""
+        uniq, inverse = torch.unique(items.reshape(-1), return_inverse=True)
+        return self._embed(uniq)[inverse].reshape(*items.shape, self.cfg.dim)
+
+    def all_item_embeddings(self, chunk: int = 8192) -> torch.Tensor:
+        """(N+1, D) embeddings of every item (row 0 = zeros), in chunks to bound memory."""
+        ids = torch.arange(self.cfg.n_items + 1, device=self.item_tokens.device)
+        return torch.cat([self._embed(ids[i : i + chunk]) for i in range(0, len(ids), chunk)])
+
+    # -- sequences --
+
+    def encode(self, seq: torch.Tensor, causal: bool = True, seq_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """seq (B, L) int64 item indices, left-padded with 0 -> hidden states (B, L, D).
+
+        causal=True: each position sees only itself and earlier items (universal training);
+        causal=False: bidirectional (targeted training). Padding is masked in both; every
+        position may see itself, so no attention row is empty (no NaN), and padded positions
+        are zeroed at the output. seq_emb (B, L, D): item embeddings already computed.
+        """
+        B, L = seq.shape
+        pad = seq == 0  # (B, L)
+        x = self.item_embeddings(seq) if seq_emb is None else seq_emb
+        x = self.dropout(x + self.pos_emb(torch.arange(L, device=seq.device) + self.cfg.max_len - L))
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        hidden = pad.unsqueeze(1) & ~eye  # (B, L, L): key j hidden from query i, True = hidden
+        if causal:
+            hidden = hidden | torch.triu(torch.ones(L, L, dtype=torch.bool, device=seq.device), diagonal=1)
+        mask = hidden.repeat_interleave(self.cfg.heads, dim=0)  # (B * heads, L, L)
+        h = self.encoder(x, mask=mask)
+        return self.norm(h) * (~pad).unsqueeze(-1)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users (B, D), items (M, D) -> dot-product scores (B, M)."""
+        return users @ items.T
+
+    def loss(
+        self,
+        seq: torch.Tensor,
+        target: torch.Tensor,
+        negatives: torch.Tensor,
+        neg_logq: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
+        """Next-item prediction with sampled softmax (PRECISE eq. 5).
+
+        seq (B, L) inputs, target (B, L) the next item at each position (0 = none),
+        negatives (M,) item indices shared by the batch, neg_logq (M,) log sampling probability
+        (logQ correction) or None. A negative equal to the position's target is masked.
+        """
+        # Embed every distinct item of the step once: inputs, targets and negatives.
+        B, L = seq.shape
+        uniq, inverse = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]), return_inverse=True)
+        emb = self._embed(uniq)[inverse]  # (2 B L + M, D)
+        stats = dict(self.last_stats)
+        seq_emb, tgt_emb, neg_e = emb[: B * L], emb[B * L : 2 * B * L], emb[2 * B * L :]
+        h = self.encode(seq, causal=True, seq_emb=seq_emb.reshape(B, L, -1))  # (B, L, D)
+        valid = target > 0
+        h, pos_items = h[valid], target[valid]  # (P, D), (P,)
+        pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True)  # (P, 1)
+        neg = h @ neg_e.T  # (P, M), neg_e (M, D)
+        if neg_logq is not None:
+            neg = neg - neg_logq
+        neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+        logits = torch.cat([pos, neg], dim=1)
+        loss = F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))
+        return loss, stats

@@ -1,0 +1,299 @@
+"""The training loop of universal training (PRECISE IV-C, IV-E.2), shared by every caller.
+
+`fit` trains a `Precise` model on next-item pairs with sampled negatives and:
+
+* AdamW, gradient clipping, a seed; LR schedules `constant`, `cosine`, `wsd` (CPRec's
+  warmup-stable-annealing, eq. 2-3: linear warm-up to lr, stable, cosine annealing to min_lr);
+* negatives from a registry: `in_batch` (the paper: the other targets of the batch) or
+  `uniform` (catalog items), optional logQ correction; accidental hits masked in the loss;
+* **alternate training**: phase 1 freezes the token embeddings so that the ID embeddings learn;
+  phase 2 unfreezes them once the ID side has converged (validation-loss plateau or small
+  ID-embedding change, with a step cap); the switch is logged and the phase is part of the
+  checkpointed state; `alternate.enabled: false` is joint training from the start;
+* evaluation every epoch on held-out next items (full ranking), early stopping on R@10 (in the
+  last phase only), the best state kept;
+* checkpoints every `checkpoint_every` steps (model, optimizer, RNG, position in the epoch) and
+  resume after a kill: the data order is a function of (seed, epoch), so a resumed run replays
+  exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from precise.atomic import atomic_dir, atomic_path
+from training.metrics import from_ranks, target_ranks
+from training.model import Precise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlternateConfig:
+    enabled: bool = True
+    criterion: str = "val_loss"  # val_loss | id_change
+    patience: int = 1  # evaluations without improvement (val_loss) before the switch
+    min_delta: float = 0.002  # relative improvement of val_loss that counts / id change threshold
+    max_phase1_steps: int = 2000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.01
+    schedule: str = "wsd"  # constant | cosine | wsd
+    warmup_steps: int = 50
+    anneal_fraction: float = 0.2
+    epochs: int = 20
+    negatives: str = "in_batch"  # in_batch | uniform
+    num_negatives: int = 512  # uniform sampler
+    logq: bool = False
+    balance_weight: float = 0.01
+    clip_norm: float = 1.0
+    seed: int = 7
+    checkpoint_every: int = 200
+    patience: int = 3  # epochs without a better valid R@10 before stopping
+    alternate: AlternateConfig = field(default_factory=AlternateConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- negatives ------------------------------------------------------------------------------------
+
+
+def in_batch_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
+    """The distinct targets of the batch; logQ = log of each item's share of the batch's targets."""
+    t = targets[targets > 0]
+    items, counts = torch.unique(t, return_counts=True)
+    return items, torch.log(counts.float() / counts.sum())
+
+
+def uniform_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
+    """Items drawn uniformly from the catalog; logQ = log(1 / N)."""
+    items = torch.randint(1, n_items + 1, (cfg.num_negatives,), generator=gen)
+    return items, torch.full((len(items),), -math.log(n_items))
+
+
+NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives}
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """Multiplier of cfg.lr at `step` of `total` (never below min_lr / lr)."""
+    floor = cfg.min_lr / cfg.lr
+    if step < cfg.warmup_steps:
+        return floor + (1 - floor) * step / max(cfg.warmup_steps, 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if cfg.schedule == "wsd":
+        stable_end = int(total * (1 - cfg.anneal_fraction))
+        if step <= stable_end:
+            return 1.0
+        progress = (step - stable_end) / max(total - stable_end, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (constant, cosine, wsd)")
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """What a resumed run needs besides the weights."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    phase: int = 1
+    best_r10: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_val_loss: float = float("inf")
+    plateau: int = 0
+    switched_at: int | None = None
+    done: bool = False
+    history: list = field(default_factory=list)
+
+
+def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, state: State, extra: dict) -> None:
+    """Atomically: weights (safetensors), optimizer and RNG (torch tensors), state and config (JSON)."""
+    with atomic_dir(Path(folder)) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / "model.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, Path(tmp) / "optimizer.pt")
+        (Path(tmp) / "state.json").write_text(json.dumps({"state": asdict(state), **extra}, indent=1))
+
+
+def load_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(state.json contents, weights). Nothing is unpickled."""
+    meta = json.loads((Path(folder) / "state.json").read_text())
+    return meta, load_file(str(Path(folder) / "model.safetensors"))
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+def set_token_training(model: Precise, trainable: bool) -> None:
+    if model.tok_emb is not None:
+        model.tok_emb.weight.requires_grad_(trainable)
+
+
+@torch.no_grad()
+def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[dict, np.ndarray]:
+    """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L); plus the ranks."""
+    model.eval()
+    items = model.all_item_embeddings()
+    users = torch.cat([model.encode(inputs[i : i + 512])[:, -1] for i in range(0, len(inputs), 512)])
+    ranks, losses = target_ranks(users, items, targets)
+    out = from_ranks(ranks)
+    out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
+    model.train()
+    return out, ranks
+
+
+def fit(
+    model: Precise,
+    train: tuple[torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor],
+    cfg: TrainConfig,
+    run_dir: Path | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> State:
+    """Train in place; returns the final state (model left at its best weights).
+
+    train: inputs (B, L), targets (B, L); valid: inputs (V, L), targets (V,).
+    run_dir: where step checkpoints go; an existing checkpoint there is resumed.
+    stop_after_steps: stop (as if killed) after this many steps, for tests.
+    """
+    inputs, targets = train
+    n = len(inputs)
+    steps_per_epoch = max(math.ceil(n / cfg.batch_size), 1)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
+    if run_dir is not None and (Path(run_dir) / "state.json").is_file():
+        meta, weights = load_checkpoint(run_dir)
+        model.load_state_dict(weights)
+        extra = torch.load(Path(run_dir) / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(extra["optimizer"])
+        torch.set_rng_state(extra["rng"])
+        state = State(**meta["state"])
+        log.info("resumed at step %d (epoch %d, phase %d)", state.step, state.epoch, state.phase)
+    if state.done:
+        return state
+    set_token_training(model, state.phase == 2)
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_file = Path(run_dir) / "best.safetensors" if run_dir is not None else None
+    if best_file is not None and best_file.is_file():
+        best = load_file(str(best_file))
+    loss, stats = torch.tensor(float("nan")), {}
+    sampler = NEGATIVES[cfg.negatives]
+    id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
+    model.train()
+    t0 = time.perf_counter()
+    while state.epoch < cfg.epochs and not state.done:
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
+        order = torch.randperm(n, generator=gen)
+        for b in range(state.batch_in_epoch, steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            seq, tgt = inputs[idx], targets[idx]
+            negatives, logq = sampler(tgt, model.cfg.n_items, cfg, gen)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
+            loss, stats = model.loss(seq, tgt, negatives, logq if cfg.logq else None)
+            if "balance_loss" in stats and cfg.balance_weight:
+                loss = loss + cfg.balance_weight * stats["balance_loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+            state.step += 1
+            state.batch_in_epoch = b + 1
+            if state.phase == 1 and state.step >= cfg.alternate.max_phase1_steps:
+                _switch(model, state, "step cap")
+            if run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                save_checkpoint(run_dir, model, opt, state, {})
+            if stop_after_steps is not None and state.step >= stop_after_steps:
+                return state
+        # end of epoch: evaluate, maybe switch phase, maybe stop early
+        metrics, _ = evaluate(model, *valid)
+        metrics |= {"epoch": state.epoch, "step": state.step, "phase": state.phase,
+                    "loss": float(loss.detach()), "seconds": round(time.perf_counter() - t0, 1)}
+        if "usage" in stats:
+            metrics["expert_usage"] = [round(float(u), 3) for u in stats["usage"]]
+        if id_before is not None:
+            change = float((model.id_emb.weight - id_before).norm() / id_before.norm().clamp(min=1e-12))
+            metrics["id_change"] = change
+            id_before = model.id_emb.weight.detach().clone()
+        state.history.append(metrics)
+        log.info("epoch %d step %d phase %d: loss %.4f val_loss %.4f R@10 %.4f", state.epoch, state.step,
+                 state.phase, metrics["loss"], metrics["val_loss"], metrics["R@10"])
+        if on_eval:
+            on_eval(metrics)
+        _after_eval(model, state, metrics, cfg)
+        # Keep the best weights by valid R@10; early stopping counts in the last phase only.
+        if metrics["R@10"] > state.best_r10:
+            state.best_r10, state.best_epoch, state.bad_epochs = metrics["R@10"], state.epoch, 0
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_file is not None:
+                best_file.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(best_file) as tmp:
+                    save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
+        elif state.phase == 2:
+            state.bad_epochs += 1
+            if state.bad_epochs >= cfg.patience:
+                state.done = True
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if run_dir is not None:
+            save_checkpoint(run_dir, model, opt, state, {})
+    if state.best_epoch >= 0:
+        model.load_state_dict(best)
+    state.done = True
+    return state
+
+
+def _switch(model: Precise, state: State, reason: str) -> None:
+    state.phase, state.switched_at = 2, state.step
+    set_token_training(model, True)
+    log.info("alternate training: token embeddings unfrozen at step %d (%s)", state.step, reason)
+
+
+def _after_eval(model: Precise, state: State, metrics: dict, cfg: TrainConfig) -> None:
+    """Phase 1 -> 2 when the ID side has converged."""
+    if state.phase != 1:
+        return
+    a = cfg.alternate
+    if a.criterion == "id_change":
+        if metrics.get("id_change", 1.0) < a.min_delta:
+            _switch(model, state, f"ID change {metrics['id_change']:.4f} < {a.min_delta}")
+        return
+    if metrics["val_loss"] < state.best_val_loss * (1 - a.min_delta):
+        state.best_val_loss, state.plateau = metrics["val_loss"], 0
+    else:
+        state.plateau += 1
+        if state.plateau >= a.patience:
+            _switch(model, state, f"val_loss plateau for {state.plateau} evaluation(s)")
+
+
+def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:
+    return replace(cfg, **kw)
