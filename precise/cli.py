@@ -129,6 +129,27 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
+    from training import text
+
+    _print(text.main(settings, args.date) | {"out": str(settings.paths.text)})
+    return 0
+
+
+def cmd_train_universal(args: argparse.Namespace, settings: Settings) -> int:
+    from training import universal
+
+    _print(universal.main(settings, args.date, force=args.force))
+    return 0
+
+
+def cmd_evaluate_universal(args: argparse.Namespace, settings: Settings) -> int:
+    from training import evaluate
+
+    _print(evaluate.next_day(settings, args.date, if_model=args.if_model))
+    return 0
+
+
 def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
     from training import sequences
 
@@ -205,6 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--date", required=True, help="the quarantined day")
     rel.add_argument("--reason", required=True, help="why it is acceptable (recorded in the manifest)")
     rel.add_argument("--by", help="who releases it (default: the current user)")
+
+    enc = verbs.add_parser("encode", help="LLM forward pass over new or changed item text (cached)")
+    enc.add_argument("--date", help="data day (default: run.date)")
+    enc.set_defaults(func=cmd_encode)
+
+    train = verbs.add_parser("train", help="train models")
+    train_kinds = train.add_subparsers(dest="kind", required=True, metavar="{universal}")
+    tu = train_kinds.add_parser("universal", help="daily universal training (continues from the previous day)")
+    tu.add_argument("--date", help="data day (default: run.date)")
+    tu.add_argument("--force", action="store_true", help="retrain even if the day's model exists")
+    tu.set_defaults(func=cmd_train_universal)
+
+    ev = verbs.add_parser("evaluate", help="metrics and reports")
+    ev_kinds = ev.add_subparsers(dest="kind", required=True, metavar="{universal}")
+    eu = ev_kinds.add_parser("universal", help="next-day metrics of the universal model trained before D")
+    eu.add_argument("--date", help="the day to predict (default: run.date)")
+    eu.add_argument("--if-model", action="store_true",
+                    help="record a skip instead of failing when no model was trained before the day")
+    eu.set_defaults(func=cmd_evaluate_universal)
 
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")

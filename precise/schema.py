@@ -67,15 +67,16 @@ def partition_dir(table_root: Path, day: str) -> Path:
     return Path(table_root) / f"date={day}"
 
 
-def list_days(table_root: Path) -> list[str]:
-    """Days with a complete partition under `table_root`, sorted. Temporary folders are skipped."""
+def list_days(table_root: Path, marker: str = PART_FILE) -> list[str]:
+    """Days with a complete partition (a `date=D/` folder holding `marker`) under `table_root`,
+    sorted. Temporary folders are skipped."""
     root = Path(table_root)
     if not root.is_dir():
         return []
     days = []
     for child in root.iterdir():
         m = _DAY_DIR.match(child.name)
-        if m and child.is_dir() and (child / PART_FILE).is_file():
+        if m and child.is_dir() and (child / marker).is_file():
             days.append(m.group(1))
     return sorted(days)
 

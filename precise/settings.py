@@ -104,6 +104,23 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True)
+class UniversalConfig:
+    """Universal training (PRECISE IV-C): model sizes, the trainer, the daily schedule.
+
+    `model` and `train` are kept as plain mappings here and turned into the model's and the
+    trainer's own frozen configs (training/model.py ModelConfig, training/trainer.py TrainConfig)
+    by training/universal.py, which owns their fields and defaults.
+    """
+
+    model: tuple[tuple[str, object], ...] = ()
+    train: tuple[tuple[str, object], ...] = ()
+    replay_days: int = 7          # a daily run trains on users active in the last N days
+    valid_users: int = 1000       # users whose last item is held out for early stopping
+    new_item_neighbours: int = 10 # new items: ID row = mean ID row of the k nearest items by text
+    eval_ks: tuple[int, ...] = (10, 30, 50)
+
+
+@dataclass(frozen=True)
 class ValidationProfile:
     """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
 
@@ -164,6 +181,7 @@ class Settings:
     tasks: tuple[Task, ...]
     validate: ValidateConfig
     encode: EncodeConfig
+    universal: UniversalConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -281,6 +299,26 @@ def _validate(raw: dict, path: Path) -> ValidateConfig:
     )
 
 
+def _universal(raw: dict, path: Path) -> UniversalConfig:
+    section = dict(raw.get("train_universal") or {})
+    nested = {}
+    for key in ("model", "train"):
+        value = section.pop(key, None) or {}
+        if not isinstance(value, dict):
+            raise PreciseError(f"{path}: train_universal.{key} must be a mapping")
+        nested[key] = tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    cfg = _section({"train_universal": section}, "train_universal", UniversalConfig, path)
+    return dataclasses.replace(cfg, **nested)
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
 def from_dict(raw: dict, path: Path) -> Settings:
     root = path.parent
     paths_raw = raw.get("paths") or {}
@@ -307,6 +345,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         tasks=_tasks(raw, path),
         validate=_validate(raw, path),
         encode=_section(raw, "encode", EncodeConfig, path),
+        universal=_universal(raw, path),
     )
 
 

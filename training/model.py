@@ -155,18 +155,21 @@ class Precise(nn.Module):
 
     # -- items --
 
+    def semantic(self, items: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """items (M,) int64 -> the text side (M, sem) and the MoE stats."""
+        # Project the token table once (V+1, sem), then gather: the same as projecting each
+        # item's tokens, at a fraction of the cost (V << M x T).
+        table = self.tok_proj(self.tok_emb.weight)
+        tokens = self.item_tokens[items]  # (M, T)
+        return self.pool(table[tokens], tokens > 0)
+
     def _embed(self, items: torch.Tensor) -> torch.Tensor:
         """items (M,) distinct int64 indices -> (M, D)."""
         parts = []
         if self.id_emb is not None:
             parts.append(self.id_emb(items))
         if self.pool is not None:
-            # Project the token table once (V+1, sem), then gather: the same as projecting each
-            # item's tokens, at a fraction of the cost (V << M x T).
-            table = self.tok_proj(self.tok_emb.weight)
-            tokens = self.item_tokens[items]  # (M, T)
-            sem, stats = self.pool(table[tokens], tokens > 0)  # (M, sem)
-            self.last_stats = stats
+            sem, self.last_stats = self.semantic(items)
             parts.append(sem)
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
 

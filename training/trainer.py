@@ -133,12 +133,18 @@ class State:
     history: list = field(default_factory=list)
 
 
-def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, state: State, extra: dict) -> None:
-    """Atomically: weights (safetensors), optimizer and RNG (torch tensors), state and config (JSON)."""
+def save_model(folder: Path, model: Precise, meta: dict, opt: torch.optim.Optimizer | None = None) -> None:
+    """Atomically, one folder: weights (safetensors), metadata (JSON) and, for a resumable
+    checkpoint, the optimizer and RNG states (tensors only; loaded with weights_only=True)."""
     with atomic_dir(Path(folder)) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / "model.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, Path(tmp) / "optimizer.pt")
-        (Path(tmp) / "state.json").write_text(json.dumps({"state": asdict(state), **extra}, indent=1))
+        (Path(tmp) / "state.json").write_text(json.dumps(meta, indent=1, default=str))
+        if opt is not None:
+            torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, Path(tmp) / "optimizer.pt")
+
+
+def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, state: State) -> None:
+    save_model(folder, model, {"state": asdict(state)}, opt)
 
 
 def load_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -201,7 +207,7 @@ def fit(
         return state
     set_token_training(model, state.phase == 2)
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_file = Path(run_dir) / "best.safetensors" if run_dir is not None else None
+    best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
     if best_file is not None and best_file.is_file():
         best = load_file(str(best_file))
     loss, stats = torch.tensor(float("nan")), {}
@@ -231,7 +237,7 @@ def fit(
             if state.phase == 1 and state.step >= cfg.alternate.max_phase1_steps:
                 _switch(model, state, "step cap")
             if run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                save_checkpoint(run_dir, model, opt, state, {})
+                save_checkpoint(run_dir, model, opt, state)
             if stop_after_steps is not None and state.step >= stop_after_steps:
                 return state
         # end of epoch: evaluate, maybe switch phase, maybe stop early
@@ -265,7 +271,7 @@ def fit(
         state.epoch += 1
         state.batch_in_epoch = 0
         if run_dir is not None:
-            save_checkpoint(run_dir, model, opt, state, {})
+            save_checkpoint(run_dir, model, opt, state)
     if state.best_epoch >= 0:
         model.load_state_dict(best)
     state.done = True

@@ -1,0 +1,226 @@
+"""Universal training stage (PRECISE IV-C, IV-E): one all-scene model, retrained daily.
+
+`precise train universal --date D`:
+
+1. reads the all-scene sequences as of D (data/sequences) and the encoded catalog (data/text);
+2. continues from the newest finished universal checkpoint before D, if any: its item and token
+   tables **grow** (old rows kept, new items and token ids appended; a new item's ID row is the
+   mean ID row of its `new_item_neighbours` nearest items by text, so its embedding starts from
+   its text; new token rows start from their mean contextual states); it then trains on the users
+   active in the last `replay_days` days. Without a previous checkpoint it trains from scratch on
+   every user;
+3. holds out the last item of `valid_users` users for early stopping (full-ranking R@10);
+4. writes the model to `var/checkpoints/universal/date=D/final/` (safetensors weights, JSON state
+   with the model config, the trainer config, the item and token ids in index order, metrics),
+   `data/metrics/train_universal.json`, the learning curve `data/plots/train_universal.csv`,
+   and an MLflow run (experiment `precise-universal`).
+
+A finished day is not retrained (re-running a date is idempotent; `--force` retrains). A run
+killed midway resumes from `var/checkpoints/universal/date=D/run/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from precise import schema
+from precise.atomic import atomic_path, write_json
+from precise.errors import PreciseError
+from precise.settings import Settings, UniversalConfig
+from training import sequences, text, tracking
+from training.data import Index, item_token_matrix, next_item_pairs, pad_left
+from training.model import ModelConfig, Precise
+from training.trainer import AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
+
+log = logging.getLogger(__name__)
+
+MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"n_items", "n_tokens", "llm_dim"}
+
+
+def train_config(u: UniversalConfig) -> TrainConfig:
+    raw = dict(u.train)
+    alternate = dict(raw.pop("alternate", ()))
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known) + sorted(f"alternate.{k}" for k in set(alternate) - {f.name for f in dataclasses.fields(AlternateConfig)})
+    if unknown:
+        raise PreciseError(f"unknown key(s) in train_universal.train: {', '.join(unknown)}")
+    return TrainConfig(**raw, alternate=AlternateConfig(**alternate))
+
+
+def model_spec(u: UniversalConfig) -> dict:
+    spec = dict(u.model)
+    unknown = sorted(set(spec) - MODEL_KEYS)
+    if unknown:
+        raise PreciseError(f"unknown key(s) in train_universal.model: {', '.join(unknown)}")
+    return spec
+
+
+# --- building and growing models --------------------------------------------------------------------
+
+
+def build(spec: dict, items: pd.DataFrame, tok_ids: np.ndarray, tok_init: np.ndarray, max_tokens: int,
+          item_index: Index, token_index: Index) -> Precise:
+    """A fresh model over the given indexes; token rows start from their mean LLM states."""
+    init = dict(zip((str(t) for t in tok_ids), tok_init))
+    token_init = torch.from_numpy(np.stack([init[t] for t in token_index.ids])) if len(token_index) else None
+    cfg = ModelConfig(n_items=len(item_index), n_tokens=len(token_index), llm_dim=int(tok_init.shape[1]), **spec)
+    return Precise(cfg, item_token_matrix(items, item_index, token_index, max_tokens), token_init)
+
+
+def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_ids: np.ndarray,
+         tok_init: np.ndarray, max_tokens: int, neighbours: int) -> tuple[Precise, Index, Index, int]:
+    """Yesterday's model over today's catalog: old rows kept, new items and tokens appended.
+
+    Returns (model, item index, token index, number of new items).
+    """
+    old_cfg = ModelConfig(**meta["model"])
+    item_index, n_new = Index.grow(meta["item_ids"], items["item_id"])
+    token_index, _ = Index.grow(meta["token_ids"], (str(t) for t in tok_ids))
+    spec = {k: v for k, v in meta["model"].items() if k in MODEL_KEYS}
+    model = build(spec, items, tok_ids, tok_init, max_tokens, item_index, token_index)
+    state = model.state_dict()
+    for name, old in weights.items():
+        if name == "item_tokens":
+            continue  # rebuilt from today's catalog
+        new = state[name]
+        if new.shape == old.shape:
+            state[name] = old
+        elif name in ("id_emb.weight", "tok_emb.weight"):  # grown tables: copy the old rows
+            new[: old.shape[0]] = old
+            state[name] = new
+        else:
+            raise PreciseError(f"cannot continue from the checkpoint: {name} changed shape {tuple(old.shape)} -> {tuple(new.shape)}")
+    model.load_state_dict(state)
+    if n_new and model.id_emb is not None and model.pool is not None:
+        init_new_items(model, old_cfg.n_items, neighbours)
+    return model, item_index, token_index, n_new
+
+
+@torch.no_grad()
+def init_new_items(model: Precise, n_old: int, k: int) -> None:
+    """ID rows of items n_old+1.. = mean ID row of their k nearest old items by semantic embedding.
+
+    The semantic part comes from the item's text alone, so a new item's embedding starts where
+    the items that read like it are (cold start driven by text, PRECISE IV-E.1).
+    """
+    model.eval()
+    old = torch.arange(1, n_old + 1)
+    new = torch.arange(n_old + 1, model.cfg.n_items + 1)
+    sem_old = torch.nn.functional.normalize(model.semantic(old)[0], dim=-1)  # (n_old, sem)
+    sem_new = torch.nn.functional.normalize(model.semantic(new)[0], dim=-1)  # (n_new, sem)
+    nearest = (sem_new @ sem_old.T).topk(min(k, n_old), dim=1).indices + 1  # (n_new, k) item indices
+    model.id_emb.weight[new] = model.id_emb.weight[nearest].mean(1)
+    model.train()
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+
+def checkpoint_root(settings: Settings) -> Path:
+    return settings.paths.var / "checkpoints" / "universal"
+
+
+def latest_checkpoint(settings: Settings, before: str) -> Path | None:
+    """The newest finished universal checkpoint of a day before `before`."""
+    days = [d for d in schema.list_days(checkpoint_root(settings), "final/state.json") if d < before]
+    return schema.partition_dir(checkpoint_root(settings), days[-1]) / "final" if days else None
+
+
+def split_valid(seqs: list[np.ndarray], n_valid: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Hold out the last item of n_valid users (those with at least 3 items): returns the training
+    sequences (held-out items removed) and the valid user positions."""
+    eligible = np.array([i for i, s in enumerate(seqs) if len(s) >= 3])
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(eligible, size=min(n_valid, len(eligible)), replace=False)) if len(eligible) else eligible
+    train = list(seqs)
+    for i in chosen:
+        train[i] = seqs[i][:-1]
+    return train, chosen
+
+
+def main(settings: Settings, date: str | None = None, force: bool = False) -> dict:
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, date)
+    days = manifest.good_days(settings, up_to=day)
+    u = settings.universal
+    tcfg, spec = train_config(u), model_spec(u)
+    out = schema.partition_dir(checkpoint_root(settings), day)
+    final = out / "final"
+    if (final / "state.json").is_file() and not force:
+        log.info("universal model for %s exists; not retraining (use --force)", day)
+        return json.loads((final / "state.json").read_text())["metrics"]
+
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    seqs = sequences.read(settings.paths.sequences)
+    max_tokens = settings.encode.max_tokens
+    previous = latest_checkpoint(settings, day)
+    if previous is not None:
+        meta, weights = load_checkpoint(previous)
+        model, item_index, token_index, n_new = grow(meta, weights, items, tok_ids, tok_init, max_tokens,
+                                                     u.new_item_neighbours)
+        since = (pd.Timestamp(day) - pd.Timedelta(days=u.replay_days - 1)).strftime("%Y-%m-%d")
+        seqs = seqs[seqs["last_day"] >= since]
+        log.info("continuing from %s: %d new items, %d users active since %s", previous.parent.name, n_new, len(seqs), since)
+    else:
+        item_index = Index(list(items["item_id"]))
+        token_index = Index(sorted(str(t) for t in tok_ids))
+        model = build(spec, items, tok_ids, tok_init, max_tokens, item_index, token_index)
+        n_new = len(item_index)
+    torch.manual_seed(tcfg.seed)
+    idx = [item_index.lookup(s) for s in seqs["item_ids"]]
+    train_seqs, valid_pos = split_valid(idx, u.valid_users, tcfg.seed)
+    max_len = model.cfg.max_len
+    valid = (torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len)),
+             torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64)))
+    train = next_item_pairs(train_seqs, max_len)
+    if len(train[0]) == 0 or len(valid[1]) == 0:
+        raise PreciseError(f"not enough sequences to train on as of {day}")
+
+    params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
+              "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
+    tags = {"data_version": tracking.data_version(settings.paths.data, days),
+            "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_universal"}
+    with tracking.run(settings.paths.var, "precise-universal", f"universal-{day}", params, tags) as mlflow:
+        state = fit(model, train, valid, tcfg, run_dir=out / "run",
+                    on_eval=lambda m: mlflow.log_metrics(
+                        {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
+        best = max(state.history, key=lambda m: m["R@10"])
+        metrics = {
+            "date": day, "users": len(seqs), "train_sequences": int(len(train[0])), "valid_users": int(len(valid[1])),
+            "items": len(item_index), "new_items": n_new, "tokens": len(token_index),
+            "epochs": len(state.history), "best_epoch": state.best_epoch, "phase_switch_step": state.switched_at,
+            "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))} | {"val_loss": best["val_loss"]},
+            "data_version": tags["data_version"],
+        }
+        mlflow.log_metrics({f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
+        save_model(final, model, {
+            "state": dataclasses.asdict(state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
+            "item_ids": item_index.ids, "token_ids": token_index.ids, "metrics": metrics, "max_tokens": max_tokens,
+        })
+        mlflow.log_artifacts(str(final), artifact_path="model")
+        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
+    shutil.rmtree(out / "run", ignore_errors=True)
+    (out / "run-best.safetensors").unlink(missing_ok=True)
+    write_json(settings.paths.metrics / "train_universal.json", metrics)
+    curve = pd.DataFrame([{k: v for k, v in m.items() if not isinstance(v, list)} for m in state.history])
+    with atomic_path(settings.paths.data / "plots" / "train_universal.csv") as tmp:
+        curve.to_csv(tmp, index=False)
+    return metrics
+
+
+def load(folder: Path) -> tuple[Precise, dict]:
+    """A finished checkpoint as it was trained (no growth): model in eval mode and its metadata."""
+    meta, weights = load_checkpoint(folder)
+    cfg = ModelConfig(**meta["model"])
+    model = Precise(cfg, weights["item_tokens"])
+    model.load_state_dict(weights)
+    return model.eval(), meta
