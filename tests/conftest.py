@@ -83,3 +83,29 @@ def git_dvc_repo(folder: Path, remote: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True, env=env)
     for args in (["init", "-q"], ["config", "core.analytics", "false"], ["remote", "add", "-d", "local", str(remote)]):
         subprocess.run([sys.executable, "-m", "dvc", *args], cwd=folder, check=True, capture_output=True)
+
+
+def tiny_qwen2(folder: Path) -> Path:
+    """A tiny, randomly initialised Qwen2-style decoder and a BPE tokenizer trained on the
+    synthetic world's words, saved as a Hugging Face model folder (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
+
+    from ingest.synth import GENERIC_WORDS, SCENE_NOUNS, TOPIC_WORDS
+
+    words = [w for topic in TOPIC_WORDS for w in topic] + list(GENERIC_WORDS)
+    words += [n for nouns in SCENE_NOUNS.values() for n in nouns]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator([" ".join(words)] * 5, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>")
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(folder)
+    import torch
+
+    torch.manual_seed(0)  # deterministic weights
+    config = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    Qwen2Model(config).save_pretrained(folder)
+    return folder

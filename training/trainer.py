@@ -247,7 +247,7 @@ def fit(
         if "usage" in stats:
             metrics["expert_usage"] = [round(float(u), 3) for u in stats["usage"]]
         if id_before is not None:
-            change = float((model.id_emb.weight - id_before).norm() / id_before.norm().clamp(min=1e-12))
+            change = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
             metrics["id_change"] = change
             id_before = model.id_emb.weight.detach().clone()
         state.history.append(metrics)

@@ -1,0 +1,116 @@
+"""The model's parts against plain references: MoE fusion, masks, losses, samplers, metrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.metrics import from_ranks, target_ranks
+from training.model import ModelConfig, MoEFusion, Precise
+from training.trainer import TrainConfig, in_batch_negatives, lr_factor, uniform_negatives
+
+
+def tiny(kind="fused", n_items=30, n_tokens=12, T=5, seed=0, **kw) -> Precise:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, n_tokens + 1, (n_items + 1, T), generator=g)
+    tokens[:, 3:] *= torch.randint(0, 2, (n_items + 1, T - 3), generator=g)  # some padding
+    tokens[0] = 0
+    cfg = ModelConfig(n_items=n_items, n_tokens=n_tokens, llm_dim=16, item_embedding=kind, id_dim=8, sem_dim=8,
+                      experts=3, top_k=2, layers=1, heads=2, dropout=0.0, max_len=6, **kw)
+    torch.manual_seed(seed)
+    return Precise(cfg, tokens, torch.randn(n_tokens, 16)).eval()
+
+
+def test_moe_matches_a_naive_loop():
+    torch.manual_seed(0)
+    moe = MoEFusion(dim=6, experts=4, top_k=2)
+    tokens = torch.randn(5, 7, 6)
+    mask = torch.rand(5, 7) > 0.3
+    mask[:, 0] = True
+    fused, stats = moe(tokens, mask)
+    for m in range(5):
+        t = tokens[m][mask[m]]  # (T_m, d), padding dropped
+        outs = []
+        for e in moe.experts:
+            w = torch.softmax(t @ e.query / math.sqrt(6), dim=0)
+            outs.append((w.unsqueeze(1) * e.value(t)).sum(0))
+        gate = moe.gate(t.mean(0))
+        top = gate.topk(2)
+        mix = torch.softmax(top.values, dim=0)
+        expected = sum(mix[j] * outs[top.indices[j]] for j in range(2))
+        torch.testing.assert_close(fused[m], expected, atol=1e-5, rtol=1e-5)
+    assert torch.isclose(stats["usage"].sum(), torch.tensor(1.0))
+    assert stats["balance_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", ["fused", "id", "text", "meanpool"])
+def test_variants_have_equal_width_and_the_right_parts(kind):
+    m = tiny(kind)
+    e = m.item_embeddings(torch.tensor([[0, 1, 2]]))
+    assert e.shape == (1, 3, 16)
+    assert torch.all(e[0, 0] == 0), "padding embeds to zeros"
+    assert (m.id_emb is None) == (kind == "text")
+    assert (m.tok_emb is None) == (kind == "id")
+
+
+def test_causal_mask_and_padding():
+    m = tiny()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6]])
+    changed = torch.tensor([[0, 0, 3, 4, 5, 9]])
+    h1, h2 = m.encode(seq), m.encode(changed)
+    torch.testing.assert_close(h1[0, :5], h2[0, :5])  # earlier positions cannot see the future
+    assert torch.all(h1[0, :2] == 0) and not torch.isnan(h1).any()
+    b1, b2 = m.encode(seq, causal=False), m.encode(changed, causal=False)
+    assert not torch.allclose(b1[0, 2], b2[0, 2]), "bidirectional positions see the whole sequence"
+    empty = m.encode(torch.zeros(1, 6, dtype=torch.long))
+    assert torch.all(empty == 0)
+
+
+def test_loss_masks_accidental_hits_and_applies_logq():
+    m = tiny()
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    target = torch.tensor([[0, 2, 3, 4, 5, 6]])
+    negs = torch.tensor([6, 7, 8])  # 6 is the last position's own target
+    loss, _ = m.loss(seq, target, negs)
+    # Reference: cross-entropy per position over [positive, negatives != positive].
+    h = m.encode(seq)[0, 1:]
+    e = m.item_embeddings(torch.arange(0, 31))
+    ref = []
+    for p, t in zip(h, target[0, 1:]):
+        negs_p = [n for n in negs.tolist() if n != t]
+        logits = torch.stack([p @ e[t]] + [p @ e[n] for n in negs_p])
+        ref.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(loss, torch.stack(ref).mean(), atol=1e-5, rtol=1e-5)
+    logq = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    assert not torch.isclose(m.loss(seq, target, negs, logq)[0], loss)
+
+
+def test_samplers():
+    cfg = TrainConfig(num_negatives=50)
+    items, logq = in_batch_negatives(torch.tensor([[0, 3, 3], [5, 3, 0]]), 10, cfg, torch.Generator())
+    assert items.tolist() == [3, 5]
+    torch.testing.assert_close(logq.exp(), torch.tensor([0.75, 0.25]))
+    items, logq = uniform_negatives(torch.tensor([[1]]), 10, cfg, torch.Generator().manual_seed(0))
+    assert len(items) == 50 and items.min() >= 1 and items.max() <= 10
+    assert torch.allclose(logq, torch.tensor(-math.log(10)))
+
+
+def test_schedules():
+    cfg = TrainConfig(lr=1.0, min_lr=0.01, warmup_steps=10, anneal_fraction=0.2, schedule="wsd")
+    f = [lr_factor(cfg, s, 100) for s in range(101)]
+    assert f[0] == pytest.approx(0.01) and f[10] == 1.0 and f[80] == 1.0
+    assert f[90] < 1.0 and f[100] == pytest.approx(0.01)
+    cos = [lr_factor(TrainConfig(lr=1.0, min_lr=0.0, warmup_steps=0, schedule="cosine"), s, 100) for s in (0, 50, 100)]
+    assert cos == pytest.approx([1.0, 0.5, 0.0])
+    assert lr_factor(TrainConfig(schedule="constant", warmup_steps=0), 77, 100) == 1.0
+
+
+def test_ranks_and_metrics():
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[0.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
+    ranks, losses = target_ranks(users, items, torch.tensor([2, 3]))
+    assert ranks.tolist() == [1, 1], "item 1 beats the first target; the tie counts against the second"
+    m = from_ranks(np.array([0, 1, 20, 60]), ks=(10, 50))
+    assert m["R@10"] == 0.5 and m["R@50"] == 0.75
+    assert m["N@10"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
