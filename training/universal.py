@@ -157,7 +157,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     final = out / "final"
     if (final / "state.json").is_file() and not force:
         log.info("universal model for %s exists; not retraining (use --force)", day)
-        return json.loads((final / "state.json").read_text())["metrics"]
+        meta = json.loads((final / "state.json").read_text())
+        write_reports(settings, meta["metrics"], meta["state"]["history"])  # DVC may have removed them
+        return meta["metrics"]
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
     seqs = sequences.read(settings.paths.sequences)
@@ -210,11 +212,16 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
     shutil.rmtree(out / "run", ignore_errors=True)
     (out / "run-best.safetensors").unlink(missing_ok=True)
+    write_reports(settings, metrics, state.history)
+    return metrics
+
+
+def write_reports(settings: Settings, metrics: dict, history: list[dict]) -> None:
+    """DVC metrics and the learning curve (DVC plots) of a training run."""
     write_json(settings.paths.metrics / "train_universal.json", metrics)
-    curve = pd.DataFrame([{k: v for k, v in m.items() if not isinstance(v, list)} for m in state.history])
+    curve = pd.DataFrame([{k: v for k, v in m.items() if not isinstance(v, list)} for m in history])
     with atomic_path(settings.paths.data / "plots" / "train_universal.csv") as tmp:
         curve.to_csv(tmp, index=False)
-    return metrics
 
 
 def load(folder: Path) -> tuple[Precise, dict]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ingest import versioning
-from tests.conftest import REPO, TINY_SYNTH, need, run_cli
+from tests.conftest import REPO, TINY_SYNTH, need, run_cli, tiny_qwen2
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,10 @@ def repo_copy(tmp_path: Path) -> Path:
             shutil.copy2(REPO / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["synth"].update(TINY_SYNTH)
+    # Small and quick model stages: the pipeline's wiring is under test here, not the model.
+    params["encode"]["model"] = str(tiny_qwen2(tmp_path / "tiny-qwen2"))
+    params["train_universal"]["train"]["epochs"] = 1
+    params["train_universal"]["valid_users"] = 50
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dst)
     _run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path / "remote")], dst)
@@ -57,7 +61,10 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     assert "up to date" in _run([sys.executable, "-m", "dvc", "status", "--cloud"], repo_copy).lower()
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
-    assert "Running stage 'validate'" in first and "Running stage 'sequences'" in first
+    for stage in ("validate", "sequences", "encode", "train_universal", "evaluate_universal"):
+        assert f"Running stage '{stage}'" in first
+    evaluation = json.loads((repo_copy / "data" / "metrics" / "evaluate_universal.json").read_text())
+    assert evaluation["skipped"].startswith("no universal model trained before"), "first day: nothing to compare"
     metrics = json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())
     assert len(metrics["days"]) == 3
     second = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
