@@ -1,0 +1,40 @@
+"""Non-learned baselines, ranked over all items like the models (training/metrics.py)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+
+
+class Transitions:
+    """Counting baseline: score(j) = how often j followed any of the user's last `window` items in
+    training, summed; ties broken by popularity. No learning."""
+
+    def __init__(self, train: list[np.ndarray], n_items: int, window: int = 3):
+        self.window = window
+        self.follow: dict[int, Counter] = defaultdict(Counter)
+        for s in train:
+            for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
+                if a and b:
+                    self.follow[a][b] += 1
+        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1)
+        self.pop = pop / max(pop.max(), 1) * 1e-3  # below one count: only breaks ties
+        self.pop[0] = -np.inf
+
+    def ranks(self, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+        """0-based rank of each target (ties count against it)."""
+        out = np.empty(len(targets), dtype=np.int64)
+        for i, (h, t) in enumerate(zip(histories, targets.tolist())):
+            scores = self.pop.copy()
+            for a in h[h > 0][-self.window :].tolist():
+                for b, c in self.follow.get(a, {}).items():
+                    scores[b] += c
+            out[i] = int((scores >= scores[t]).sum()) - 1
+        return out
+
+
+def most_popular_ranks(train: list[np.ndarray], n_items: int, targets: np.ndarray) -> np.ndarray:
+    pop = np.bincount(np.concatenate(train), minlength=n_items + 1).astype(float)
+    pop[0] = -np.inf
+    return np.array([int((pop >= pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)
