@@ -210,6 +210,10 @@ class Precise(nn.Module):
         """users (B, D), items (M, D) -> dot-product scores (B, M)."""
         return users @ items.T
 
+    def forward(self, seq, target, negatives, neg_logq=None):
+        """The training objective (so that DistributedDataParallel can wrap the model)."""
+        return self.loss(seq, target, negatives, neg_logq)
+
     def loss(
         self,
         seq: torch.Tensor,

@@ -14,7 +14,12 @@
   last phase only), the best state kept;
 * checkpoints every `checkpoint_every` steps (model, optimizer, RNG, position in the epoch) and
   resume after a kill: the data order is a function of (seed, epoch), so a resumed run replays
-  exactly the batches an uninterrupted run would.
+  exactly the batches an uninterrupted run would;
+* data parallel under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on GPU): rank r takes
+  batches r, r + W, r + 2W... of the shared order (an epoch's last incomplete round is dropped so
+  every rank steps together); all ranks evaluate the same weights and so take the same decisions;
+  rank 0 alone writes checkpoints. The DDP wrapper is rebuilt when alternate training unfreezes
+  the tokens (DDP fixes its parameter set when it is built).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 
 from precise.atomic import atomic_dir, atomic_path
 from training.metrics import from_ranks, target_ranks
@@ -191,7 +198,9 @@ def fit(
     """
     inputs, targets = train
     n = len(inputs)
-    steps_per_epoch = max(math.ceil(n / cfg.batch_size), 1)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    batches = max(math.ceil(n / cfg.batch_size), 1)
+    steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
@@ -206,6 +215,11 @@ def fit(
     if state.done:
         return state
     set_token_training(model, state.phase == 2)
+
+    def wrap() -> torch.nn.Module:  # DDP registers the parameters that require grad when built
+        return DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+
+    runner, phase = wrap(), state.phase
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
     if best_file is not None and best_file.is_file():
@@ -219,12 +233,15 @@ def fit(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         order = torch.randperm(n, generator=gen)
         for b in range(state.batch_in_epoch, steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            global_b = b * world + rank
+            idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
             seq, tgt = inputs[idx], targets[idx]
             negatives, logq = sampler(tgt, model.cfg.n_items, cfg, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
-            loss, stats = model.loss(seq, tgt, negatives, logq if cfg.logq else None)
+            if state.phase != phase:  # alternate training unfroze the tokens
+                runner, phase = wrap(), state.phase
+            loss, stats = runner(seq, tgt, negatives, logq if cfg.logq else None)
             if "balance_loss" in stats and cfg.balance_weight:
                 loss = loss + cfg.balance_weight * stats["balance_loss"]
             opt.zero_grad(set_to_none=True)
@@ -236,7 +253,7 @@ def fit(
             state.batch_in_epoch = b + 1
             if state.phase == 1 and state.step >= cfg.alternate.max_phase1_steps:
                 _switch(model, state, "step cap")
-            if run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            if rank == 0 and run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 save_checkpoint(run_dir, model, opt, state)
             if stop_after_steps is not None and state.step >= stop_after_steps:
                 return state
@@ -260,7 +277,7 @@ def fit(
         if metrics["R@10"] > state.best_r10:
             state.best_r10, state.best_epoch, state.bad_epochs = metrics["R@10"], state.epoch, 0
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if best_file is not None:
+            if best_file is not None and rank == 0:
                 best_file.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(best_file) as tmp:
                     save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
@@ -270,7 +287,7 @@ def fit(
                 state.done = True
         state.epoch += 1
         state.batch_in_epoch = 0
-        if run_dir is not None:
+        if run_dir is not None and rank == 0:
             save_checkpoint(run_dir, model, opt, state)
     if state.best_epoch >= 0:
         model.load_state_dict(best)
