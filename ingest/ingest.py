@@ -20,7 +20,6 @@ re-ingests it. Re-ingesting the same drop writes byte-identical partitions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ from ingest.readers import RawFrame, find_file, missing_values, parse_timestamps
 from precise import schema
 from precise.atomic import atomic_dir, write_json
 from precise.errors import PreciseError
+from precise.hashing import sha256_file
 from precise.settings import Settings, parse_date
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,6 @@ def landing_days(landing: Path) -> list[str]:
     if not landing.is_dir():
         return []
     return sorted(m.group(1) for p in landing.iterdir() if p.is_dir() and (m := _LANDING_DAY.match(p.name)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _rejects(raw: RawFrame, reason: np.ndarray) -> pd.DataFrame:
@@ -154,7 +146,7 @@ def ingest_day(settings: Settings, day: str, force: bool = False) -> tuple[DayRe
     if events_path is None:
         raise PreciseError(f"{drop}: no events file (expected events.parquet or events.csv)")
     catalog_path = find_file(drop, "catalog")
-    sources = {p.name: _sha256(p) for p in (events_path, catalog_path) if p is not None}
+    sources = {p.name: sha256_file(p) for p in (events_path, catalog_path) if p is not None}
 
     report_path = schema.partition_dir(paths.rejects, day) / "report.json"
     if not force and report_path.is_file() and day in schema.list_days(paths.events):

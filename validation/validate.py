@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 from precise import schema
 from precise.atomic import write_json
 from precise.errors import PreciseError
+from precise.hashing import sha256_file
 from precise.settings import Settings, parse_date
 from validation import manifest
 from validation.checks import catalog_stats, checks, event_stats
@@ -62,18 +62,13 @@ class DayResult:
         return [o.check for o in self.outcomes if not o.success and o.severity == "warning"]
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def data_version(settings: Settings, day: str) -> dict[str, str | None]:
     """What the result of a day depends on: the bytes of its partitions."""
-    return {
-        table: _sha256(schema.partition_dir(root, day) / schema.PART_FILE)
-        for table, root in (("events", settings.paths.events), ("catalog", settings.paths.catalog))
-    }
+    version = {}
+    for table, root in (("events", settings.paths.events), ("catalog", settings.paths.catalog)):
+        path = schema.partition_dir(root, day) / schema.PART_FILE
+        version[table] = sha256_file(path) if path.is_file() else None
+    return version
 
 
 class CatalogIds:
