@@ -43,7 +43,7 @@ def summary(values: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def plot(curves: dict[str, np.ndarray], path: Path, title: str) -> None:
-    """Histograms of ID cosine similarity, one per label, to a PNG."""
+    """Histograms of ID cosine similarity, one per label, to a PNG (a note when there are none)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,11 +53,14 @@ def plot(curves: dict[str, np.ndarray], path: Path, title: str) -> None:
     bins = np.linspace(-1, 1, 41)
     for label, values in curves.items():
         ax.hist(values, bins=bins, histtype="step", density=True, label=f"{label} (mean {np.mean(values):.2f})")
+    if curves:
+        ax.legend(fontsize=8)
     ax.set_xlabel("cosine similarity of ID embeddings")
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if not curves:
+        ax.text(0.5, 0.5, "not applicable", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -12,8 +12,10 @@
 3. holds out the last item of `valid_users` users for early stopping (full-ranking R@10);
 4. writes the model to `var/checkpoints/universal/date=D/final/` (safetensors weights, JSON state
    with the model config, the trainer config, the item and token ids in index order, metrics),
-   `data/metrics/train_universal.json`, the learning curve `data/plots/train_universal.csv`,
-   and an MLflow run (experiment `precise-universal`).
+   `data/metrics/train_universal.json` (with the Figure 4b summary: ID-embedding cosine of
+   nearest neighbours by fused embedding vs random pairs), the learning curve
+   `data/plots/train_universal.csv`, `data/plots/fig4b_universal.png`, and an MLflow run
+   (experiment `precise-universal`).
 
 A finished day is not retrained (re-running a date is idempotent; `--force` retrains). A run
 killed midway resumes from `var/checkpoints/universal/date=D/run/`.
@@ -35,7 +37,7 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
-from training import sequences, text, tracking
+from training import diagnostics, sequences, text, tracking
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ModelConfig, Precise
 from training.trainer import AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
@@ -159,6 +161,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         log.info("universal model for %s exists; not retraining (use --force)", day)
         meta = json.loads((final / "state.json").read_text())
         write_reports(settings, meta["metrics"], meta["state"]["history"])  # DVC may have removed them
+        write_fig4b(settings, load(final)[0], day)
         return meta["metrics"]
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
@@ -203,6 +206,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))} | {"val_loss": best["val_loss"]},
             "data_version": tags["data_version"],
         }
+        metrics["fig4b"] = write_fig4b(settings, model, day)
         mlflow.log_metrics({f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
         save_model(final, model, {
             "state": dataclasses.asdict(state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
@@ -214,6 +218,16 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     (out / "run-best.safetensors").unlink(missing_ok=True)
     write_reports(settings, metrics, state.history)
     return metrics
+
+
+def write_fig4b(settings: Settings, model: Precise, day: str) -> dict | None:
+    """Figure 4b diagnostic of a fused model: summary numbers, and the PNG in data/plots."""
+    title = f"universal {day}: ID similarity of nearest neighbours by fused embedding"
+    fused = model.id_emb is not None and model.pool is not None
+    values = diagnostics.neighbour_id_similarity(model) if fused else {}
+    with atomic_path(settings.paths.data / "plots" / "fig4b_universal.png") as tmp:
+        diagnostics.plot(values, tmp, title if fused else f"{title}: needs ID and text ({model.cfg.item_embedding} has not)")
+    return diagnostics.summary(values) if fused else None
 
 
 def write_reports(settings: Settings, metrics: dict, history: list[dict]) -> None:

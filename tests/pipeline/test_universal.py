@@ -65,6 +65,8 @@ def test_train_continue_and_evaluate(world):
     text.main(world, d1)
     m1 = universal.main(world, d1)
     assert m1["epochs"] == 2 and 0 <= m1["valid"]["R@10"] <= 1
+    assert set(m1["fig4b"]) == {"neighbours_mean", "neighbours_median", "random_mean", "random_median"}
+    assert (world.paths.data / "plots" / "fig4b_universal.png").is_file()
     ckpt1 = universal.checkpoint_root(world) / f"date={d1}" / "final"
     meta1, w1 = load_checkpoint(ckpt1)
     assert universal.main(world, d1) == meta1["metrics"], "a finished day is not retrained"
