@@ -52,6 +52,7 @@ class AlternateConfig:
     patience: int = 1  # evaluations without improvement (val_loss) before the switch
     min_delta: float = 0.002  # relative improvement of val_loss that counts / id change threshold
     max_phase1_steps: int = 2000
+    max_phase1_fraction: float = 0.5  # ... and at the latest after this share of the run's steps
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ def fit(
     batches = max(math.ceil(n / cfg.batch_size), 1)
     steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
     total = steps_per_epoch * cfg.epochs
+    # Without a cap relative to the run, a short run whose loss keeps falling never unfreezes.
+    phase1_cap = min(cfg.alternate.max_phase1_steps, max(int(total * cfg.alternate.max_phase1_fraction), 1))
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
     if run_dir is not None and (Path(run_dir) / "state.json").is_file():
@@ -251,8 +254,8 @@ def fit(
             opt.step()
             state.step += 1
             state.batch_in_epoch = b + 1
-            if state.phase == 1 and state.step >= cfg.alternate.max_phase1_steps:
-                _switch(model, state, "step cap")
+            if state.phase == 1 and state.step >= phase1_cap:
+                _switch(model, state, f"step cap {phase1_cap}")
             if rank == 0 and run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 save_checkpoint(run_dir, model, opt, state)
             if stop_after_steps is not None and state.step >= stop_after_steps:

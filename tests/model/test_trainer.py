@@ -40,7 +40,8 @@ def test_alternate_training_freezes_tokens_until_the_switch():
     train, valid = toy_data()
     model = tiny("fused").train()
     before = model.tok_emb.weight.detach().clone()
-    cfg = dataclasses.replace(CFG, epochs=3, alternate=AlternateConfig(enabled=True, max_phase1_steps=8))
+    cfg = dataclasses.replace(CFG, epochs=3, alternate=AlternateConfig(enabled=True, max_phase1_steps=8,
+                                                                      max_phase1_fraction=1.0))
     state = fit(model, train, valid, cfg, stop_after_steps=7)
     assert state.phase == 1 and torch.equal(model.tok_emb.weight, before), "tokens frozen in phase 1"
     model2 = tiny("fused").train()
@@ -48,6 +49,9 @@ def test_alternate_training_freezes_tokens_until_the_switch():
     assert state.switched_at == 8 and state.phase == 2
     assert not torch.equal(model2.tok_emb.weight, before), "tokens train after the switch"
     assert [m["phase"] for m in state.history][-1] == 2
+    relative = fit(tiny("fused").train(), train, valid, dataclasses.replace(
+        cfg, alternate=AlternateConfig(enabled=True, max_phase1_steps=1000, max_phase1_fraction=0.5)))
+    assert relative.switched_at == 6, "at the latest half-way through the run's 12 steps"
 
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
