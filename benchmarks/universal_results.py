@@ -136,12 +136,14 @@ def markdown(results: dict, epochs: int) -> str:
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['items']:,} items, {r['train_sequences']:,} training sequences, "
                   f"{r['test_users']:,} test users; built in {r['seconds']:.0f} s.", "",
-                  "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | cold N@10 | valid R@10 |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | cold N@10 | valid R@10 | epochs (best) | tokens unfrozen at step |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for label, row in r["rows"].items():
             t, c = row["test"]["all"], row["test"]["cold"]
+            epochs = f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row else "-"
+            unfrozen = "-" if "epochs" not in row else (row["switch_step"] if row.get("switch_step") is not None else "never")
             lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | "
-                         f"{c['N@10']:.4f} | {row['valid']['R@10']:.4f} |")
+                         f"{c['N@10']:.4f} | {row['valid']['R@10']:.4f} | {epochs} | {unfrozen} |")
         lines += ["", f"Figure 4b diagnostic (`docs/fig4b-{name}.png`): ID-embedding cosine of item pairs that are "
                   "nearest neighbours by fused embedding, against random pairs.", "",
                   "| model | neighbours mean | neighbours median | random mean |", "| --- | --- | --- | --- |"]
@@ -155,7 +157,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["synthetic", "food-kitchen"])
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--render", action="store_true", help="only re-render docs/results.md from the last JSON")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((OUT / "universal_results.json").read_text())
+        (REPO / "docs" / "results.md").write_text(markdown(results, args.epochs))
+        return
     settings = Settings.load(REPO / "params.yaml")
     OUT.mkdir(parents=True, exist_ok=True)
     results = {}
