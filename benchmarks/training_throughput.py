@@ -16,7 +16,6 @@ Reports:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import resource
 import shutil

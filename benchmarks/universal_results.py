@@ -37,7 +37,7 @@ from training import diagnostics  # noqa: E402
 from training.baselines import Transitions  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
-from training.trainer import AlternateConfig, fit  # noqa: E402
+from training.trainer import fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"

@@ -28,7 +28,6 @@ through the model and reports the hit rate in `data/metrics/encode.json`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path

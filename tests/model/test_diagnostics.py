@@ -1,6 +1,5 @@
 """Figure 4b diagnostic: neighbours by fused embedding vs random pairs, by ID similarity."""
 
-import numpy as np
 import torch
 
 from training import diagnostics

@@ -96,7 +96,6 @@ def test_train_continue_and_evaluate(world):
 
 
 def test_new_items_start_from_their_texts_neighbours(world):
-    days = schema.list_days(world.paths.events)
     ckpt = universal.latest_checkpoint(world, before="9999-01-01")
     meta, weights = load_checkpoint(ckpt)
     items, ids, init = text.read(world.paths.text)
