@@ -32,9 +32,3 @@ class Transitions:
                     scores[b] += c
             out[i] = int((scores >= scores[t]).sum()) - 1
         return out
-
-
-def most_popular_ranks(train: list[np.ndarray], n_items: int, targets: np.ndarray) -> np.ndarray:
-    pop = np.bincount(np.concatenate(train), minlength=n_items + 1).astype(float)
-    pop[0] = -np.inf
-    return np.array([int((pop >= pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -319,7 +319,3 @@ def _after_eval(model: Precise, state: State, metrics: dict, cfg: TrainConfig) -
         state.plateau += 1
         if state.plateau >= a.patience:
             _switch(model, state, f"val_loss plateau for {state.plateau} evaluation(s)")
-
-
-def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:
-    return replace(cfg, **kw)
