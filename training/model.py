@@ -210,22 +210,25 @@ class Precise(nn.Module):
         """users (B, D), items (M, D) -> dot-product scores (B, M)."""
         return users @ items.T
 
-    def forward(self, seq, target, negatives, neg_logq=None):
+    def forward(self, seq, target, negatives, item_logq=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
-        return self.loss(seq, target, negatives, neg_logq)
+        return self.loss(seq, target, negatives, item_logq)
 
     def loss(
         self,
         seq: torch.Tensor,
         target: torch.Tensor,
         negatives: torch.Tensor,
-        neg_logq: torch.Tensor | None = None,
+        item_logq: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Next-item prediction with sampled softmax (PRECISE eq. 5).
 
         seq (B, L) inputs, target (B, L) the next item at each position (0 = none),
-        negatives (M,) item indices shared by the batch, neg_logq (M,) log sampling probability
-        (logQ correction) or None. A negative equal to the position's target is masked.
+        negatives (M,) item indices shared by the batch; item_logq (N+1,) the log probability of
+        each item to be sampled, or None. With it, every logit, the positive's included, is
+        corrected by subtracting log q (Yi et al. 2019), so the sampled softmax estimates the full
+        softmax instead of penalising popular items. A negative equal to the position's target is
+        masked.
         """
         # Embed every distinct item of the step once: inputs, targets and negatives.
         B, L = seq.shape
@@ -238,8 +241,9 @@ class Precise(nn.Module):
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True)  # (P, 1)
         neg = h @ neg_e.T  # (P, M), neg_e (M, D)
-        if neg_logq is not None:
-            neg = neg - neg_logq
+        if item_logq is not None:
+            pos = pos - item_logq[pos_items].unsqueeze(1)
+            neg = neg - item_logq[negatives]
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
         loss = F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))

@@ -82,17 +82,23 @@ class TrainConfig:
 # --- negatives ------------------------------------------------------------------------------------
 
 
+# A sampler returns (negatives (M,), item_logq (N+1,)): the items and every item's log sampling
+# probability (the logQ correction; -inf for items that cannot be drawn).
+
+
 def in_batch_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
-    """The distinct targets of the batch; logQ = log of each item's share of the batch's targets."""
+    """The distinct targets of the batch; q = each item's share of the batch's targets."""
     t = targets[targets > 0]
     items, counts = torch.unique(t, return_counts=True)
-    return items, torch.log(counts.float() / counts.sum())
+    logq = torch.full((n_items + 1,), float("-inf"))
+    logq[items] = torch.log(counts.float() / counts.sum())
+    return items, logq
 
 
 def uniform_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
-    """Items drawn uniformly from the catalog; logQ = log(1 / N)."""
+    """Items drawn uniformly from the catalog; q = 1 / N (the correction is then a constant)."""
     items = torch.randint(1, n_items + 1, (cfg.num_negatives,), generator=gen)
-    return items, torch.full((len(items),), -math.log(n_items))
+    return items, torch.full((n_items + 1,), -math.log(n_items))
 
 
 NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives}

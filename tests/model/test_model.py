@@ -82,15 +82,26 @@ def test_loss_masks_accidental_hits_and_applies_logq():
         logits = torch.stack([p @ e[t]] + [p @ e[n] for n in negs_p])
         ref.append(-torch.log_softmax(logits, 0)[0])
     torch.testing.assert_close(loss, torch.stack(ref).mean(), atol=1e-5, rtol=1e-5)
-    logq = torch.log(torch.tensor([0.5, 0.25, 0.25]))
-    assert not torch.isclose(m.loss(seq, target, negs, logq)[0], loss)
+    # logQ: every logit, the positive's included, minus the log sampling probability of its item.
+    logq = torch.log(torch.rand(31) * 0.9 + 0.05)
+    ref = []
+    for p, t in zip(h, target[0, 1:]):
+        negs_p = [n for n in negs.tolist() if n != t]
+        logits = torch.stack([p @ e[t] - logq[t]] + [p @ e[n] - logq[n] for n in negs_p])
+        ref.append(-torch.log_softmax(logits, 0)[0])
+    corrected = m.loss(seq, target, negs, logq)[0]
+    torch.testing.assert_close(corrected, torch.stack(ref).mean(), atol=1e-5, rtol=1e-5)
+    assert not torch.isclose(corrected, loss)
+    # A uniform q shifts every logit alike: no change.
+    torch.testing.assert_close(m.loss(seq, target, negs, torch.full((31,), -3.0))[0], loss)
 
 
 def test_samplers():
     cfg = TrainConfig(num_negatives=50)
     items, logq = in_batch_negatives(torch.tensor([[0, 3, 3], [5, 3, 0]]), 10, cfg, torch.Generator())
-    assert items.tolist() == [3, 5]
-    torch.testing.assert_close(logq.exp(), torch.tensor([0.75, 0.25]))
+    assert items.tolist() == [3, 5] and logq.shape == (11,)
+    torch.testing.assert_close(logq[items].exp(), torch.tensor([0.75, 0.25]))
+    assert torch.isinf(logq[[0, 1, 2, 4]]).all(), "items outside the batch cannot be drawn"
     items, logq = uniform_negatives(torch.tensor([[1]]), 10, cfg, torch.Generator().manual_seed(0))
     assert len(items) == 50 and items.min() >= 1 and items.max() <= 10
     assert torch.allclose(logq, torch.tensor(-math.log(10)))
