@@ -143,6 +143,22 @@ def cmd_train_universal(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train_targeted(args: argparse.Namespace, settings: Settings) -> int:
+    from training import targeted
+
+    for task in args.task or [t.name for t in settings.tasks]:
+        _print(targeted.main(settings, task, args.date, force_warmup=args.force_warmup, force=args.force))
+    return 0
+
+
+def cmd_evaluate_targeted(args: argparse.Namespace, settings: Settings) -> int:
+    from training import evaluate
+
+    for task in args.task or [t.name for t in settings.tasks]:
+        _print(evaluate.targeted_next_day(settings, task, args.date, if_model=args.if_model))
+    return 0
+
+
 def cmd_evaluate_universal(args: argparse.Namespace, settings: Settings) -> int:
     from training import evaluate
 
@@ -232,19 +248,32 @@ def build_parser() -> argparse.ArgumentParser:
     enc.set_defaults(func=cmd_encode)
 
     train = verbs.add_parser("train", help="train models")
-    train_kinds = train.add_subparsers(dest="kind", required=True, metavar="{universal}")
+    train_kinds = train.add_subparsers(dest="kind", required=True, metavar="{universal,targeted}")
     tu = train_kinds.add_parser("universal", help="daily universal training (continues from the previous day)")
     tu.add_argument("--date", help="data day (default: run.date)")
     tu.add_argument("--force", action="store_true", help="retrain even if the day's model exists")
     tu.set_defaults(func=cmd_train_universal)
+    tt = train_kinds.add_parser("targeted", help="daily targeted training per task (warm-up or incremental)")
+    tt.add_argument("--task", action="append", help="task name from params.yaml (repeatable; default: every task)")
+    tt.add_argument("--date", help="data day (default: run.date)")
+    tt.add_argument("--force-warmup", action="store_true",
+                    help="re-initialise from the universal champion now, whatever the cadence")
+    tt.add_argument("--force", action="store_true", help="retrain even if the day's model exists")
+    tt.set_defaults(func=cmd_train_targeted)
 
     ev = verbs.add_parser("evaluate", help="metrics and reports")
-    ev_kinds = ev.add_subparsers(dest="kind", required=True, metavar="{universal}")
+    ev_kinds = ev.add_subparsers(dest="kind", required=True, metavar="{universal,targeted}")
     eu = ev_kinds.add_parser("universal", help="next-day metrics of the universal model trained before D")
     eu.add_argument("--date", help="the day to predict (default: run.date)")
     eu.add_argument("--if-model", action="store_true",
                     help="record a skip instead of failing when no model was trained before the day")
     eu.set_defaults(func=cmd_evaluate_universal)
+    et = ev_kinds.add_parser("targeted", help="next-day metrics of each task's model, and the coverage curve")
+    et.add_argument("--task", action="append", help="task name (repeatable; default: every task)")
+    et.add_argument("--date", help="the day to predict (default: run.date)")
+    et.add_argument("--if-model", action="store_true",
+                    help="record a skip instead of failing when no model was trained before the day")
+    et.set_defaults(func=cmd_evaluate_targeted)
 
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")

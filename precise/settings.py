@@ -121,6 +121,23 @@ class UniversalConfig:
 
 
 @dataclass(frozen=True)
+class TargetedConfig:
+    """Targeted training (PRECISE IV-D, IV-E.1): one model per task, warm-started from the
+    universal model and re-warm-started every `warmup_every_days`. `train` becomes the trainer's
+    TrainConfig (training/targeted.py); the encoder's sizes are the universal model's."""
+
+    input: str = "task"           # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
+    negatives: str = "user"       # user: other users of the batch (eq. 6) | item: other targets of the batch
+    samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
+    head_hidden: int = 256        # hidden width of the MLP over all positions
+    reset_head_at_warmup: bool = True
+    warmup_every_days: int = 7
+    replay_days: int = 14         # a warm-up trains on the task behaviours of the last N days
+    valid_users: int = 500
+    train: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
 class ValidationProfile:
     """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
 
@@ -182,6 +199,7 @@ class Settings:
     validate: ValidateConfig
     encode: EncodeConfig
     universal: UniversalConfig
+    targeted: TargetedConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -311,6 +329,18 @@ def _universal(raw: dict, path: Path) -> UniversalConfig:
     return dataclasses.replace(cfg, **nested)
 
 
+def _targeted(raw: dict, path: Path) -> TargetedConfig:
+    section = dict(raw.get("train_targeted") or {})
+    train = section.pop("train", None) or {}
+    if not isinstance(train, dict):
+        raise PreciseError(f"{path}: train_targeted.train must be a mapping")
+    cfg = _section({"train_targeted": section}, "train_targeted", TargetedConfig, path)
+    for key, allowed in (("input", ("task", "all_scene")), ("negatives", ("user", "item"))):
+        if getattr(cfg, key) not in allowed:
+            raise PreciseError(f"{path}: train_targeted.{key} must be one of {', '.join(allowed)}")
+    return dataclasses.replace(cfg, train=tuple(sorted((k, _freeze(v)) for k, v in train.items())))
+
+
 def _freeze(value):
     if isinstance(value, dict):
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
@@ -346,6 +376,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         validate=_validate(raw, path),
         encode=_section(raw, "encode", EncodeConfig, path),
         universal=_universal(raw, path),
+        targeted=_targeted(raw, path),
     )
 
 

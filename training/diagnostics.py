@@ -64,3 +64,24 @@ def plot(curves: dict[str, np.ndarray], path: Path, title: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def plot_coverage(days: list[str], curves: dict[str, list[float]], path: Path, title: str) -> None:
+    """Figure 4a: pre-trained coverage per day, one line per warm-up cadence, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, values in curves.items():
+        ax.plot(range(len(days)), values, marker="o", ms=3, label=label)
+    ax.set_xticks(range(len(days)), [d[5:] for d in days], rotation=60, fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("pre-trained coverage")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

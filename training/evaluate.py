@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precise.atomic import write_json
+from precise import schema
+from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings
 from training import sequences, text, tracking
@@ -55,32 +56,25 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
     """0-based full-ranking rank of each target given its history."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
-    users = torch.cat([model.encode(inputs[i : i + 512])[:, -1] for i in range(0, len(inputs), 512)])
+    users = torch.cat([model.users(inputs[i : i + 512]) for i in range(0, len(inputs), 512)])
     ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets))
     return ranks
 
 
-def next_day_split(seqs: pd.DataFrame, day: str, index: Index) -> tuple[list[np.ndarray], np.ndarray, int]:
-    """Histories before `day` and the first item on `day`, for users with both.
-
-    Returns (histories, targets, users skipped for lack of history).
-    """
+def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
+    """Users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
+    possibly empty), target (the first item of the day)."""
     start = pd.Timestamp(day, tz="UTC")
-    histories, targets, skipped = [], [], 0
-    for items, ts, last_day in zip(seqs["item_ids"], seqs["ts"], seqs["last_day"]):
+    rows = []
+    for user, items, ts, last_day in zip(seqs["user_id"], seqs["item_ids"], seqs["ts"], seqs["last_day"]):
         if last_day < day:
             continue
         ts = pd.to_datetime(ts, utc=True)
         before = np.asarray(ts < start)
         on_day = np.flatnonzero(~before & (ts < start + pd.Timedelta(days=1)))
-        if not len(on_day):
-            continue
-        if not before.any():
-            skipped += 1
-            continue
-        histories.append(index.lookup(np.asarray(items)[before]))
-        targets.append(index.lookup([items[on_day[0]]])[0])
-    return histories, np.array(targets, dtype=np.int64), skipped
+        if len(on_day):
+            rows.append((user, list(np.asarray(items)[before]), items[on_day[0]]))
+    return pd.DataFrame(rows, columns=["user_id", "history", "target"])
 
 
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:
@@ -103,7 +97,10 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
     model, index, _, n_new = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"],
                                             settings.universal.new_item_neighbours)
     seqs = sequences.read(settings.paths.sequences)
-    histories, targets, skipped = next_day_split(seqs, day, index)
+    split = next_day_targets(seqs, day)
+    with_history = split[split["history"].str.len() > 0]
+    skipped = len(split) - len(with_history)
+    histories, targets = [index.lookup(h) for h in with_history["history"]], index.lookup(with_history["target"])
     if not len(targets):
         raise PreciseError(f"no user has both a history and a click on {day}")
     ranks = rank_targets(model, histories, targets)
@@ -139,3 +136,85 @@ def read_splits(path: Path) -> pd.DataFrame:
     if not Path(path).is_file():
         raise PreciseError(f"no split sidecar at {path}; import the dataset with `precise data import food-kitchen`")
     return pd.read_parquet(path)
+
+
+def targeted_next_day(settings: Settings, task_name: str, date: str | None = None, if_model: bool = False) -> dict:
+    """Daily metrics of a task: the newest targeted model trained before D predicts each user's
+    first task behaviour on D from their history (task or all-scene, as the model was trained).
+    Users with a task behaviour on D but no task history are scored by the universal model
+    (the documented fallback) and reported apart. Also the Figure 4a coverage curve."""
+    from training import targeted, universal
+    from validation import manifest
+
+    task = settings.task(task_name)
+    day = manifest.resolve_day(settings, date)
+    out = settings.paths.metrics / "evaluate_targeted" / f"{task.name}.json"
+    metrics: dict = {"date": day, "task": task.name, "coverage": coverage_report(settings, task, day)}
+    ckpt = targeted.latest_checkpoint(settings, task.name, before=day)
+    if ckpt is None:
+        reason = f"no targeted model of {task.name} trained before {day}"
+        if not if_model:
+            raise PreciseError(reason)
+        write_json(out, metrics | {"skipped": reason})
+        return metrics | {"skipped": reason}
+    meta, weights = targeted.load_checkpoint(ckpt)
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    model, index, _, n_new = targeted.grow(meta, weights, items, tok_ids, tok_init, settings.universal.new_item_neighbours)
+    task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
+    split = next_day_targets(task_seqs, day)
+    has_task = split["history"].str.len() > 0
+    users, fallback = split[has_task], split[~has_task]
+    if meta.get("input") == "all_scene":
+        context = next_day_targets(sequences.read(settings.paths.sequences), day)
+        before = dict(zip(context["user_id"], context["history"]))
+        users = users.assign(history=[before.get(u, h) for u, h in zip(users["user_id"], users["history"])])
+    ks = settings.universal.eval_ks
+    freq = item_frequency([index.lookup(h) for h in users["history"]], len(index))
+    metrics |= {"model": ckpt.parent.name, "mode": meta["metrics"]["mode"], "users": int(len(users)),
+                "new_items_in_catalog": n_new}
+    if len(users):
+        targets = index.lookup(users["target"])
+        metrics |= breakdown(rank_targets(model, [index.lookup(h) for h in users["history"]], targets), targets, freq, ks)
+    metrics["fallback"] = {"users": int(len(fallback))}
+    u_ckpt = universal.latest_checkpoint(settings, before=day)
+    if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones
+        u_meta, u_weights = universal.load_checkpoint(u_ckpt)
+        u_model, u_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
+                                                settings.universal.new_item_neighbours)
+        context = next_day_targets(sequences.read(settings.paths.sequences), day)
+        before = dict(zip(context["user_id"], context["history"]))
+        hist = [u_index.lookup(before.get(u, [])) for u in fallback["user_id"]]
+        keep = np.array([len(h) > 0 for h in hist], dtype=bool)
+        if keep.any():
+            targets = u_index.lookup(fallback["target"])[keep]
+            metrics["fallback"] |= {"with_all_scene_history": int(keep.sum()),
+                                    **from_ranks(rank_targets(u_model, [h for h, k in zip(hist, keep) if k], targets), ks)}
+    with tracking.run(settings.paths.var, f"precise-{task.name}", f"evaluate-{day}",
+                      {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
+                      {"stage": "evaluate_targeted", "task": task.name}) as mlflow:
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", "new") if part in metrics
+                            for k, v in metrics[part].items()} | {"coverage": metrics["coverage"]["with_warmup"][-1]})
+    write_json(out, metrics)
+    return metrics
+
+
+def coverage_report(settings: Settings, task, day: str) -> dict:
+    """Figure 4a over the good days up to D, from item sets: warm-up every N days vs never."""
+    from training import diagnostics, targeted
+    from validation import manifest
+
+    days = manifest.good_days(settings, up_to=day)
+    task_items, universal_items = [], []
+    for d in days:
+        ev = schema.read_events(settings.paths.data, [d])
+        task_items.append(targeted.task_items(ev, task))
+        universal_items.append(set(ev.loc[ev["action"].isin(settings.sequences.universal_actions), "item_id"]))
+    every = settings.targeted.warmup_every_days
+    curves = {f"warm-up every {every} days": targeted.coverage_curve(task_items, universal_items, every),
+              "never (first day only)": targeted.coverage_curve(task_items, universal_items, None)}
+    with atomic_path(settings.paths.data / "plots" / f"fig4a_{task.name}.png") as tmp:
+        diagnostics.plot_coverage(days, curves, tmp, f"{task.name}: items trained by the universal model of the last warm-up")
+    with_w, never = list(curves.values())
+    return {"days": days, "with_warmup": [round(x, 4) for x in with_w], "never": [round(x, 4) for x in never],
+            "mean_with_warmup": float(np.nanmean(with_w)) if days else None,
+            "mean_never": float(np.nanmean(never)) if days else None}

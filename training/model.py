@@ -206,6 +206,10 @@ class Precise(nn.Module):
         h = self.encoder(x, mask=mask)
         return self.norm(h) * (~pad).unsqueeze(-1)
 
+    def users(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq (B, L) -> user embeddings (B, D): the causal encoder's state at the latest slot."""
+        return self.encode(seq)[:, -1]
+
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users (B, D), items (M, D) -> dot-product scores (B, M)."""
         return users @ items.T

@@ -180,7 +180,7 @@ def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor) -> tup
     """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L); plus the ranks."""
     model.eval()
     items = model.all_item_embeddings()
-    users = torch.cat([model.encode(inputs[i : i + 512])[:, -1] for i in range(0, len(inputs), 512)])
+    users = torch.cat([model.users(inputs[i : i + 512]) for i in range(0, len(inputs), 512)])
     ranks, losses = target_ranks(users, items, targets)
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")

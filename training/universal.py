@@ -208,12 +208,12 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         }
         metrics["fig4b"] = write_fig4b(settings, model, day)
         mlflow.log_metrics({f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
+        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
         save_model(final, model, {
             "state": dataclasses.asdict(state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
             "item_ids": item_index.ids, "token_ids": token_index.ids, "metrics": metrics, "max_tokens": max_tokens,
         })
         mlflow.log_artifacts(str(final), artifact_path="model")
-        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
     shutil.rmtree(out / "run", ignore_errors=True)
     (out / "run-best.safetensors").unlink(missing_ok=True)
     write_reports(settings, metrics, state.history)

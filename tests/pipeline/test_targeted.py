@@ -1,0 +1,152 @@
+"""Targeted training per task on a tiny synthetic world: warm start from the universal model,
+daily incremental runs, periodic warm-up on the cadence, next-day evaluation and coverage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ingest import ingest, synth
+from precise import schema
+from precise.settings import Settings
+from tests.conftest import run_cli, tiny_qwen2, write_params
+from training import evaluate, sequences, targeted, text, universal
+from training.model import ModelConfig, Precise
+from training.trainer import load_checkpoint
+from validation import validate
+
+TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
+TINY_TRAIN = {"epochs": 1, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Settings:
+    root = tmp_path_factory.mktemp("targeted")
+    model = tiny_qwen2(root / "tiny-qwen2")
+    s = Settings.load(write_params(
+        root,
+        encode={"model": str(model), "max_tokens": 8, "batch_size": 128},
+        train_universal={"model": TINY_MODEL, "train": TINY_TRAIN, "valid_users": 30, "replay_days": 2,
+                         "new_item_neighbours": 3},
+        train_targeted={"train": TINY_TRAIN | {"epochs": 2}, "warmup_every_days": 2, "replay_days": 3,
+                        "valid_users": 20, "head_hidden": 32},
+    ))
+    synth.run(s.synth, s.paths.landing)
+    ingest.run(s)
+    validate.run_all(s)
+    return s
+
+
+def prepare(s: Settings, day: str) -> None:
+    sequences.main(s, day)
+    text.main(s, day)
+    universal.main(s, day)
+
+
+def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
+    torch.manual_seed(0)
+    base = Precise(ModelConfig(n_items=30, n_tokens=10, llm_dim=8, id_dim=8, sem_dim=8, layers=1, heads=2,
+                               max_len=6, dropout=0.0), torch.randint(0, 11, (31, 4)))
+    model = targeted.Targeted(base, hidden=16).eval()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 3, 9, 5, 6]])
+    u = model.users(seq)
+    assert u.shape == (2, 16)
+    assert not torch.allclose(u[0], u[1]), "an earlier item changes the user embedding"
+    # Padding is invisible: the same items with more left padding slots give the same output.
+    only = model.users(torch.tensor([[0, 0, 0, 0, 5, 6]]))
+    h = base.encode(torch.tensor([[0, 0, 0, 0, 5, 6]]), causal=False)
+    assert torch.all(h[0, :4] == 0) and torch.isfinite(only).all()
+    # Eq. 6 by hand: user-side BPR over the other users of the batch, same targets masked.
+    target = torch.tensor([7, 8, 7])
+    seqs = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 1, 2, 5, 6], [0, 0, 0, 9, 9, 2]])
+    loss, _ = model.loss(seqs, target, torch.tensor([7, 8]))
+    u, e = model.users(seqs), base.item_embeddings(target)
+    terms = [-torch.nn.functional.logsigmoid(u[j] @ e[j] - u[i] @ e[j])
+             for j in range(3) for i in range(3) if target[i] != target[j]]
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+    item_side = targeted.Targeted(base, hidden=16, negatives="item").eval()
+    item_side.head.load_state_dict(model.head.state_dict())
+    loss, _ = item_side.loss(seqs, target, torch.tensor([7, 8]))
+    terms = [-torch.nn.functional.logsigmoid(u[b] @ e[b] - u[b] @ base.item_embeddings(torch.tensor(n)))
+             for b in range(3) for n in (7, 8) if n != target[b]]
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+def test_samples_use_only_the_past():
+    import pandas as pd
+
+    ts = pd.to_datetime(["2026-01-01 10:00", "2026-01-02 10:00", "2026-01-03 10:00"], utc=True)
+    seqs = pd.DataFrame({"user_id": ["u"], "item_ids": [["a", "b", "c"]], "ts": [list(ts)]})
+    ex = targeted.samples(seqs, "2026-01-02", "2026-01-03", per_user=5)
+    assert ex["history"].tolist() == [["a"], ["a", "b"]] and ex["target"].tolist() == ["b", "c"]
+    assert targeted.samples(seqs, "2026-01-03", "2026-01-03", per_user=5)["target"].tolist() == ["c"]
+    context = pd.DataFrame({"user_id": ["u"], "item_ids": [["x", "a", "y", "b", "z"]],
+                            "ts": [list(pd.to_datetime(["2026-01-01 09:00", "2026-01-01 10:00", "2026-01-02 09:00",
+                                                        "2026-01-02 10:00", "2026-01-03 09:00"], utc=True))]})
+    ex = targeted.samples(seqs, "2026-01-02", "2026-01-02", per_user=5, all_scene=context)
+    assert ex["history"].tolist() == [["x", "a", "y"]], "all-scene input: every click before the target"
+
+
+def test_warm_start_incremental_and_periodic_warmup(world):
+    d1, d2, d3 = schema.list_days(world.paths.events)[-3:]
+    prepare(world, d1)
+    m1 = targeted.main(world, "click_article", d1)
+    assert m1["mode"] == "warmup" and m1["universal"] == f"date={d1}" and m1["last_warmup"] == d1
+    assert 0.0 <= m1["valid"]["R@10"] <= 1.0 and m1["coverage"]["share"] == pytest.approx(1.0)
+    t1 = targeted.checkpoint_root(world, "click_article") / f"date={d1}" / "final"
+    meta1, w1 = load_checkpoint(t1)
+    u_meta, uw = load_checkpoint(universal.checkpoint_root(world) / f"date={d1}" / "final")
+    assert meta1["item_ids"] == u_meta["item_ids"]
+    assert targeted.main(world, "click_article", d1) == meta1["metrics"], "a finished day is not retrained"
+
+    prepare(world, d2)
+    ev = evaluate.targeted_next_day(world, "click_article", d2)
+    assert ev["model"] == f"date={d1}" and ev["users"] > 0 and 0 <= ev["all"]["R@10"] <= 1
+    assert ev["fallback"]["users"] >= 0 and len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
+    assert (world.paths.data / "plots" / "fig4a_click_article.png").is_file()
+
+    m2 = targeted.main(world, "click_article", d2)
+    assert m2["mode"] == "incremental" and m2["last_warmup"] == d1 and m2["universal"] == f"date={d1}"
+    meta2, w2 = load_checkpoint(targeted.checkpoint_root(world, "click_article") / f"date={d2}" / "final")
+    assert meta2["item_ids"][: len(meta1["item_ids"])] == meta1["item_ids"] and m2["new_items"] > 0
+    # New items are NOT copied from the universal model of d2: their rows are text-driven.
+    u2_meta, uw2 = load_checkpoint(universal.checkpoint_root(world) / f"date={d2}" / "final")
+    new = [i for i in meta2["item_ids"] if i not in set(meta1["item_ids"])]
+    rows_t = [meta2["item_ids"].index(i) + 1 for i in new]
+    rows_u = [u2_meta["item_ids"].index(i) + 1 for i in new]
+    assert not torch.allclose(w2["base.id_emb.weight"][rows_t], uw2["id_emb.weight"][rows_u])
+    assert m2["coverage"]["universal_day"] == d1 and m2["coverage"]["share"] < 1.0, "d2's new items are uncovered"
+
+    prepare(world, d3)
+    m3 = targeted.main(world, "click_article", d3)  # warmup_every_days = 2 -> warm-up on d3
+    assert m3["mode"] == "warmup" and m3["universal"] == f"date={d3}" and m3["last_warmup"] == d3
+    state = json.loads(targeted.state_path(world, "click_article").read_text())
+    assert [state["days"][d]["mode"] for d in (d1, d2, d3)] == ["warmup", "incremental", "warmup"]
+    assert state["last_warmup"] == d3 and state["universal"] == f"date={d3}"
+
+    # --force-warmup from the command line re-initialises an incremental day.
+    proc = run_cli("--params", str(world.params_path), "train", "targeted", "--task", "click_article",
+                   "--date", d2, "--force-warmup", cwd=world.paths.root)
+    assert '"mode": "warmup"' in proc.stdout
+
+    import mlflow
+
+    from training import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(world.paths.var))
+    runs = mlflow.search_runs(experiment_names=["precise-click_article"])
+    trained = runs[runs["tags.stage"] == "train_targeted"]
+    assert set(trained["tags.parent_universal"]) == {f"date={d1}", f"date={d2}", f"date={d3}"}
+    universal_runs = set(mlflow.search_runs(experiment_names=["precise-universal"])["run_id"])
+    assert set(trained["tags.parent_universal_run_id"]) <= universal_runs
+
+
+def test_coverage_curve_from_item_sets():
+    universal_items = [{"a", "b"}, {"c"}, {"d"}, {"e"}]
+    task_items = [{"a"}, {"a", "c"}, {"c", "d"}, {"d", "e"}]
+    assert targeted.coverage_curve(task_items, universal_items, 2) == [1.0, 0.5, 1.0, 0.5]
+    assert targeted.coverage_curve(task_items, universal_items, None) == [1.0, 0.5, 0.0, 0.0]
+    assert np.isnan(targeted.coverage_curve([set()], [{"a"}], 2)[0])

@@ -1,0 +1,383 @@
+"""Targeted training stage (PRECISE IV-D, IV-E.1): the universal model adapted to one task.
+
+`precise train targeted --task T --date D [--force-warmup]`:
+
+* **Model** (`Targeted`): the universal model's item embeddings and transformer, run with the
+  causal mask off (padding still masked, padded outputs zeroed). Sequences are left-padded so the
+  latest item always sits in the last slot; the user embedding h'_u is an MLP over the
+  concatenation of all L final-layer positions, of the item embedding's width D.
+* **Loss** (eq. 6): `-log sigma(h'_u.e - h'_u'.e)` with e the embedding of u's next task item and
+  u' every other user of the batch, pairs where u' has the same target masked (`negatives:
+  user`); or item-side `-log sigma(h'_u.e - h'_u.e')` with e' the other targets of the batch
+  (`negatives: item`). Scores are dot products, as in universal training, evaluation and recall.
+* **Input**: the task sequence S'_u (default) or, with `input: all_scene`, the user's all-scene
+  clicks before the target's time.
+* **Warm start and periodic warm-up**: the first model of a task, and every run on which
+  `warmup_every_days` have passed since the last warm-up (or `--force-warmup`), starts from the
+  universal champion of D (every encoder and embedding parameter, grown to D's catalog) and trains
+  on the task behaviours of the last `replay_days` days. The MLP head is **reset** at warm-up
+  (`reset_head_at_warmup`): it was fitted to an encoder that the warm-up replaces, and a fresh head
+  is relearnt within the first epoch. Other days continue from yesterday's targeted model on D's
+  task behaviours; new items get the text-driven ID rows of `universal.init_new_items`, never the
+  universal model's rows (that is what warm-up is for).
+* **Champion**: until the registry gate (MLflow aliases) exists, the universal champion of D is
+  the newest finished universal model of a day <= D.
+* **State** (`var/targeted/<task>/state.json`): last warm-up date, the universal version it used
+  (its day and MLflow run), one line per trained day. Models in
+  `var/checkpoints/targeted/<task>/date=D/final/`, metrics in
+  `data/metrics/train_targeted/<task>.json`, an MLflow run in experiment `precise-<task>` tagged
+  with its parent universal run.
+* **Coverage** (Figure 4a): the share of the items the task's users interacted with on D that the
+  universal checkpoint of the last warm-up trained on (items with a universal behaviour on a good
+  day up to that checkpoint's day).
+
+Users without task history have no targeted embedding: downstream they fall back to their
+universal user embedding (with the universal item embeddings; vectors of different models are
+never mixed). On real platforms most users of a narrow task are in that case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from precise import schema
+from precise.atomic import write_json
+from precise.errors import PreciseError
+from precise.settings import Settings, TargetedConfig, Task
+from training import sequences, text, tracking, universal
+from training.data import Index, pad_left
+from training.model import Precise
+from training.trainer import (
+    AlternateConfig,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    save_model,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+class Targeted(nn.Module):
+    """The universal encoder, bidirectional, with an MLP over all positions (PRECISE IV-D)."""
+
+    def __init__(self, base: Precise, hidden: int, negatives: str = "user"):
+        super().__init__()
+        if negatives not in ("user", "item"):
+            raise ValueError("negatives must be user or item")
+        self.base, self.negatives, self.hidden = base, negatives, hidden
+        L, D = base.cfg.max_len, base.cfg.dim
+        self.head = nn.Sequential(nn.Linear(L * D, hidden), nn.GELU(), nn.Linear(hidden, D))
+
+    # The trainer reads these from the model it trains.
+    @property
+    def cfg(self):
+        return self.base.cfg
+
+    @property
+    def tok_emb(self):
+        return self.base.tok_emb
+
+    @property
+    def id_emb(self):
+        return self.base.id_emb
+
+    def all_item_embeddings(self) -> torch.Tensor:
+        return self.base.all_item_embeddings()
+
+    def users(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq (B, L) left-padded task sequences -> h'_u (B, D)."""
+        h = self.base.encode(seq, causal=False)  # (B, L, D), padded positions zeroed
+        return self.head(h.flatten(1))  # (B, L * D) -> (B, D)
+
+    def forward(self, seq, target, negatives, item_logq=None):
+        return self.loss(seq, target, negatives)
+
+    def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """BPR (eq. 6). seq (B, L), target (B,) next task item, negatives (M,) for `item` mode."""
+        u = self.users(seq)  # (B, D)
+        e = self.base.item_embeddings(target)  # (B, D)
+        pos = (u * e).sum(-1)  # (B,)
+        if self.negatives == "user":
+            s = u @ e.T  # s[i, j] = user i scored on user j's target
+            diff = pos.unsqueeze(0) - s  # diff[i, j] = h'_j.e_j - h'_i.e_j
+            keep = target.unsqueeze(1) != target.unsqueeze(0)  # i != j and not the same target
+        else:
+            neg = u @ self.base.item_embeddings(negatives).T  # (B, M)
+            diff = pos.unsqueeze(1) - neg
+            keep = target.unsqueeze(1) != negatives.unsqueeze(0)
+        if not keep.any():
+            return (u.sum() + e.sum()) * 0.0, dict(self.base.last_stats)
+        return -F.logsigmoid(diff[keep]).mean(), dict(self.base.last_stats)
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def samples(task_seqs: pd.DataFrame, since: str, until: str, per_user: int,
+            all_scene: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Training examples: each user's most recent `per_user` task behaviours with a time in
+    [since, until] (days, inclusive) as targets, the input being what came before.
+
+    Returns user_id, history (item ids, oldest first), target (item id), day.
+    With `all_scene`, the history is the user's all-scene sequence before the target's time.
+    """
+    lo = pd.Timestamp(since, tz="UTC")
+    hi = pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)
+    context = dict(zip(all_scene["user_id"], zip(all_scene["item_ids"], all_scene["ts"]))) if all_scene is not None else {}
+    rows = []
+    for user, items, ts in zip(task_seqs["user_id"], task_seqs["item_ids"], task_seqs["ts"]):
+        ts = pd.to_datetime(ts, utc=True)
+        hits = np.flatnonzero((ts >= lo) & (ts < hi))[-per_user:]
+        for k in hits:
+            if all_scene is not None:
+                ctx_items, ctx_ts = context.get(user, ([], []))
+                cut = int(np.searchsorted(pd.to_datetime(ctx_ts, utc=True), ts[k], side="left"))
+                history = list(ctx_items[:cut])
+            else:
+                history = list(items[:k])
+            if history:
+                rows.append((user, history, items[k], ts[k].strftime("%Y-%m-%d")))
+    return pd.DataFrame(rows, columns=["user_id", "history", "target", "day"])
+
+
+def to_tensors(examples: pd.DataFrame, index: Index, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs (S, L) left-padded item indices, targets (S,)); unknown targets dropped."""
+    targets = index.lookup(examples["target"])
+    histories = [index.lookup(h) for h in examples["history"]]
+    keep = targets > 0
+    inputs = pad_left([h[h > 0] for h, k in zip(histories, keep) if k], max_len)
+    return torch.from_numpy(inputs), torch.from_numpy(targets[keep])
+
+
+def split_valid(examples: pd.DataFrame, n_users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the last example of n_users users with at least 2 examples (earlier prefixes of
+    theirs stay in training: they never contain the held-out item)."""
+    counts = examples.groupby("user_id").size()
+    eligible = counts.index[counts >= 2].to_numpy()
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(eligible, size=min(n_users, len(eligible)), replace=False).tolist()) if len(eligible) else set()
+    last = ~examples.duplicated("user_id", keep="last")
+    held = last & examples["user_id"].isin(chosen)
+    return examples[~held], examples[held]
+
+
+# --- checkpoints and state ----------------------------------------------------------------------------
+
+
+def train_config(cfg: TargetedConfig) -> TrainConfig:
+    raw = dict(cfg.train)
+    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(TrainConfig)} - {"alternate"})
+    if unknown:
+        raise PreciseError(f"unknown key(s) in train_targeted.train: {', '.join(unknown)}")
+    raw.pop("alternate", None)  # alternate training belongs to universal training
+    negatives = "in_batch"  # the item-side variant's negatives: the other targets of the batch
+    return TrainConfig(**raw, negatives=negatives, alternate=AlternateConfig(enabled=False))
+
+
+def checkpoint_root(settings: Settings, task: str) -> Path:
+    return settings.paths.var / "checkpoints" / "targeted" / task
+
+
+def state_path(settings: Settings, task: str) -> Path:
+    return settings.paths.var / "targeted" / task / "state.json"
+
+
+def read_state(settings: Settings, task: str) -> dict:
+    path = state_path(settings, task)
+    return json.loads(path.read_text()) if path.is_file() else {"last_warmup": None, "universal": None, "days": {}}
+
+
+def latest_checkpoint(settings: Settings, task: str, before: str) -> Path | None:
+    root = checkpoint_root(settings, task)
+    days = [d for d in schema.list_days(root, "final/state.json") if d < before]
+    return schema.partition_dir(root, days[-1]) / "final" if days else None
+
+
+def universal_champion(settings: Settings, day: str) -> Path | None:
+    """The universal model targeted training starts from on `day` (see module docstring)."""
+    return universal.latest_checkpoint(settings, before=(pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
+
+
+def split_weights(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    base = {k[len("base."):]: v for k, v in weights.items() if k.startswith("base.")}
+    head = {k[len("head."):]: v for k, v in weights.items() if k.startswith("head.")}
+    return base, head
+
+
+def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_ids: np.ndarray,
+         tok_init: np.ndarray, neighbours: int) -> tuple[Targeted, Index, Index, int]:
+    """A targeted checkpoint over today's catalog; new items get text-driven ID rows."""
+    base_w, head_w = split_weights(weights)
+    base, index, token_index, n_new = universal.grow(meta, base_w, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
+    model = Targeted(base, meta["head_hidden"], meta["negatives"])
+    model.head.load_state_dict(head_w)
+    return model, index, token_index, n_new
+
+
+def load(folder: Path) -> tuple[Targeted, dict]:
+    """A finished targeted checkpoint as trained: model in eval mode and its metadata."""
+    from training.model import ModelConfig
+
+    meta, weights = load_checkpoint(folder)
+    base_w, _ = split_weights(weights)
+    base = Precise(ModelConfig(**meta["model"]), base_w["item_tokens"])
+    model = Targeted(base, meta["head_hidden"], meta["negatives"])
+    model.load_state_dict(weights)
+    return model.eval(), meta
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+
+def main(settings: Settings, task_name: str, date: str | None = None, force_warmup: bool = False,
+         force: bool = False) -> dict:
+    from validation import manifest
+
+    task = settings.task(task_name)
+    cfg = settings.targeted
+    tcfg = train_config(cfg)
+    day = manifest.resolve_day(settings, date)
+    days = manifest.good_days(settings, up_to=day)
+    out = schema.partition_dir(checkpoint_root(settings, task.name), day)
+    final = out / "final"
+    if (final / "state.json").is_file() and not (force or force_warmup):
+        log.info("targeted model %s for %s exists; not retraining (use --force)", task.name, day)
+        meta = json.loads((final / "state.json").read_text())
+        write_json(metrics_path(settings, task.name), meta["metrics"])
+        return meta["metrics"]
+
+    champion = universal_champion(settings, day)
+    if champion is None:
+        raise PreciseError(f"no universal model of a day <= {day}: run `precise train universal --date {day}` first")
+    previous = latest_checkpoint(settings, task.name, before=day)
+    p_meta, p_weights = load_checkpoint(previous) if previous is not None else (None, None)
+    last_warmup = p_meta["metrics"]["last_warmup"] if p_meta else None
+    warmup = force_warmup or last_warmup is None or (pd.Timestamp(day) - pd.Timestamp(last_warmup)).days >= cfg.warmup_every_days
+
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    max_tokens = settings.encode.max_tokens
+    if warmup:
+        u_meta, u_weights = load_checkpoint(champion)
+        base, index, token_index, n_new = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, max_tokens,
+                                                         settings.universal.new_item_neighbours)
+        model = Targeted(base, cfg.head_hidden, cfg.negatives)
+        if p_meta is not None and not cfg.reset_head_at_warmup:
+            model.head.load_state_dict(split_weights(p_weights)[1])
+        since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.replay_days - 1)).strftime("%Y-%m-%d")
+        source = {"universal": champion.parent.name, "universal_run_id": u_meta["metrics"].get("mlflow_run_id")}
+        last_warmup = day
+    else:
+        model, index, token_index, n_new = grow(p_meta, p_weights, items, tok_ids, tok_init,
+                                                settings.universal.new_item_neighbours)
+        since = day
+        source = {k: p_meta["metrics"][k] for k in ("universal", "universal_run_id")}
+    mode = "warmup" if warmup else "incremental"
+    log.info("targeted %s %s: %s (universal %s), %d new items", task.name, day, mode, source["universal"], n_new)
+
+    task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
+    context = sequences.read(settings.paths.sequences) if cfg.input == "all_scene" else None
+    examples = samples(task_seqs, since, day, cfg.samples_per_user, context)
+    train_ex, valid_ex = split_valid(examples, cfg.valid_users, tcfg.seed)
+    max_len = model.cfg.max_len
+    train, valid = to_tensors(train_ex, index, max_len), to_tensors(valid_ex, index, max_len)
+    if len(train[1]) < 2:
+        raise PreciseError(f"task {task.name}: fewer than 2 training examples between {since} and {day}")
+    if len(valid[1]) == 0:  # a thin day: select on the training examples' last items
+        valid = (train[0][-cfg.valid_users:], train[1][-cfg.valid_users:])
+
+    torch.manual_seed(tcfg.seed)
+    params = {"date": day, "task": dataclasses.asdict(task), "mode": mode, "since": since,
+              "targeted": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"},
+              "train": tcfg.to_dict(), **source}
+    tags = {"data_version": tracking.data_version(settings.paths.data, days),
+            "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_targeted",
+            "task": task.name, "mode": mode, "parent_universal": str(source["universal"]),
+            "parent_universal_run_id": str(source["universal_run_id"])}
+    with tracking.run(settings.paths.var, f"precise-{task.name}", f"{task.name}-{day}", params, tags) as mlflow:
+        fit_state = fit(model, train, valid, tcfg, run_dir=out / "run",
+                        on_eval=lambda m: mlflow.log_metrics(
+                            {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
+        best = max(fit_state.history, key=lambda m: m["R@10"])
+        metrics = {
+            "date": day, "task": task.name, "mode": mode, "last_warmup": last_warmup, **source,
+            "examples": len(train[1]), "valid_examples": len(valid[1]), "users": int(train_ex["user_id"].nunique()),
+            "items": len(index), "new_items": n_new, "epochs": len(fit_state.history), "best_epoch": fit_state.best_epoch,
+            "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))},
+            "coverage": coverage_on(settings, task, day, _universal_day(source["universal"]), days),
+            "data_version": tags["data_version"],
+        }
+        mlflow.log_metrics({"coverage": metrics["coverage"]["share"]} | {
+            f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
+        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
+        save_model(final, model, {
+            "state": dataclasses.asdict(fit_state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
+            "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "input": cfg.input, "task": task.name,
+            "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens, "metrics": metrics,
+        })
+        mlflow.log_artifacts(str(final), artifact_path="model")
+    shutil.rmtree(out / "run", ignore_errors=True)
+    (out / "run-best.safetensors").unlink(missing_ok=True)
+    state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
+    state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}
+    latest = max(state["days"])
+    state.update(last_warmup=state["days"][latest]["last_warmup"], universal=state["days"][latest]["universal"])
+    write_json(state_path(settings, task.name), state)
+    write_json(metrics_path(settings, task.name), metrics)
+    return metrics
+
+
+def _universal_day(version: str | None) -> str | None:
+    return version.split("=", 1)[1] if version and "=" in version else None
+
+
+def metrics_path(settings: Settings, task: str) -> Path:
+    return settings.paths.metrics / "train_targeted" / f"{task}.json"
+
+
+# --- pre-trained coverage (Figure 4a) ----------------------------------------------------------------
+
+
+def task_items(events: pd.DataFrame, task: Task) -> set[str]:
+    keep = events["action"].isin(task.actions)
+    if task.scenes is not None:
+        keep &= events["scene"].isin(task.scenes)
+    return set(events.loc[keep, "item_id"])
+
+
+def coverage_on(settings: Settings, task: Task, day: str, universal_day: str | None, days: list[str]) -> dict:
+    """Share of the items of D's task behaviours that universal training saw up to universal_day."""
+    today = task_items(schema.read_events(settings.paths.data, [day]), task)
+    seen = [d for d in days if universal_day is not None and d <= universal_day]
+    ev = schema.read_events(settings.paths.data, seen)
+    trained = set(ev.loc[ev["action"].isin(settings.sequences.universal_actions), "item_id"])
+    share = len(today & trained) / len(today) if today else float("nan")
+    return {"share": share, "items": len(today), "universal_day": universal_day}
+
+
+def coverage_curve(daily_task_items: list[set], daily_universal_items: list[set], warmup_every: int | None) -> list[float]:
+    """Figure 4a from item sets: coverage on each day when the targeted model is warm-started on
+    day 0 and re-warm-started every `warmup_every` days (None: never again)."""
+    trained: list[set] = []
+    seen: set = set()
+    for s in daily_universal_items:
+        seen = seen | s
+        trained.append(seen)
+    out = []
+    for d, items in enumerate(daily_task_items):
+        w = d - d % warmup_every if warmup_every else 0
+        out.append(len(items & trained[w]) / len(items) if items else float("nan"))
+    return out
