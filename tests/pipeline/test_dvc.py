@@ -42,6 +42,8 @@ def repo_copy(tmp_path: Path) -> Path:
     params["encode"]["model"] = str(tiny_qwen2(tmp_path / "tiny-qwen2"))
     params["train_universal"]["train"]["epochs"] = 1
     params["train_universal"]["valid_users"] = 50
+    params["train_targeted"]["train"]["epochs"] = 1
+    params["train_targeted"]["valid_users"] = 30
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dst)
     _run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path / "remote")], dst)
@@ -61,8 +63,12 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     assert "up to date" in _run([sys.executable, "-m", "dvc", "status", "--cloud"], repo_copy).lower()
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
-    for stage in ("validate", "sequences", "encode", "train_universal", "evaluate_universal"):
+    for stage in ("validate", "sequences", "encode", "train_universal", "evaluate_universal",
+                  "train_targeted@0", "train_targeted@1", "evaluate_targeted@0", "evaluate_targeted@1"):
         assert f"Running stage '{stage}'" in first
+    for task in ("click_article", "share_all"):
+        trained = json.loads((repo_copy / "data" / "metrics" / "train_targeted" / f"{task}.json").read_text())
+        assert trained["mode"] == "warmup" and trained["task"] == task
     evaluation = json.loads((repo_copy / "data" / "metrics" / "evaluate_universal.json").read_text())
     assert evaluation["skipped"].startswith("no universal model trained before"), "first day: nothing to compare"
     metrics = json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())
