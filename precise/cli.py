@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Callable
 
+from precise.atomic import write_json
 from precise.errors import PreciseError
 from precise.settings import Settings
 
@@ -159,6 +160,42 @@ def cmd_evaluate_targeted(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_registry_list(args: argparse.Namespace, settings: Settings) -> int:
+    from training import registry
+
+    rows = registry.listing(settings)
+    if not rows:
+        print("no registered model yet")
+    for r in rows:
+        aliases = ",".join(r["aliases"]) or "-"
+        print(f"{r['model']:<28} v{r['version']:<4} {aliases:<20} {r['kind'] or '-':<12} trained through {r['trained_through']}"
+              f"  gate: {r['gate']}" + (f" on {r['gate_day']} (R@10 {r['gate_r10']})" if r.get("gate_day") else ""))
+    return 0
+
+
+def cmd_registry_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from training import registry
+
+    _print(registry.promote(settings, args.task, args.version))
+    return 0
+
+
+def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from training import registry
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, args.date)
+    decisions = []
+    for task in [None] + [t.name for t in settings.tasks]:
+        decisions += registry.gate(settings, task, day)
+    champions = {registry.model_name(t): getattr(registry.champion(settings, t), "version", None)
+                 for t in [None] + [t.name for t in settings.tasks]}
+    report = {"date": day, "decisions": decisions, "champions": {k: None if v is None else str(v) for k, v in champions.items()}}
+    write_json(settings.paths.metrics / "gate.json", report)
+    _print(report)
+    return 0
+
+
 def cmd_evaluate_universal(args: argparse.Namespace, settings: Settings) -> int:
     from training import evaluate
 
@@ -274,6 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--if-model", action="store_true",
                     help="record a skip instead of failing when no model was trained before the day")
     et.set_defaults(func=cmd_evaluate_targeted)
+
+    reg = verbs.add_parser("registry", help="the model registry gate (MLflow aliases champion / challenger)")
+    reg_actions = reg.add_subparsers(dest="action", required=True, metavar="{list,promote,gate}")
+    reg_actions.add_parser("list", help="every version with its aliases and gate decision").set_defaults(func=cmd_registry_list)
+    pro = reg_actions.add_parser("promote", help="make a version champion by hand (rollback or roll forward)")
+    pro.add_argument("--task", default="universal", help="task name, or `universal` (default)")
+    pro.add_argument("--version", required=True)
+    pro.set_defaults(func=cmd_registry_promote)
+    gt = reg_actions.add_parser("gate", help="judge pending versions on the day (progressive validation)")
+    gt.add_argument("--date", help="the validated day to judge on (default: run.date)")
+    gt.set_defaults(func=cmd_registry_gate)
 
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")

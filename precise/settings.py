@@ -138,6 +138,15 @@ class TargetedConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The registry gate (training/registry.py): relative R@10 a candidate may lose to the champion."""
+
+    metric: str = "R@10"  # next-day metric compared: R@K or N@K with K in train_universal.eval_ks
+    tolerance: float = 0.02
+    warmup_tolerance: float = 0.10
+
+
+@dataclass(frozen=True)
 class ValidationProfile:
     """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
 
@@ -200,6 +209,7 @@ class Settings:
     encode: EncodeConfig
     universal: UniversalConfig
     targeted: TargetedConfig
+    registry: RegistryConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -377,6 +387,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         encode=_section(raw, "encode", EncodeConfig, path),
         universal=_universal(raw, path),
         targeted=_targeted(raw, path),
+        registry=_section(raw, "registry", RegistryConfig, path),
     )
 
 

@@ -77,6 +77,29 @@ def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "history", "target"])
 
 
+def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
+    """Next-day metrics of one universal checkpoint on `day` (no side effects)."""
+    from training import universal
+
+    meta, weights = universal.load_checkpoint(ckpt)
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    model, index, _, n_new = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"],
+                                            settings.universal.new_item_neighbours)
+    seqs = sequences.read(settings.paths.sequences)
+    split = next_day_targets(seqs, day)
+    with_history = split[split["history"].str.len() > 0]
+    skipped = len(split) - len(with_history)
+    histories, targets = [index.lookup(h) for h in with_history["history"]], index.lookup(with_history["target"])
+    if not len(targets):
+        raise PreciseError(f"no user has both a history and a click on {day}")
+    ranks = rank_targets(model, histories, targets)
+    freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
+    freq = freq - np.bincount(targets, minlength=len(freq))  # ... minus the targets themselves
+    return {"date": day, "model": ckpt.parent.name, "users": len(targets),
+            "users_without_history": skipped, "new_items_in_catalog": n_new,
+            **breakdown(ranks, targets, np.maximum(freq, 0), settings.universal.eval_ks)}
+
+
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:
     """The daily metric of the universal model (see module docstring). With `if_model`, a day
     with no earlier model records that it was skipped instead of failing (first day of a world)."""
@@ -92,23 +115,7 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
         metrics = {"date": day, "skipped": reason}
         write_json(settings.paths.metrics / "evaluate_universal.json", metrics)
         return metrics
-    meta, weights = universal.load_checkpoint(ckpt)
-    items, tok_ids, tok_init = text.read(settings.paths.text)
-    model, index, _, n_new = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"],
-                                            settings.universal.new_item_neighbours)
-    seqs = sequences.read(settings.paths.sequences)
-    split = next_day_targets(seqs, day)
-    with_history = split[split["history"].str.len() > 0]
-    skipped = len(split) - len(with_history)
-    histories, targets = [index.lookup(h) for h in with_history["history"]], index.lookup(with_history["target"])
-    if not len(targets):
-        raise PreciseError(f"no user has both a history and a click on {day}")
-    ranks = rank_targets(model, histories, targets)
-    freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
-    freq = freq - np.bincount(targets, minlength=len(freq))  # ... minus the targets themselves
-    metrics = {"date": day, "model": ckpt.parent.name, "users": int(len(targets)),
-               "users_without_history": skipped, "new_items_in_catalog": n_new,
-               **breakdown(ranks, targets, np.maximum(freq, 0), settings.universal.eval_ks)}
+    metrics = score_universal(settings, ckpt, day)
     with tracking.run(settings.paths.var, "precise-universal", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_universal"}) as mlflow:
@@ -138,25 +145,11 @@ def read_splits(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def targeted_next_day(settings: Settings, task_name: str, date: str | None = None, if_model: bool = False) -> dict:
-    """Daily metrics of a task: the newest targeted model trained before D predicts each user's
-    first task behaviour on D from their history (task or all-scene, as the model was trained).
-    Users with a task behaviour on D but no task history are scored by the universal model
-    (the documented fallback) and reported apart. Also the Figure 4a coverage curve."""
+def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
+    """Next-day metrics of one targeted checkpoint on `day`, with the fallback users scored by the
+    newest universal model before `day` (no side effects)."""
     from training import targeted, universal
-    from validation import manifest
 
-    task = settings.task(task_name)
-    day = manifest.resolve_day(settings, date)
-    out = settings.paths.metrics / "evaluate_targeted" / f"{task.name}.json"
-    metrics: dict = {"date": day, "task": task.name, "coverage": coverage_report(settings, task, day)}
-    ckpt = targeted.latest_checkpoint(settings, task.name, before=day)
-    if ckpt is None:
-        reason = f"no targeted model of {task.name} trained before {day}"
-        if not if_model:
-            raise PreciseError(reason)
-        write_json(out, metrics | {"skipped": reason})
-        return metrics | {"skipped": reason}
     meta, weights = targeted.load_checkpoint(ckpt)
     items, tok_ids, tok_init = text.read(settings.paths.text)
     model, index, _, n_new = targeted.grow(meta, weights, items, tok_ids, tok_init, settings.universal.new_item_neighbours)
@@ -170,12 +163,12 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
         users = users.assign(history=[before.get(u, h) for u, h in zip(users["user_id"], users["history"])])
     ks = settings.universal.eval_ks
     freq = item_frequency([index.lookup(h) for h in users["history"]], len(index))
-    metrics |= {"model": ckpt.parent.name, "mode": meta["metrics"]["mode"], "users": int(len(users)),
-                "new_items_in_catalog": n_new}
+    metrics = {"date": day, "task": task.name, "model": ckpt.parent.name, "mode": meta["metrics"]["mode"],
+               "users": len(users), "new_items_in_catalog": n_new}
     if len(users):
         targets = index.lookup(users["target"])
         metrics |= breakdown(rank_targets(model, [index.lookup(h) for h in users["history"]], targets), targets, freq, ks)
-    metrics["fallback"] = {"users": int(len(fallback))}
+    metrics["fallback"] = {"users": len(fallback)}
     u_ckpt = universal.latest_checkpoint(settings, before=day)
     if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones
         u_meta, u_weights = universal.load_checkpoint(u_ckpt)
@@ -189,6 +182,29 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
             targets = u_index.lookup(fallback["target"])[keep]
             metrics["fallback"] |= {"with_all_scene_history": int(keep.sum()),
                                     **from_ranks(rank_targets(u_model, [h for h, k in zip(hist, keep) if k], targets), ks)}
+    return metrics
+
+
+def targeted_next_day(settings: Settings, task_name: str, date: str | None = None, if_model: bool = False) -> dict:
+    """Daily metrics of a task: the newest targeted model trained before D predicts each user's
+    first task behaviour on D from their history (task or all-scene, as the model was trained).
+    Users with a task behaviour on D but no task history are scored by the universal model
+    (the documented fallback) and reported apart. Also the Figure 4a coverage curve."""
+    from training import targeted
+    from validation import manifest
+
+    task = settings.task(task_name)
+    day = manifest.resolve_day(settings, date)
+    out = settings.paths.metrics / "evaluate_targeted" / f"{task.name}.json"
+    metrics: dict = {"date": day, "task": task.name, "coverage": coverage_report(settings, task, day)}
+    ckpt = targeted.latest_checkpoint(settings, task.name, before=day)
+    if ckpt is None:
+        reason = f"no targeted model of {task.name} trained before {day}"
+        if not if_model:
+            raise PreciseError(reason)
+        write_json(out, metrics | {"skipped": reason})
+        return metrics | {"skipped": reason}
+    metrics |= score_targeted(settings, task, ckpt, day)
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_targeted", "task": task.name}) as mlflow:

@@ -20,8 +20,8 @@
   is relearnt within the first epoch. Other days continue from yesterday's targeted model on D's
   task behaviours; new items get the text-driven ID rows of `universal.init_new_items`, never the
   universal model's rows (that is what warm-up is for).
-* **Champion**: until the registry gate (MLflow aliases) exists, the universal champion of D is
-  the newest finished universal model of a day <= D.
+* **Champion**: the `champion` alias of `precise-universal` in the registry (training/registry.py);
+  without one, the newest finished universal model of a day <= D.
 * **State** (`var/targeted/<task>/state.json`): last warm-up date, the universal version it used
   (its day and MLflow run), one line per trained day. Models in
   `var/checkpoints/targeted/<task>/date=D/final/`, metrics in
@@ -54,7 +54,7 @@ from precise import schema
 from precise.atomic import write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, TargetedConfig, Task
-from training import sequences, text, tracking, universal
+from training import registry, sequences, text, tracking, universal
 from training.data import Index, pad_left
 from training.model import Precise
 from training.trainer import (
@@ -208,7 +208,11 @@ def latest_checkpoint(settings: Settings, task: str, before: str) -> Path | None
 
 
 def universal_champion(settings: Settings, day: str) -> Path | None:
-    """The universal model targeted training starts from on `day` (see module docstring)."""
+    """The universal model a warm-up starts from: the registry's champion, or (no registry yet)
+    the newest finished universal model of a day <= `day`."""
+    ckpt = registry.champion_checkpoint(settings, None)
+    if ckpt is not None and ckpt.parent.name <= f"date={day}":
+        return ckpt
     return universal.latest_checkpoint(settings, before=(pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
 
 
@@ -257,6 +261,10 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     if (final / "state.json").is_file() and not (force or force_warmup):
         log.info("targeted model %s for %s exists; not retraining (use --force)", task.name, day)
         meta = json.loads((final / "state.json").read_text())
+        m = meta["metrics"]
+        registry.register(settings, task.name, m["mlflow_run_id"], final, day, m["mode"],  # idempotent
+                          {"data_version": m["data_version"], "parent_universal": m["universal"],
+                           "parent_universal_run_id": m["universal_run_id"]})
         write_json(metrics_path(settings, task.name), meta["metrics"])
         return meta["metrics"]
 
@@ -331,6 +339,10 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
         mlflow.log_artifacts(str(final), artifact_path="model")
     shutil.rmtree(out / "run", ignore_errors=True)
     (out / "run-best.safetensors").unlink(missing_ok=True)
+    metrics["registered_version"] = registry.register(
+        settings, task.name, metrics["mlflow_run_id"], final, day, mode,
+        {"data_version": tags["data_version"], "parent_universal": source["universal"],
+         "parent_universal_run_id": source["universal_run_id"]})
     state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
     state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}
     latest = max(state["days"])

@@ -37,7 +37,7 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
-from training import diagnostics, sequences, text, tracking
+from training import diagnostics, registry, sequences, text, tracking
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ModelConfig, Precise
 from training.trainer import AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
@@ -160,6 +160,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     if (final / "state.json").is_file() and not force:
         log.info("universal model for %s exists; not retraining (use --force)", day)
         meta = json.loads((final / "state.json").read_text())
+        if meta["metrics"].get("mlflow_run_id"):  # registration is idempotent: a crash after saving is repaired
+            registry.register(settings, None, meta["metrics"]["mlflow_run_id"], final, day, "universal",
+                              {"data_version": meta["metrics"]["data_version"]})
         write_reports(settings, meta["metrics"], meta["state"]["history"])  # DVC may have removed them
         write_fig4b(settings, load(final)[0], day)
         return meta["metrics"]
@@ -216,6 +219,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         mlflow.log_artifacts(str(final), artifact_path="model")
     shutil.rmtree(out / "run", ignore_errors=True)
     (out / "run-best.safetensors").unlink(missing_ok=True)
+    metrics["registered_version"] = registry.register(settings, None, metrics["mlflow_run_id"], final, day, "universal",
+                                                      {"data_version": tags["data_version"]})
     write_reports(settings, metrics, state.history)
     return metrics
 

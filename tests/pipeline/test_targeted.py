@@ -3,6 +3,7 @@ daily incremental runs, periodic warm-up on the cadence, next-day evaluation and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,9 +12,9 @@ import torch
 
 from ingest import ingest, synth
 from precise import schema
-from precise.settings import Settings
+from precise.settings import RegistryConfig, Settings
 from tests.conftest import run_cli, tiny_qwen2, write_params
-from training import evaluate, sequences, targeted, text, universal
+from training import evaluate, registry, sequences, targeted, text, universal
 from training.model import ModelConfig, Precise
 from training.trainer import load_checkpoint
 from validation import validate
@@ -33,6 +34,7 @@ def world(tmp_path_factory) -> Settings:
                          "new_item_neighbours": 3},
         train_targeted={"train": TINY_TRAIN | {"epochs": 2}, "warmup_every_days": 2, "replay_days": 3,
                         "valid_users": 20, "head_hidden": 32},
+        registry={"tolerance": 1.0, "warmup_tolerance": 1.0},  # the gate always promotes here
     ))
     synth.run(s.synth, s.paths.landing)
     ingest.run(s)
@@ -121,11 +123,32 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     assert m2["coverage"]["universal_day"] == d1 and m2["coverage"]["share"] < 1.0, "d2's new items are uncovered"
 
     prepare(world, d3)
+    # The gate of d3 judges the universal model trained through d2 on d3 (tolerance 1: promoted).
+    [decision] = registry.gate(world, None, d3)
+    assert decision["decision"] == "champion" and decision["version"] == "2"
     m3 = targeted.main(world, "click_article", d3)  # warmup_every_days = 2 -> warm-up on d3
-    assert m3["mode"] == "warmup" and m3["universal"] == f"date={d3}" and m3["last_warmup"] == d3
+    assert m3["mode"] == "warmup" and m3["universal"] == f"date={d2}" and m3["last_warmup"] == d3
     state = json.loads(targeted.state_path(world, "click_article").read_text())
     assert [state["days"][d]["mode"] for d in (d1, d2, d3)] == ["warmup", "incremental", "warmup"]
-    assert state["last_warmup"] == d3 and state["universal"] == f"date={d3}"
+    assert state["last_warmup"] == d3 and state["universal"] == f"date={d2}"
+
+    # Targeted gate on d3 with a tolerance nothing passes: the d2 version becomes challenger.
+    strict = dataclasses.replace(world, registry=RegistryConfig(metric="R@50", tolerance=-10.0, warmup_tolerance=-10.0))
+    [decision] = registry.gate(strict, "click_article", d3)
+    assert decision["version"] == "2" and decision["r10"] is not None and decision["champion_r10"] > 0
+    assert decision["decision"] == "challenger", decision
+    assert str(registry.champion(world, "click_article").version) == "1", "the champion keeps serving"
+    rows = {(r["model"], r["version"]): r for r in registry.listing(world)}
+    assert rows[("precise-click_article", "2")]["aliases"] == ["challenger"]
+    assert rows[("precise-click_article", "3")]["gate"] == "pending" and rows[("precise-universal", "1")]["gate"] == "first"
+    # Roll forward by hand from the command line; the old champion becomes challenger.
+    run_cli("--params", str(world.params_path), "registry", "promote", "--task", "click_article", "--version", "3",
+            cwd=world.paths.root)
+    assert str(registry.champion(world, "click_article").version) == "3"
+    assert "v1" in run_cli("--params", str(world.params_path), "registry", "list", cwd=world.paths.root).stdout
+    bad = run_cli("--params", str(world.params_path), "registry", "promote", "--task", "click_article", "--version", "99",
+                  cwd=world.paths.root, check=False)
+    assert bad.returncode == 2 and "has no version 99" in bad.stderr
 
     # --force-warmup from the command line re-initialises an incremental day.
     proc = run_cli("--params", str(world.params_path), "train", "targeted", "--task", "click_article",
@@ -139,7 +162,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     mlflow.set_tracking_uri(tracking.tracking_uri(world.paths.var))
     runs = mlflow.search_runs(experiment_names=["precise-click_article"])
     trained = runs[runs["tags.stage"] == "train_targeted"]
-    assert set(trained["tags.parent_universal"]) == {f"date={d1}", f"date={d2}", f"date={d3}"}
+    assert set(trained["tags.parent_universal"]) == {f"date={d1}", f"date={d2}"}
     universal_runs = set(mlflow.search_runs(experiment_names=["precise-universal"])["run_id"])
     assert set(trained["tags.parent_universal_run_id"]) <= universal_runs
 
