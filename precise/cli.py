@@ -17,7 +17,7 @@ from precise.errors import PreciseError
 from precise.settings import Settings
 
 log = logging.getLogger("precise")
-OWN_PACKAGES = ("precise", "ingest", "training", "validation")
+OWN_PACKAGES = ("precise", "ingest", "training", "validation", "serving", "recall")
 
 
 def _print(obj) -> None:
@@ -196,6 +196,29 @@ def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from training import export
+
+    _print(export.new_items(settings, args.date) if args.new_items else export.main(settings, args.date, force=args.force))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from serving import publish
+
+    _print(publish.main(settings, args.date))
+    return 0
+
+
+def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
+    from recall.index import Recall
+
+    r = Recall(settings, args.task)
+    found = r.u2i(args.user, args.k, exclude_consumed=not args.keep_consumed) if args.mode == "u2i" else r.u2i2i(args.user, args.k)
+    _print({"task": args.task, "model_version": r.meta["model_version"], "user": args.user, "mode": args.mode, "items": found})
+    return 0
+
+
 def cmd_evaluate_universal(args: argparse.Namespace, settings: Settings) -> int:
     from training import evaluate
 
@@ -311,6 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--if-model", action="store_true",
                     help="record a skip instead of failing when no model was trained before the day")
     et.set_defaults(func=cmd_evaluate_targeted)
+
+    exp = verbs.add_parser("export", help="embeddings of the champion models, per model version")
+    exp.add_argument("--date", help="data day (default: run.date)")
+    exp.add_argument("--new-items", action="store_true", help="the hourly path: only items published since the last export")
+    exp.add_argument("--force", action="store_true", help="re-export even if the day's export has the same versions")
+    exp.set_defaults(func=cmd_export)
+    pub = verbs.add_parser("publish", help="exported embeddings into Feast (offline + online store) and FAISS")
+    pub.add_argument("--date", help="data day (default: run.date)")
+    pub.set_defaults(func=cmd_publish)
+    rec = verbs.add_parser("recall", help="recall candidates from the FAISS index of the serving version")
+    rec.add_argument("mode", choices=["u2i", "u2i2i"])
+    rec.add_argument("--task", required=True, help="task name (or `universal`)")
+    rec.add_argument("--user", required=True)
+    rec.add_argument("--k", type=int, help="candidates (default: recall.top_k)")
+    rec.add_argument("--keep-consumed", action="store_true", help="U2I: keep items the user already has")
+    rec.set_defaults(func=cmd_recall)
 
     reg = verbs.add_parser("registry", help="the model registry gate (MLflow aliases champion / challenger)")
     reg_actions = reg.add_subparsers(dest="action", required=True, metavar="{list,promote,gate}")

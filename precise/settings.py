@@ -147,6 +147,39 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """Export (training/export.py): which users and how much recent history go online."""
+
+    lookback_days: int = 7   # users with a behaviour in the last N days get embeddings
+    recent_items: int = 20   # the user's most recent task items kept for U2I2I
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Publish (serving/publish.py): Feast online store and version retention."""
+
+    online_store: str = "sqlite"  # sqlite | redis (PRECISE_ONLINE_STORE overrides: sqlite or a redis host:port)
+    redis: str = "localhost:6379"
+    keep_versions: int = 2        # per model: the serving version and the one before it
+    feature_service: str = "ranking_v1"
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """FAISS recall (recall/index.py)."""
+
+    index: str = "auto"           # flat | hnsw | ivf | auto (flat up to `exact_max_items`, else hnsw)
+    exact_max_items: int = 50000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    ivf_lists: int = 1024
+    ivf_probe: int = 32
+    top_k: int = 50
+    exclude_consumed: bool = True
+
+
+@dataclass(frozen=True)
 class ValidationProfile:
     """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
 
@@ -210,6 +243,9 @@ class Settings:
     universal: UniversalConfig
     targeted: TargetedConfig
     registry: RegistryConfig
+    export: ExportConfig
+    publish: PublishConfig
+    recall: RecallConfig
 
     @classmethod
     def load(cls, params_path: str | Path | None = None) -> "Settings":
@@ -388,6 +424,9 @@ def from_dict(raw: dict, path: Path) -> Settings:
         universal=_universal(raw, path),
         targeted=_targeted(raw, path),
         registry=_section(raw, "registry", RegistryConfig, path),
+        export=_section(raw, "export", ExportConfig, path),
+        publish=_section(raw, "publish", PublishConfig, path),
+        recall=_section(raw, "recall", RecallConfig, path),
     )
 
 

@@ -1,0 +1,129 @@
+"""Feast definitions of precise: entities, per-version embedding views, the ranking service.
+
+Declarative only. What exists is decided by `precise publish` (serving/publish.py), which records
+the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, default
+`../var/feast/sqlite/published.json` from this folder; `redis/` for the Redis store); these definitions are a pure function of it, so
+`feast apply` by hand and `precise publish` always agree.
+
+* Entities `user` (join key user_id) and `item` (item_id).
+* Per model version (model = `universal` or a task), two views over the exported Parquet files:
+  `<model>_user_v<N>` with fields `<model>_user_embedding` Array(Float32) and
+  `<model>_user_model_version` String, and `<model>_item_v<N>` likewise. Field names carry the
+  model but not the version, so a reader's column names never change when a version goes live.
+  A new version is written into its own views, so readers never see a half-written version.
+* Per task version, an on-demand view `<task>_score_v<N>` with field `<task>_score`: the user.item
+  dot product (PRECISE's ranking feature), null when the two vectors come from different model
+  versions (a user without task history carries the universal vector).
+* Per task, view `<task>_recent_items`, field `<task>_recent_items` (Array(String)): the user's
+  recent task items, the online input of U2I2I.
+* The FeatureService (`ranking_v1`) serves the *current* version of each model: publishing
+  switches it only after the new version is materialized.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Array, Float32, Float64, String
+
+STATE = Path(os.environ.get("PRECISE_FEAST_STATE",
+                            Path(__file__).resolve().parent.parent / "var" / "feast" / "sqlite" / "published.json"))
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a platform user")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalog item")
+
+
+def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=None,
+        schema=[Field(name=f"{prefix}_embedding", dtype=Array(Float32)),
+                Field(name=f"{prefix}_model_version", dtype=String)],
+        source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
+                          created_timestamp_column="created",
+                          field_mapping={"embedding": f"{prefix}_embedding", "model_version": f"{prefix}_model_version"}),
+        online=True,
+        tags=tags,
+    )
+
+
+def _score_view(name: str, task: str, users: FeatureView, items: FeatureView):
+    @on_demand_feature_view(
+        sources=[users, items],
+        schema=[Field(name=f"{task}_score", dtype=Float64)],
+        mode="python",
+        name=name,
+        description="user.item dot product; null when the vectors come from different model versions",
+    )
+    def score(inputs: dict) -> dict:
+        # Feast rebuilds this function from its source text: no closure variables; the task name
+        # is read back from the input field names (<task>_user_embedding).
+        key = next(k for k in inputs if k.endswith("_user_embedding") and "__" not in k)
+        prefix = key[: -len("_user_embedding")]
+        out = []
+        for u, i, uv, iv in zip(inputs[f"{prefix}_user_embedding"], inputs[f"{prefix}_item_embedding"],
+                                inputs[f"{prefix}_user_model_version"], inputs[f"{prefix}_item_model_version"]):
+            out.append(None if u is None or i is None or uv != iv else float(sum(a * b for a, b in zip(u, i))))
+        return {f"{prefix}_score": out}
+
+    return score
+
+
+def _recent_view(task: str, path: str) -> FeatureView:
+    name = f"{task}_recent_items"
+    return FeatureView(
+        name=name,
+        entities=[user],
+        ttl=None,
+        schema=[Field(name=name, dtype=Array(String))],
+        source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
+                          created_timestamp_column="created", field_mapping={"items": name}),
+        online=True,
+    )
+
+
+def build(state: dict) -> list:
+    """Every Feast object for a published state (see module docstring)."""
+    objects: list = [user, item]
+    views: dict[tuple[str, str], tuple[FeatureView, FeatureView]] = {}
+    for model, published in sorted(state.get("versions", {}).items()):
+        for version, files in sorted(published.items()):
+            tags = {"model": model, "version": str(version), "model_version": files["model_version"]}
+            pair = (_embedding_view(f"{model}_user_v{version}", f"{model}_user", user, files["user"], tags),
+                    _embedding_view(f"{model}_item_v{version}", f"{model}_item", item, files["item"], tags))
+            views[(model, str(version))] = pair
+            objects += list(pair)
+            if model != "universal":
+                objects.append(_score_view(f"{model}_score_v{version}", model, *pair))
+    recent = {task: _recent_view(task, path) for task, path in sorted(state.get("recent", {}).items())}
+    objects += list(recent.values())
+    serving = state.get("serving", {})
+    if serving:
+        features = []
+        for model, version in sorted(serving.items()):
+            features += list(views[(model, str(version))])
+            if model != "universal":
+                features.append(next(o for o in objects if getattr(o, "name", None) == f"{model}_score_v{version}"))
+        features += list(recent.values())
+        objects.append(FeatureService(name=state.get("feature_service", "ranking_v1"), features=features,
+                                      description="precise embeddings for ranking: the serving version of each model",
+                                      tags={"serving": json.dumps(serving, sort_keys=True)}))
+    return objects
+
+
+def _load() -> list:
+    if not STATE.is_file():
+        return [user, item]
+    return build(json.loads(STATE.read_text()))
+
+
+_objects = _load()
+# Module-level names so that `feast apply` finds every object of the current state.
+globals().update({f"_obj_{i}": o for i, o in enumerate(_objects)})
+_ = pd  # pandas is imported for Feast's on-demand transformations

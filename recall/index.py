@@ -1,0 +1,168 @@
+"""FAISS recall (PRECISE section VI): an index per (model, version) over its item embeddings.
+
+Similarity = inner product, the dot product the model was trained and evaluated with.
+Index kinds (`recall.index`): `flat` (exact, IndexFlatIP), `hnsw` (IndexHNSWFlat, inner product),
+`ivf` (IndexIVFFlat, inner product), `auto` = flat up to `exact_max_items`, else hnsw.
+Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own format),
+`ids.json` (item ids in row order), `meta.json` (kind, dim, version, popular items).
+
+* **U2I** (`precise recall u2i --task T --user U`): the user's embedding of the serving version to
+  the top-K items; items the user already has in the task sequence are dropped
+  (`recall.exclude_consumed`).
+* **U2I2I** (`precise recall u2i2i ...`): the user's recent task items (recent clicks for a click
+  task, recent shares for a share task) to their nearest items; candidates are merged by their
+  best score over the seeds; the seeds themselves are dropped.
+* Unknown users (no embedding, no recent items) get the most popular items of the task's recent
+  items: the popularity fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from precise.atomic import atomic_dir
+from precise.errors import PreciseError
+from precise.settings import RecallConfig, Settings
+
+log = logging.getLogger(__name__)
+
+
+def index_dir(settings: Settings, model: str, version: str) -> Path:
+    return settings.paths.var / "recall" / model / f"v{version}"
+
+
+def make_index(vectors: np.ndarray, cfg: RecallConfig):
+    """A FAISS inner-product index over `vectors` (N, D) float32, of the configured kind."""
+    import faiss
+
+    n, d = vectors.shape
+    kind = cfg.index if cfg.index != "auto" else ("flat" if n <= cfg.exact_max_items else "hnsw")
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    elif kind == "ivf":
+        lists = max(1, min(cfg.ivf_lists, n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(cfg.ivf_probe, lists)
+    else:
+        raise PreciseError(f"recall.index must be flat, hnsw, ivf or auto, got {cfg.index!r}")
+    index.add(vectors)
+    return index, kind
+
+
+def embeddings(path: str | Path, key: str) -> tuple[list[str], np.ndarray]:
+    t = pq.read_table(path, columns=[key, "embedding"])
+    ids = t.column(key).to_pylist()
+    emb = t.column("embedding").combine_chunks()
+    dim = len(emb[0]) if len(emb) else 0
+    return ids, np.asarray(emb.flatten(), dtype=np.float32).reshape(len(ids), dim)
+
+
+def build_serving(settings: Settings, state: dict) -> dict:
+    """Build (once) the index of every serving version; returns {model: index folder}."""
+    import faiss
+
+    built = {}
+    for model, version in state["serving"].items():
+        folder = index_dir(settings, model, str(version))
+        if not (folder / "meta.json").is_file():
+            files = state["versions"][model][str(version)]
+            ids, vectors = embeddings(files["item"], "item_id")
+            index, kind = make_index(vectors, settings.recall)
+            popular = popular_items(state, model, settings.recall.top_k)
+            with atomic_dir(folder) as tmp:
+                faiss.write_index(index, str(Path(tmp) / "index.faiss"))
+                (Path(tmp) / "ids.json").write_text(json.dumps(ids))
+                (Path(tmp) / "meta.json").write_text(json.dumps({
+                    "model": model, "version": str(version), "model_version": files["model_version"], "kind": kind,
+                    "items": len(ids), "dim": int(vectors.shape[1]), "popular": popular}, indent=1))
+        built[model] = str(folder)
+    return built
+
+
+def popular_items(state: dict, model: str, k: int) -> list[str]:
+    counts: Counter = Counter()
+    paths = [state["recent"][model]] if model in state.get("recent", {}) else list(state.get("recent", {}).values())
+    for path in paths:
+        for items in pq.read_table(path, columns=["items"]).column("items").to_pylist():
+            counts.update(items)
+    return [i for i, _ in counts.most_common(k)]
+
+
+class Recall:
+    """The serving index of one model (a task or `universal`), with its user vectors."""
+
+    def __init__(self, settings: Settings, model: str):
+        import faiss
+
+        from serving.publish import read_state
+
+        state = read_state(settings)
+        if model not in state["serving"]:
+            raise PreciseError(f"nothing published for {model!r}; published: {', '.join(state['serving']) or 'none'}")
+        self.version = str(state["serving"][model])
+        folder = index_dir(settings, model, self.version)
+        if not (folder / "meta.json").is_file():
+            raise PreciseError(f"no FAISS index at {folder}; run `precise publish`")
+        self.meta = json.loads((folder / "meta.json").read_text())
+        self.index = faiss.read_index(str(folder / "index.faiss"))
+        if hasattr(self.index, "hnsw"):
+            self.index.hnsw.efSearch = settings.recall.hnsw_ef_search
+        self.ids = json.loads((folder / "ids.json").read_text())
+        self.row = {x: i for i, x in enumerate(self.ids)}
+        files = state["versions"][model][self.version]
+        _, self.item_vectors = embeddings(files["item"], "item_id")  # same row order as the index
+        users, vectors = embeddings(files["user"], "user_id")
+        versions = pq.read_table(files["user"], columns=["model_version"]).column("model_version").to_pylist()
+        # Only vectors of this very version live in this index's space (fallback rows do not).
+        self.users = {u: vectors[i] for i, (u, v) in enumerate(zip(users, versions)) if v == files["model_version"]}
+        recent_path = state.get("recent", {}).get(model)
+        recent = pq.read_table(recent_path).to_pydict() if recent_path else {"user_id": [], "items": []}
+        self.recent = dict(zip(recent["user_id"], recent["items"]))
+        self.cfg = settings.recall
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, rows
+
+    def u2i(self, user: str, k: int | None = None, exclude_consumed: bool | None = None) -> list[dict]:
+        k = k or self.cfg.top_k
+        exclude = self.cfg.exclude_consumed if exclude_consumed is None else exclude_consumed
+        if user not in self.users:
+            return self.popular(user, k)
+        consumed = set(self.recent.get(user, [])) if exclude else set()
+        scores, rows = self._search(self.users[user][None, :], k + len(consumed))
+        out = [{"item_id": self.ids[r], "score": float(s)} for s, r in zip(scores[0], rows[0])
+               if r >= 0 and self.ids[r] not in consumed]
+        return out[:k]
+
+    def u2i2i(self, user: str, k: int | None = None, per_seed: int | None = None) -> list[dict]:
+        k = k or self.cfg.top_k
+        seeds = [i for i in self.recent.get(user, []) if i in self.row]
+        if not seeds:
+            return self.popular(user, k)
+        vectors = self.item_vectors[[self.row[i] for i in seeds]]
+        scores, rows = self._search(vectors, (per_seed or k) + len(seeds))
+        best: dict[str, float] = {}
+        for srow, rrow in zip(scores, rows):
+            for s, r in zip(srow, rrow):
+                if r < 0 or self.ids[r] in seeds:
+                    continue
+                item = self.ids[r]
+                best[item] = max(best.get(item, -np.inf), float(s))
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:k]
+        return [{"item_id": i, "score": s} for i, s in ranked]
+
+    def popular(self, user: str, k: int) -> list[dict]:
+        seen = set(self.recent.get(user, []))
+        return [{"item_id": i, "score": None, "fallback": "popular"} for i in self.meta["popular"] if i not in seen][:k]

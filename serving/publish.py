@@ -1,0 +1,176 @@
+"""Publish stage: exported embeddings -> Feast (offline Parquet, online store) and FAISS indexes.
+
+`precise publish --date D` (after `precise export --date D`):
+
+1. copies each exported model version's files to `var/feast/offline/<model>/v<N>/` (outside DVC,
+   so older versions stay readable for rollback) and the recent-items files;
+2. **applies the new versions' views next to the serving ones** and materializes them into the
+   online store; the FeatureService still points at the previous versions, so readers keep
+   getting a complete version whatever happens here;
+3. only then **switches the FeatureService** to the new versions (one registry write) and records
+   the state (`var/feast/<store>/published.json`, atomic);
+4. prunes versions beyond `publish.keep_versions` per model (their views and online rows);
+5. builds the FAISS index of every serving (task, version) (recall/index.py).
+
+Rollback: `precise registry promote --task T --version V`, then `precise export --date D --force`
+and `precise publish --date D`: the older version is re-materialized with a new, later event
+timestamp (Redis keeps a row only if its timestamp is newer) and the service switches back.
+
+Online store: SQLite (`var/feast/sqlite/online.db`) by default, Redis in production:
+`publish.online_store: redis` or the environment variable `PRECISE_ONLINE_STORE=redis`
+(`redis://host:port` also sets the address). Each store has its own Feast registry and state under
+`var/feast/<store>/`, and `var/feast/<store>/feature_store.yaml` (absolute paths) for
+`feast serve`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from precise import schema
+from precise.atomic import atomic_path, write_json
+from precise.errors import PreciseError
+from precise.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENV_STORE = "PRECISE_ONLINE_STORE"
+
+
+def online_store(settings: Settings) -> tuple[str, dict]:
+    """(store name, Feast online_store config) from params, overridden by PRECISE_ONLINE_STORE."""
+    choice = os.environ.get(ENV_STORE, settings.publish.online_store)
+    if choice.startswith("redis"):
+        address = choice.split("://", 1)[1] if "://" in choice else settings.publish.redis
+        return "redis", {"type": "redis", "connection_string": address}
+    if choice != "sqlite":
+        raise PreciseError(f"unknown online store {choice!r}: sqlite, redis or redis://host:port")
+    return "sqlite", {"type": "sqlite", "path": str(feast_dir(settings, "sqlite") / "online.db")}
+
+
+def feast_dir(settings: Settings, store: str) -> Path:
+    return settings.paths.var / "feast" / store
+
+
+def repo_config(settings: Settings) -> dict:
+    store, online = online_store(settings)
+    return {"project": "precise", "provider": "local", "registry": str(feast_dir(settings, store) / "registry.db"),
+            "online_store": online, "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}
+
+
+def feature_store(settings: Settings):
+    """A Feast FeatureStore over this project's registry and the configured online store."""
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    raw = repo_config(settings)
+    folder = Path(raw["registry"]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "feature_store.yaml") as tmp:  # for `feast serve` and the Feast CLI
+        Path(tmp).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return FeatureStore(config=RepoConfig(repo_path=str(settings.paths.root / "features"), **raw))
+
+
+def definitions(settings: Settings):
+    """The declarative module features/definitions.py (loaded from its file)."""
+    path = settings.paths.root / "features" / "definitions.py"
+    if not path.is_file():
+        path = Path(__file__).resolve().parents[1] / "features" / "definitions.py"
+    spec = importlib.util.spec_from_file_location("precise_feast_definitions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def state_path(settings: Settings) -> Path:
+    return feast_dir(settings, online_store(settings)[0]) / "published.json"
+
+
+def read_state(settings: Settings) -> dict:
+    path = state_path(settings)
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"versions": {}, "recent": {}, "serving": {}, "feature_service": settings.publish.feature_service}
+
+
+def _copy(src: Path, dst: Path) -> str:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return str(dst)
+
+
+def main(settings: Settings, date: str | None = None) -> dict:
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, date)
+    export_dir = schema.partition_dir(settings.paths.data / "export", day)
+    if not (export_dir / "manifest.json").is_file():
+        raise PreciseError(f"no export for {day}: run `precise export --date {day}` first")
+    exported = json.loads((export_dir / "manifest.json").read_text())
+    ts = dt.datetime.fromisoformat(exported["event_timestamp"])
+    offline = settings.paths.var / "feast" / "offline"
+    state = read_state(settings)
+    candidate = json.loads(json.dumps(state))  # deep copy: the serving state changes only at the end
+    new_views, serving = [], {}
+    for model, label in exported["versions"].items():
+        version = label.rsplit(":", 1)[1]
+        files = {kind: _copy(export_dir / f"{model}_{kind}.parquet", offline / model / f"v{version}" / f"{kind}.parquet")
+                 for kind in ("user", "item")}
+        candidate["versions"].setdefault(model, {})[version] = files | {"model_version": label}
+        new_views += [f"{model}_user_v{version}", f"{model}_item_v{version}"]
+        serving[model] = version
+    for task in settings.tasks:
+        src = export_dir / f"{task.name}_recent_items.parquet"
+        if src.is_file():
+            candidate["recent"][task.name] = _copy(src, offline / "recent" / task.name / f"date={day}.parquet")
+            new_views.append(f"{task.name}_recent_items")
+    store = feature_store(settings)
+    defs = definitions(settings)
+    # 1. the new versions' views beside the serving ones (the FeatureService unchanged) ...
+    store.apply(defs.build(candidate | {"serving": state["serving"]}))
+    # 2. ... filled completely ...
+    store.materialize(ts - dt.timedelta(seconds=1), ts + dt.timedelta(seconds=1), feature_views=new_views)
+    # 3. ... before the service switches to them.
+    candidate["serving"] = serving
+    candidate["feature_service"] = settings.publish.feature_service
+    candidate["published_at"] = ts.isoformat()
+    candidate["date"] = day
+    pruned = prune(candidate, settings.publish.keep_versions)
+    stale = [o for o in defs.build({"versions": pruned}) if o.__class__.__name__ != "Entity"]
+    store.apply(defs.build(candidate), objects_to_delete=stale, partial=False)
+    write_json(state_path(settings), candidate)
+    from recall import index as recall_index
+
+    indexes = recall_index.build_serving(settings, candidate)
+    summary = {"date": day, "store": online_store(settings)[0], "serving": serving, "event_timestamp": ts.isoformat(),
+               "materialized_views": new_views, "pruned": {m: sorted(v) for m, v in pruned.items()}, "indexes": indexes}
+    write_json(settings.paths.metrics / "publish.json", summary)
+    log.info("published %s: %s", day, ", ".join(f"{m} v{v}" for m, v in serving.items()))
+    return summary
+
+
+def prune(state: dict, keep: int) -> dict[str, dict]:
+    """Drop all but the `keep` newest versions of each model (never the serving one); returns them."""
+    pruned = {}
+    for model, published in state["versions"].items():
+        order = sorted(published, key=int)
+        old = [v for v in order[:-keep] if v != str(state["serving"].get(model))] if keep > 0 else []
+        if old:
+            pruned[model] = {v: published.pop(v) for v in old}
+    return pruned
+
+
+def read_online(settings: Settings, rows: list[dict], features: list[str] | None = None) -> dict:
+    """Online features of the serving FeatureService (or the given feature references)."""
+    store = feature_store(settings)
+    what = features if features is not None else store.get_feature_service(settings.publish.feature_service)
+    return store.get_online_features(features=what, entity_rows=rows).to_dict()

@@ -1,0 +1,203 @@
+"""Export stage: embeddings of the champion models, per model version (PRECISE section VI).
+
+`precise export --date D` writes, atomically, `data/export/date=D/`:
+
+    universal_user.parquet        user_id, embedding, model_version, event_timestamp, created
+    universal_item.parquet        item_id, ...
+    <task>_user.parquet           the task's champion; users without task history get their
+                                  universal embedding (model_version = the universal version)
+    <task>_item.parquet           item embeddings of the task's champion (targeted training moves them)
+    <task>_recent_items.parquet   user_id, items (list<string>, newest last): the U2I2I input
+    manifest.json                 the versions exported, row counts, the publish time
+
+Users: those active in the last `export.lookback_days` days (any universal behaviour). Unknown
+users get nothing (recall falls back to popularity). `embedding` is list<float32>;
+`model_version` is `<registered model>:<version>`, e.g. `precise-click_article:3`;
+`event_timestamp` is the publish time, strictly increasing across exports (Feast and Redis keep
+the newest write), `created` the wall clock.
+
+`precise export --date D --new-items` is the hourly path: only items published since the last
+export, embedded by each champion grown to D's catalog (text-driven ID rows), into
+`data/export/date=D/new_items-<time>/`.
+
+Re-running a date whose export holds the same champion versions changes nothing (`--force`
+re-exports with a new timestamp).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from precise import schema
+from precise.atomic import atomic_dir, write_json
+from precise.errors import PreciseError
+from precise.settings import Settings
+from training import registry, sequences, targeted, text, universal
+from training.data import Index, pad_left
+from training.trainer import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def export_root(settings: Settings) -> Path:
+    return settings.paths.data / "export"
+
+
+def publish_time(settings: Settings) -> dt.datetime:
+    """Now, or just after the last export's time if the clock is behind it (always increasing)."""
+    path = settings.paths.var / "export" / "last_timestamp.json"
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    if path.is_file():
+        last = dt.datetime.fromisoformat(json.loads(path.read_text())["event_timestamp"])
+        now = max(now, last + dt.timedelta(seconds=1))
+    write_json(path, {"event_timestamp": now.isoformat()})
+    return now
+
+
+def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.datetime) -> pa.Table:
+    """One export table: key, embedding list<float32>, model_version, event_timestamp, created."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    emb = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]).cast(pa.list_(pa.float32())) if len(ids) else pa.array([], pa.list_(pa.float32()))
+    n = len(ids)
+    stamp = pa.array([ts] * n, type=pa.timestamp("us", tz="UTC"))
+    return pa.table({key: pa.array(ids, pa.string()), "embedding": emb, "model_version": pa.array([version] * n, pa.string()),
+                     "event_timestamp": stamp, "created": pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))})
+
+
+@torch.no_grad()
+def user_vectors(model, index: Index, histories: list, batch: int = 512) -> np.ndarray:
+    """(U, D) user embeddings from item-id histories (oldest first)."""
+    model.eval()
+    seqs = pad_left([index.lookup(h) for h in histories], model.cfg.max_len)
+    out = [model.users(torch.from_numpy(seqs[i : i + batch])).numpy() for i in range(0, len(seqs), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.dim), np.float32)
+
+
+@torch.no_grad()
+def item_vectors(model) -> np.ndarray:
+    """(N, D) embeddings of the model's items in index order (padding row dropped)."""
+    model.eval()
+    return model.all_item_embeddings()[1:].numpy()
+
+
+def version_label(task: str | None, version) -> str:
+    return f"{registry.model_name(task)}:{version}"
+
+
+def champions(settings: Settings) -> dict[str, tuple[str, Path]]:
+    """{'universal' | task: (model_version, checkpoint)} of every model with a champion."""
+    out = {}
+    for task in [None] + [t.name for t in settings.tasks]:
+        v = registry.champion(settings, task)
+        if v is not None:
+            out[task or "universal"] = (version_label(task, v.version), Path(v.tags["checkpoint"]))
+    if "universal" not in out:
+        raise PreciseError("no universal champion in the registry: train a universal model first")
+    return out
+
+
+def main(settings: Settings, date: str | None = None, force: bool = False) -> dict:
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, date)
+    out = schema.partition_dir(export_root(settings), day)
+    models = champions(settings)
+    wanted = {k: v for k, (v, _) in models.items()}
+    if (out / "manifest.json").is_file() and not force:
+        done = json.loads((out / "manifest.json").read_text())
+        if done["versions"] == wanted:
+            log.info("export of %s with the same champions exists; nothing to do (--force re-exports)", day)
+            return done
+    cfg = settings.export
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    all_scene = sequences.read(settings.paths.sequences)
+    since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.lookback_days - 1)).strftime("%Y-%m-%d")
+    active = all_scene[all_scene["last_day"] >= since]
+    ts = publish_time(settings)
+    manifest_out = {"date": day, "event_timestamp": ts.isoformat(), "lookback_since": since, "versions": wanted, "files": {}}
+    neighbours = settings.universal.new_item_neighbours
+    with atomic_dir(out) as tmp:
+        u_version, u_ckpt = models["universal"]
+        meta, weights = load_checkpoint(u_ckpt)
+        u_model, u_index, _, _ = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
+        u_users = user_vectors(u_model, u_index, list(active["item_ids"]))
+        universal_by_user = dict(zip(active["user_id"], range(len(active))))
+        _write(tmp, "universal_user", table("user_id", list(active["user_id"]), u_users, u_version, ts), manifest_out)
+        _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
+        for task in settings.tasks:
+            task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
+            recent = task_seqs[task_seqs["user_id"].isin(set(active["user_id"]))]
+            _write(tmp, f"{task.name}_recent_items", pa.table({
+                "user_id": pa.array(list(recent["user_id"]), pa.string()),
+                "items": pa.array([list(s[-cfg.recent_items:]) for s in recent["item_ids"]], pa.list_(pa.string())),
+                "event_timestamp": pa.array([ts] * len(recent), pa.timestamp("us", tz="UTC")),
+                "created": pa.array([dt.datetime.now(dt.timezone.utc)] * len(recent), pa.timestamp("us", tz="UTC"))}),
+                manifest_out)
+            if task.name not in models:
+                continue
+            t_version, t_ckpt = models[task.name]
+            meta, weights = load_checkpoint(t_ckpt)
+            t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
+            histories = list(recent["item_ids"])
+            if meta.get("input") == "all_scene":
+                full = dict(zip(active["user_id"], active["item_ids"]))
+                histories = [full[u] for u in recent["user_id"]]
+            t_users = user_vectors(t_model, t_index, histories)
+            fallback = [u for u in active["user_id"] if u not in set(recent["user_id"])]
+            users = pa.concat_tables([
+                table("user_id", list(recent["user_id"]), t_users, t_version, ts),
+                table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
+            ])
+            _write(tmp, f"{task.name}_user", users, manifest_out)
+            _write(tmp, f"{task.name}_item", table("item_id", t_index.ids, item_vectors(t_model), t_version, ts), manifest_out)
+        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest_out, indent=1))
+    log.info("exported %s: %s", day, ", ".join(f"{k} {v} rows" for k, v in manifest_out["files"].items()))
+    return manifest_out
+
+
+def _write(folder: Path, name: str, data: pa.Table, manifest_out: dict) -> None:
+    pq.write_table(data, Path(folder) / f"{name}.parquet")
+    manifest_out["files"][name] = data.num_rows
+
+
+def new_items(settings: Settings, date: str | None = None) -> dict:
+    """The hourly path: embeddings of items published since the last export (see module docstring)."""
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, date)
+    state_path = settings.paths.var / "export" / "new_items.json"
+    last = json.loads(state_path.read_text())["published_until"] if state_path.is_file() else None
+    items, tok_ids, tok_init = text.read(settings.paths.text)
+    published = pd.to_datetime(items["published_at"], utc=True)
+    fresh = items[published > pd.Timestamp(last)] if last else items[published >= pd.Timestamp(day, tz="UTC")]
+    ts = publish_time(settings)
+    out = schema.partition_dir(export_root(settings), day) / f"new_items-{ts.strftime('%H%M%S')}"
+    summary = {"date": day, "event_timestamp": ts.isoformat(), "items": len(fresh), "files": {}, "versions": {}}
+    if fresh.empty:
+        return summary
+    ids = set(fresh["item_id"])
+    neighbours = settings.universal.new_item_neighbours
+    with atomic_dir(out) as tmp:
+        for name, (version, ckpt) in champions(settings).items():
+            meta, weights = load_checkpoint(ckpt)
+            grow = (lambda m, w: universal.grow(m, w, items, tok_ids, tok_init, m["max_tokens"], neighbours)) if name == "universal" \
+                else (lambda m, w: targeted.grow(m, w, items, tok_ids, tok_init, neighbours))
+            model, index, _, _ = grow(meta, weights)
+            rows = [i for i, x in enumerate(index.ids) if x in ids]
+            vectors = item_vectors(model)[rows]
+            _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors, version, ts), summary)
+            summary["versions"][name] = version
+        (Path(tmp) / "manifest.json").write_text(json.dumps(summary, indent=1))
+    write_json(state_path, {"published_until": published.max().isoformat()})
+    summary["folder"] = str(out)
+    return summary
