@@ -64,11 +64,14 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
 
     first = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
     for stage in ("validate", "sequences", "encode", "train_universal", "evaluate_universal",
-                  "train_targeted@0", "train_targeted@1", "evaluate_targeted@0", "evaluate_targeted@1"):
+                  "gate", "train_targeted@0", "train_targeted@1", "evaluate_targeted@0", "evaluate_targeted@1",
+                  "export", "publish"):
         assert f"Running stage '{stage}'" in first
     for task in ("click_article", "share_all"):
         trained = json.loads((repo_copy / "data" / "metrics" / "train_targeted" / f"{task}.json").read_text())
         assert trained["mode"] == "warmup" and trained["task"] == task
+    published = json.loads((repo_copy / "data" / "metrics" / "publish.json").read_text())
+    assert published["serving"] == {"universal": "1", "click_article": "1", "share_all": "1"}
     evaluation = json.loads((repo_copy / "data" / "metrics" / "evaluate_universal.json").read_text())
     assert evaluation["skipped"].startswith("no universal model trained before"), "first day: nothing to compare"
     metrics = json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())
