@@ -121,7 +121,8 @@ class Recall:
         self.ids = json.loads((folder / "ids.json").read_text())
         self.row = {x: i for i, x in enumerate(self.ids)}
         files = state["versions"][model][self.version]
-        _, self.item_vectors = embeddings(files["item"], "item_id")  # same row order as the index
+        if hasattr(self.index, "make_direct_map"):  # IVF: reconstruct() needs the id -> list map
+            self.index.make_direct_map()
         users, vectors = embeddings(files["user"], "user_id")
         versions = pq.read_table(files["user"], columns=["model_version"]).column("model_version").to_pylist()
         # Only vectors of this very version live in this index's space (fallback rows do not).
@@ -151,7 +152,7 @@ class Recall:
         seeds = [i for i in self.recent.get(user, []) if i in self.row]
         if not seeds:
             return self.popular(user, k)
-        vectors = self.item_vectors[[self.row[i] for i in seeds]]
+        vectors = np.stack([self.index.reconstruct(self.row[i]) for i in seeds])
         scores, rows = self._search(vectors, (per_seed or k) + len(seeds))
         best: dict[str, float] = {}
         for srow, rrow in zip(scores, rows):
@@ -166,3 +167,26 @@ class Recall:
     def popular(self, user: str, k: int) -> list[dict]:
         seen = set(self.recent.get(user, []))
         return [{"item_id": i, "score": None, "fallback": "popular"} for i in self.meta["popular"] if i not in seen][:k]
+
+
+def add_items(settings: Settings, model: str, version: str, ids: list[str], vectors) -> int:
+    """Append new items to a version's index (atomic folder swap); known ids are skipped."""
+    import faiss
+
+    folder = index_dir(settings, model, version)
+    if not (folder / "meta.json").is_file():
+        return 0
+    known = json.loads((folder / "ids.json").read_text())
+    seen = set(known)
+    fresh = [(i, v) for i, v in zip(ids, vectors) if i not in seen]
+    if not fresh:
+        return 0
+    index = faiss.read_index(str(folder / "index.faiss"))
+    index.add(np.asarray([v for _, v in fresh], dtype=np.float32))
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["items"] = index.ntotal
+    with atomic_dir(folder) as tmp:
+        faiss.write_index(index, str(Path(tmp) / "index.faiss"))
+        (Path(tmp) / "ids.json").write_text(json.dumps(known + [i for i, _ in fresh]))
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))
+    return len(fresh)

@@ -174,3 +174,31 @@ def read_online(settings: Settings, rows: list[dict], features: list[str] | None
     store = feature_store(settings)
     what = features if features is not None else store.get_feature_service(settings.publish.feature_service)
     return store.get_online_features(features=what, entity_rows=rows).to_dict()
+
+
+def new_items(settings: Settings, folder: Path) -> dict:
+    """The hourly path: new items' embeddings (training/export.new_items) into the serving item
+    views of their model version (online write) and into that version's FAISS index. Rows of a
+    version that is no longer serving are skipped (the next daily export covers them)."""
+    import pyarrow.parquet as pq
+
+    from recall import index as recall_index
+
+    state = read_state(settings)
+    store = feature_store(settings)
+    done = {}
+    for path in sorted(Path(folder).glob("*_item.parquet")):
+        model = path.name[: -len("_item.parquet")]
+        version = state["serving"].get(model)
+        if version is None:
+            continue
+        frame = pq.read_table(path).to_pandas()
+        label = state["versions"][model][str(version)]["model_version"]
+        frame = frame[frame["model_version"] == label]
+        if frame.empty:
+            continue
+        online = frame.rename(columns={"embedding": f"{model}_item_embedding", "model_version": f"{model}_item_model_version"})
+        store.write_to_online_store(f"{model}_item_v{version}", online)
+        recall_index.add_items(settings, model, str(version), list(frame["item_id"]), frame["embedding"].tolist())
+        done[model] = len(frame)
+    return done

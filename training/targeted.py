@@ -5,7 +5,9 @@
 * **Model** (`Targeted`): the universal model's item embeddings and transformer, run with the
   causal mask off (padding still masked, padded outputs zeroed). Sequences are left-padded so the
   latest item always sits in the last slot; the user embedding h'_u is an MLP over the
-  concatenation of all L final-layer positions, of the item embedding's width D.
+  concatenation of all L final-layer positions, of the item embedding's width D, plus a skip
+  from the latest slot (the MLP's output layer starts at zero, so a warm start begins at the
+  universal model's user embedding; see `Targeted.users`).
 * **Loss** (eq. 6): `-log sigma(h'_u.e - h'_u'.e)` with e the embedding of u's next task item and
   u' every other user of the batch, pairs where u' has the same target masked (`negatives:
   user`); or item-side `-log sigma(h'_u.e - h'_u.e')` with e' the other targets of the batch
@@ -81,6 +83,8 @@ class Targeted(nn.Module):
         self.base, self.negatives, self.hidden = base, negatives, hidden
         L, D = base.cfg.max_len, base.cfg.dim
         self.head = nn.Sequential(nn.Linear(L * D, hidden), nn.GELU(), nn.Linear(hidden, D))
+        nn.init.zeros_(self.head[-1].weight)  # starts as the latest slot's state: see users()
+        nn.init.zeros_(self.head[-1].bias)
 
     # The trainer reads these from the model it trains.
     @property
@@ -99,9 +103,15 @@ class Targeted(nn.Module):
         return self.base.all_item_embeddings()
 
     def users(self, seq: torch.Tensor) -> torch.Tensor:
-        """seq (B, L) left-padded task sequences -> h'_u (B, D)."""
+        """seq (B, L) left-padded task sequences -> h'_u (B, D).
+
+        h'_u = h_L + MLP(h_1 ... h_L): the MLP over all positions plus a skip from the latest slot,
+        the MLP's output layer initialised to zero. A warm-started model thus begins where the
+        universal model's user embedding is (its latest-slot state) instead of at a random
+        projection that the first steps would have to undo at the cost of the pre-trained weights.
+        """
         h = self.base.encode(seq, causal=False)  # (B, L, D), padded positions zeroed
-        return self.head(h.flatten(1))  # (B, L * D) -> (B, D)
+        return h[:, -1] + self.head(h.flatten(1))  # (B, D)
 
     def forward(self, seq, target, negatives, item_logq=None):
         return self.loss(seq, target, negatives)
@@ -316,6 +326,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
             "task": task.name, "mode": mode, "parent_universal": str(source["universal"]),
             "parent_universal_run_id": str(source["universal_run_id"])}
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"{task.name}-{day}", params, tags) as mlflow:
+        tracking.log_data_versions(mlflow, settings.paths.data, days)
         fit_state = fit(model, train, valid, tcfg, run_dir=out / "run",
                         on_eval=lambda m: mlflow.log_metrics(
                             {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))

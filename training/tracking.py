@@ -35,6 +35,26 @@ def data_version(data: Path, days: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def data_md5s(data: Path, days: list[str]) -> dict[str, str | None]:
+    """The DVC md5 (data version) of each day's events partition; None when not versioned."""
+    import yaml
+
+    out = {}
+    for day in days:
+        dvc_file = Path(f"{schema.partition_dir(Path(data) / 'events', day)}.dvc")
+        out[day] = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.is_file() else None
+    return out
+
+
+def log_data_versions(mlflow, data: Path, days: list[str]) -> None:
+    """Every partition's DVC md5 as a run artifact, the newest day's as a tag: restore a run's
+    exact inputs with `dvc pull` of those versions (README)."""
+    md5s = data_md5s(data, days)
+    mlflow.log_dict(md5s, "data_versions.json")
+    if days:
+        mlflow.set_tag("data_md5_latest", str(md5s[days[-1]]))
+
+
 def git_revision(root: Path) -> str:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"

@@ -198,6 +198,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     tags = {"data_version": tracking.data_version(settings.paths.data, days),
             "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_universal"}
     with tracking.run(settings.paths.var, "precise-universal", f"universal-{day}", params, tags) as mlflow:
+        tracking.log_data_versions(mlflow, settings.paths.data, days)
         state = fit(model, train, valid, tcfg, run_dir=out / "run",
                     on_eval=lambda m: mlflow.log_metrics(
                         {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))

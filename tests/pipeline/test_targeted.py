@@ -54,6 +54,8 @@ def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
                                max_len=6, dropout=0.0), torch.randint(0, 11, (31, 4)))
     model = targeted.Targeted(base, hidden=16).eval()
     seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 3, 9, 5, 6]])
+    torch.testing.assert_close(model.users(seq), base.encode(seq, causal=False)[:, -1])  # a fresh head: the latest slot
+    torch.nn.init.normal_(model.head[-1].weight)  # as after training: the MLP over all positions counts
     u = model.users(seq)
     assert u.shape == (2, 16)
     assert not torch.allclose(u[0], u[1]), "an earlier item changes the user embedding"

@@ -1,0 +1,65 @@
+"""precise_data_daily: ingest a day's drop, validate it, version it, announce it."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from precise import flows
+from precise.flows import DEFAULT_ARGS, EVENTS, SERIAL_POOL, START
+
+events = Asset(uri=EVENTS, name="precise_events")
+
+
+@dag(
+    dag_id="precise_data_daily",
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["precise", "data"],
+    params={"date": Param(None, type=["null", "string"], format="date",
+                          description="data day YYYY-MM-DD; empty: the oldest drop in landing/ not ingested yet")},
+    doc_md="""
+### Daily data: ingest, validate, version
+
+1. **ingest** the day's drop from the landing folder (contract check, rejects report);
+2. **validate** it with the Great Expectations gate: a failure quarantines the day and fails this
+   run, the summary and the Data Docs path are in the task log; nothing downstream runs for it;
+3. **version** the partitions with DVC (`dvc add` + `dvc push`; the md5 is the data version);
+4. **announce** the Asset `precise://data/events` with the data day in its `extra`, which starts
+   `precise_universal_daily`.
+
+Re-run a day: trigger with `date`. Release a quarantined day after review:
+`precise validate release --date D --reason ...`, then trigger this DAG with that `date`.
+""",
+)
+def precise_data_daily():
+    @task
+    def pick_day() -> str:
+        date = get_current_context()["params"].get("date")
+        return flows.schema_date(date) if date else flows.next_drop(flows.settings())
+
+    @task(pool=SERIAL_POOL)
+    def ingest(day: str) -> dict:
+        return flows.ingest_day(day)
+
+    @task(pool=SERIAL_POOL, retries=0)
+    def validate(day: str, _ingested: dict) -> dict:
+        return flows.validate_day(day)
+
+    @task(pool=SERIAL_POOL)
+    def version(day: str, _validated: dict) -> dict:
+        return flows.version_day(day)
+
+    @task(outlets=[events])
+    def announce(versioned: dict) -> dict:
+        extra = {"date": versioned["date"], "data_version": versioned["data_version"]}
+        get_current_context()["outlet_events"][events].extra = extra
+        return extra
+
+    day = pick_day()
+    announce(version(day, validate(day, ingest(day))))
+
+
+precise_data_daily()

@@ -1,0 +1,50 @@
+"""precise_publish: export the champions' embeddings, publish them to Feast and FAISS."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from precise import flows
+from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START, TARGETED
+
+targeted = Asset(uri=TARGETED, name="precise_targeted_models")
+
+
+@dag(
+    dag_id="precise_publish",
+    schedule=[targeted],
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["precise", "serving"],
+    params={"date": Param(None, type=["null", "string"], format="date", description="data day; empty: from the targeted event")},
+    doc_md="""
+### Publish embeddings
+
+Runs when `precise_targeted_daily` announces models. **export** the champions' user and item
+embeddings (per model version), then **publish**: new versions' Feast views are materialized
+first, the `ranking_v1` FeatureService switches only when they are complete (a failure keeps the
+previous version served), FAISS indexes are built. Roll back: `precise registry promote`, then
+trigger this DAG with the `date` (export is re-run with a new timestamp).
+""",
+)
+def precise_publish():
+    @task
+    def pick_day() -> str:
+        ctx = get_current_context()
+        return flows.data_day(ctx["params"], ctx.get("triggering_asset_events"))
+
+    @task(pool=SERIAL_POOL)
+    def export(day: str) -> dict:
+        return flows.export_day(day)
+
+    @task(pool=SERIAL_POOL)
+    def publish(day: str, _exported: dict) -> dict:
+        return flows.publish_day(day)
+
+    day = pick_day()
+    publish(day, export(day))
+
+
+precise_publish()

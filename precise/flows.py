@@ -1,0 +1,233 @@
+"""What the Airflow DAGs call: one function per task, each a thin call into the stage function
+that `precise <verb>` and `dvc repro` call too. No Airflow import here (the DAG files own it).
+
+**Dates.** The data day D travels explicitly: a manual trigger passes the `date` param; the data
+DAG puts D in its Asset event's `extra`; downstream DAGs read it from their triggering events
+(`data_day`). A scheduled run of the data DAG without a `date` takes the newest drop in the
+landing folder that is not ingested yet (never the run's logical date).
+
+**Quarantine.** A day the gate quarantines fails the data DAG (no Asset event, so nothing
+downstream runs for it); a manual run of a downstream DAG on a quarantined day is skipped
+(`require_readable`). The next good day continues from the last good state: the stages read good
+days only and continue from the newest checkpoints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+from precise import schema
+from precise.errors import PreciseError
+from precise.settings import PARAMS_ENV, Settings
+
+log = logging.getLogger("precise.flows")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- shared by the DAG files ------------------------------------------------------------------------
+# DVC and the SQLite-backed stores (MLflow, Feast registry, the manifest) take one writer at a
+# time: every task that writes them runs in this one-slot pool (`make airflow` creates it).
+SERIAL_POOL = "precise_serial"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+EVENTS = "precise://data/events"
+UNIVERSAL = "precise://models/universal"
+TARGETED = "precise://models/targeted"
+
+
+def on_failure(context) -> None:
+    """One line in the task log (and the scheduler's) saying what failed and why."""
+    ti = context.get("ti") or context.get("task_instance")
+    exc = context.get("exception")
+    reason = str(exc).splitlines()[0] if exc else "unknown reason"
+    logging.getLogger("precise.dags").error("FAILED %s.%s: %s", getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), reason)
+
+
+DEFAULT_ARGS = {
+    "owner": "precise",
+    "retries": 1,
+    "retry_delay": dt.timedelta(minutes=2),
+    "on_failure_callback": on_failure,
+}
+
+
+class Quarantined(PreciseError):
+    """The day failed validation: downstream work for it must not run."""
+
+
+def settings() -> Settings:
+    return Settings.load(os.environ.get(PARAMS_ENV) or REPO / "params.yaml")
+
+
+def data_day(params: dict | None, triggering_events: dict | None = None) -> str:
+    """D from the manual `date` param, else from the triggering Asset events' extra (newest)."""
+    value = (params or {}).get("date")
+    if value:
+        return schema_date(value)
+    days = [e.extra.get("date") for events in (triggering_events or {}).values() for e in events if e.extra.get("date")]
+    if days:
+        return max(days)
+    raise PreciseError("no data day: pass the `date` param (YYYY-MM-DD) when triggering by hand")
+
+
+def schema_date(value: str) -> str:
+    from precise.settings import parse_date
+
+    return parse_date(value).isoformat()
+
+
+def next_drop(s: Settings) -> str:
+    """The oldest landing drop not ingested yet (scheduled runs of the data DAG)."""
+    from ingest import ingest
+
+    done = set(schema.list_days(s.paths.events))
+    todo = [d for d in ingest.landing_days(s.paths.landing) if d not in done]
+    if not todo:
+        raise PreciseError(f"no new drop in {s.paths.landing}")
+    return todo[0]
+
+
+# --- precise_data_daily -------------------------------------------------------------------------------
+
+
+def ingest_day(day: str) -> dict:
+    from ingest import ingest
+
+    s = settings()
+    [report] = ingest.run(s, days=[day])
+    return report.__dict__
+
+
+def validate_day(day: str) -> dict:
+    """The gate; a quarantined day raises with the summary and the Data Docs path."""
+    from validation import validate
+
+    result, docs = validate.run_date(settings(), day)
+    text = validate.summary(result)
+    log.info("validation of %s:\n%s\nData Docs: %s", day, text, docs)
+    if result.status == "quarantined":
+        raise Quarantined(f"{day} is quarantined (Data Docs: {docs}):\n{text}")
+    return {"date": day, "status": result.status, "data_docs": str(docs)}
+
+
+def version_day(day: str) -> dict:
+    """The DVC md5 of the day's partitions (added and pushed at ingest; re-added here if needed)."""
+    from ingest import versioning
+
+    s = settings()
+    out = {}
+    for table, root in (("events", s.paths.events), ("catalog", s.paths.catalog)):
+        part = schema.partition_dir(root, day)
+        dvc_file = Path(f"{part}.dvc")
+        if s.ingest.dvc and not dvc_file.is_file():
+            versioning.add(s.paths.root, [part])
+            if s.ingest.push:
+                versioning.push(s.paths.root, [part])
+        out[table] = versioning.data_version(dvc_file) if dvc_file.is_file() else None
+    return {"date": day, "data_version": out["events"], "catalog_version": out["catalog"]}
+
+
+def require_readable(day: str) -> None:
+    from validation import manifest
+
+    s = settings()
+    entry = manifest.read_or_empty(s.paths.manifest).get(day)
+    if entry is None or entry["status"] not in manifest.READABLE:
+        status = "not validated" if entry is None else entry["status"]
+        raise Quarantined(f"{day} is {status}: training and publishing skip it")
+
+
+# --- precise_universal_daily --------------------------------------------------------------------------
+
+
+def sequences_day(day: str) -> dict:
+    from training import sequences
+
+    require_readable(day)
+    out = sequences.main(settings(), day)
+    return {"date": day, "sequences": out["sequences"]}
+
+
+def encode_day(day: str) -> dict:
+    from training import text
+
+    return text.main(settings(), day)
+
+
+def gate_day(day: str, task: str | None = None) -> list[dict]:
+    from training import registry
+
+    return registry.gate(settings(), task, day)
+
+
+def train_universal_day(day: str) -> dict:
+    from training import universal
+
+    m = universal.main(settings(), day)
+    return {k: m[k] for k in ("date", "epochs", "valid", "registered_version", "mlflow_run_id", "data_version") if k in m}
+
+
+def evaluate_universal_day(day: str) -> dict:
+    from training import evaluate
+
+    m = evaluate.next_day(settings(), day, if_model=True)
+    return {"date": day, **({"R@10": m["all"]["R@10"]} if "all" in m else {"skipped": m.get("skipped")})}
+
+
+# --- precise_targeted_daily ---------------------------------------------------------------------------
+
+
+def task_names(requested: list[str] | None) -> list[str]:
+    s = settings()
+    names = [t.name for t in s.tasks]
+    chosen = list(requested) if requested else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise PreciseError(f"unknown task(s) {unknown}; params.yaml defines {names}")
+    return chosen
+
+
+def train_targeted_day(day: str, task: str, force_warmup: bool = False) -> dict:
+    from training import evaluate, registry, targeted
+
+    s = settings()
+    require_readable(day)
+    registry.gate(s, task, day)
+    m = targeted.main(s, task, day, force_warmup=force_warmup)
+    ev = evaluate.targeted_next_day(s, task, day, if_model=True)
+    return {"task": task, "date": day, "mode": m["mode"], "universal": m["universal"], "valid": m["valid"],
+            "registered_version": m.get("registered_version"), "coverage": m["coverage"]["share"],
+            "next_day_R@10": ev.get("all", {}).get("R@10")}
+
+
+# --- precise_publish and precise_items_hourly ---------------------------------------------------------
+
+
+def export_day(day: str) -> dict:
+    from training import export
+
+    require_readable(day)
+    out = export.main(settings(), day)
+    return {"date": day, "versions": out["versions"], "files": out["files"]}
+
+
+def publish_day(day: str) -> dict:
+    from serving import publish
+
+    return publish.main(settings(), day)
+
+
+def new_items_now() -> dict:
+    from serving import publish
+    from training import export
+
+    s = settings()
+    day = schema.list_days(s.paths.events)[-1]
+    out = export.new_items(s, day)
+    if out["items"]:
+        out["published"] = publish.new_items(s, Path(out["folder"]))
+    return out
