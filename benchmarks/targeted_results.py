@@ -152,10 +152,11 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             model = targeted.Targeted(base, settings.targeted.head_hidden, negatives)
             label = f"{start} ({negatives}-side negatives)"
             t1 = time.perf_counter()
-            state = fit(model, train, valid_t, tcfg)
+            state = fit(model, train, valid_t, tcfg, evaluate_first=True)
             seconds[label] = round(time.perf_counter() - t1, 1)
             rows[label] = breakdown(rank_targets(model, test[0], test[2]), test[2], freq, ks) | {
-                "valid_R@10": state.best_r10, "epochs": len(state.history)}
+                "valid_R@10": state.best_r10, "start_valid_R@10": state.start_r10,
+                "epochs": len(state.history), "best_epoch": state.best_epoch}
             print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
     return {"rows": rows, "seconds": seconds, "items": len(index), "task_sequences": len(task_seqs),
             "task_examples": int(len(train[1])), "test_users": int(len(test[2])), "valid_users": int(len(valid[2])),

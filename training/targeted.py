@@ -327,10 +327,12 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
             "parent_universal_run_id": str(source["universal_run_id"])}
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"{task.name}-{day}", params, tags) as mlflow:
         tracking.log_data_versions(mlflow, settings.paths.data, days)
-        fit_state = fit(model, train, valid, tcfg, run_dir=out / "run",
+        fit_state = fit(model, train, valid, tcfg, run_dir=out / "run", evaluate_first=True,
                         on_eval=lambda m: mlflow.log_metrics(
                             {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
         best = max(fit_state.history, key=lambda m: m["R@10"])
+        if fit_state.best_epoch < 0:  # no epoch beat the starting weights: they are kept
+            best = {"R@10": fit_state.start_r10}
         metrics = {
             "date": day, "task": task.name, "mode": mode, "last_warmup": last_warmup, **source,
             "examples": len(train[1]), "valid_examples": len(valid[1]), "users": int(train_ex["user_id"].nunique()),

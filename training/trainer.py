@@ -143,6 +143,7 @@ class State:
     best_val_loss: float = float("inf")
     plateau: int = 0
     switched_at: int | None = None
+    start_r10: float | None = None  # valid R@10 of the starting weights (evaluate_first)
     done: bool = False
     history: list = field(default_factory=list)
 
@@ -196,12 +197,15 @@ def fit(
     run_dir: Path | None = None,
     on_eval: Callable[[dict], None] | None = None,
     stop_after_steps: int | None = None,
+    evaluate_first: bool = False,
 ) -> State:
     """Train in place; returns the final state (model left at its best weights).
 
     train: inputs (B, L), targets (B, L); valid: inputs (V, L), targets (V,).
     run_dir: where step checkpoints go; an existing checkpoint there is resumed.
     stop_after_steps: stop (as if killed) after this many steps, for tests.
+    evaluate_first: score the starting weights too (a warm start): if no epoch beats them on
+    valid R@10, the model ends as it started (best_epoch -1) instead of worse.
     """
     inputs, targets = train
     n = len(inputs)
@@ -233,6 +237,10 @@ def fit(
     best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
     if best_file is not None and best_file.is_file():
         best = load_file(str(best_file))
+    if evaluate_first and state.step == 0 and state.best_r10 < 0:
+        start, _ = evaluate(model, *valid)
+        state.best_r10, state.start_r10 = start["R@10"], start["R@10"]
+        log.info("starting weights: valid R@10 %.4f", start["R@10"])
     loss, stats = torch.tensor(float("nan")), {}
     sampler = NEGATIVES[cfg.negatives]
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
@@ -298,7 +306,7 @@ def fit(
         state.batch_in_epoch = 0
         if run_dir is not None and rank == 0:
             save_checkpoint(run_dir, model, opt, state)
-    if state.best_epoch >= 0:
+    if state.best_epoch >= 0 or evaluate_first:
         model.load_state_dict(best)
     state.done = True
     return state

@@ -29,6 +29,7 @@ def airflow_env(root: Path) -> dict:
         "AIRFLOW__CORE__PARALLELISM": "2",
         "PRECISE_PARAMS": str(root / "params.yaml"),
         "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone spawns `airflow`
     }
 
 
@@ -134,3 +135,65 @@ def test_three_days_end_to_end_then_a_quarantined_day(project):
     assert again["state"] == "failed" and again["tasks"]["sequences"] == "failed"
     assert publish.read_state(s)["date"] == days[2]
     assert publish.read_online(s, [{"user_id": user, "item_id": "none"}]) == got
+
+
+def test_a_dag_triggered_through_the_rest_api_succeeds(project):
+    """What the UI does: an authenticated POST to the API server's dagRuns endpoint, scheduled and
+    run by a real `airflow standalone` (scheduler, DAG processor, API server)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = airflow_env(project) | {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+                                  "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                                  "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                                  "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                                  "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "pools", "set", "precise_serial", "1", "one writer at a time"], env=env, cwd=project,
+                   check=True, capture_output=True)
+    log = open(project / "standalone.log", "w")
+    proc = subprocess.Popen([airflow, "standalone"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+        req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+        with urllib.request.urlopen(req, timeout=30) as reply:
+            return json.loads(reply.read() or b"{}")
+
+    try:
+        deadline = time.time() + 240
+        token = None
+        while time.time() < deadline and token is None:
+            try:
+                password = json.loads((project / "var" / "airflow" / "simple_auth_manager_passwords.json.generated")
+                                      .read_text())["admin"]
+                token = call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
+            except Exception:
+                time.sleep(2)
+        assert token, (project / "standalone.log").read_text()[-3000:]
+        dag = "precise_items_hourly"
+        while time.time() < deadline:
+            try:
+                call("PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}, token)
+                break
+            except Exception:
+                time.sleep(2)  # the DAG processor has not parsed it yet
+        run = call("POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None}, token)
+        state = run["state"]
+        while time.time() < deadline and state not in ("success", "failed"):
+            time.sleep(2)
+            state = call("GET", f"/api/v2/dags/{dag}/dagRuns/{run['dag_run_id']}", token=token)["state"]
+        assert state == "success", (project / "standalone.log").read_text()[-4000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
