@@ -101,8 +101,8 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     assert m1["mode"] == "warmup" and m1["universal"] == f"date={d1}" and m1["last_warmup"] == d1
     assert 0.0 <= m1["valid"]["R@10"] <= 1.0 and m1["coverage"]["share"] == pytest.approx(1.0)
     t1 = targeted.checkpoint_root(world, "click_article") / f"date={d1}" / "final"
-    meta1, w1 = load_checkpoint(t1)
-    u_meta, uw = load_checkpoint(universal.checkpoint_root(world) / f"date={d1}" / "final")
+    meta1, _ = load_checkpoint(t1)
+    u_meta, _ = load_checkpoint(universal.checkpoint_root(world) / f"date={d1}" / "final")
     assert meta1["item_ids"] == u_meta["item_ids"]
     assert targeted.main(world, "click_article", d1) == meta1["metrics"], "a finished day is not retrained"
 
