@@ -47,6 +47,11 @@ run: repro
 	@echo "  validation            data/validation/manifest.json  (per day: data/validation/results/)"
 	@echo "  Data Docs             var/gx/gx/uncommitted/data_docs/local_site/index.html"
 	@echo "  sequences             data/sequences/  (metrics: data/metrics/sequences.json)"
+	@echo "  models                var/checkpoints/  (MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///var/mlflow/mlflow.db)"
+	@echo "  registry              $(PRECISE) registry list"
+	@echo "  metrics               data/metrics/  (train_*, evaluate_*, gate.json, publish.json)"
+	@echo "  embeddings online     Feast: var/feast/sqlite/  (guide: docs/ranking.md)"
+	@echo "  recall                $(PRECISE) recall u2i --task click_article --user u0001"
 	@echo "  pipeline status       $(BIN)/dvc status ; $(BIN)/dvc metrics show"
 
 # Airflow, locally: state in var/airflow, our DAGs only, parallelism sized for 2 cores, the API
