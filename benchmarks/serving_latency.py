@@ -125,17 +125,28 @@ def feast_part(args) -> dict:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_for(http_port)
-                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+                conn = [http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)]
+                reconnects = [0]
 
                 def post(users: list[str]) -> None:
                     body = json.dumps({"features": ref, "entities": {"user_id": users}})
-                    conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
-                    reply = conn.getresponse().read()
+                    for attempt in (0, 1):  # the server may close an idle keep-alive connection
+                        try:
+                            conn[0].request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
+                            reply = conn[0].getresponse().read()
+                            break
+                        except (BrokenPipeError, ConnectionError, http.client.HTTPException):
+                            if attempt:
+                                raise
+                            reconnects[0] += 1
+                            conn[0].close()
+                            conn[0] = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
                     assert b"universal_user_embedding" in reply
 
                 results[f"{name} feature server 1 user"] = timed(lambda: post(["u17"]), args.reads)
                 results[f"{name} feature server 100 users"] = timed(lambda: post([f"u{i}" for i in range(100)]),
                                                                     max(args.reads // 10, 50))
+                results[f"{name} feature server reconnects"] = reconnects[0]
             finally:
                 server.terminate()
                 server.wait(10)
