@@ -156,7 +156,9 @@ def test_a_dag_triggered_through_the_rest_api_succeeds(project):
     subprocess.run([airflow, "pools", "set", "precise_serial", "1", "one writer at a time"], env=env, cwd=project,
                    check=True, capture_output=True)
     log = open(project / "standalone.log", "w")
-    proc = subprocess.Popen([airflow, "standalone"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group: standalone's children (scheduler, API server...) go down with it.
+    proc = subprocess.Popen([airflow, "standalone"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
     def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
@@ -191,9 +193,11 @@ def test_a_dag_triggered_through_the_rest_api_succeeds(project):
             state = call("GET", f"/api/v2/dags/{dag}/dagRuns/{run['dag_run_id']}", token=token)["state"]
         assert state == "success", (project / "standalone.log").read_text()[-4000:]
     finally:
-        proc.terminate()
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
