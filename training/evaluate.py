@@ -157,10 +157,12 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     split = next_day_targets(task_seqs, day)
     has_task = split["history"].str.len() > 0
     users, fallback = split[has_task], split[~has_task]
-    if meta.get("input") == "all_scene":
+    all_scene_before: dict = {}  # user -> all-scene history before the day, read once if needed
+    if meta.get("input") == "all_scene" or len(fallback):
         context = next_day_targets(sequences.read(settings.paths.sequences), day)
-        before = dict(zip(context["user_id"], context["history"]))
-        users = users.assign(history=[before.get(u, h) for u, h in zip(users["user_id"], users["history"])])
+        all_scene_before = dict(zip(context["user_id"], context["history"]))
+    if meta.get("input") == "all_scene":
+        users = users.assign(history=[all_scene_before.get(u, h) for u, h in zip(users["user_id"], users["history"])])
     ks = settings.universal.eval_ks
     freq = item_frequency([index.lookup(h) for h in users["history"]], len(index))
     metrics = {"date": day, "task": task.name, "model": ckpt.parent.name, "mode": meta["metrics"]["mode"],
@@ -174,9 +176,7 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         u_meta, u_weights = universal.load_checkpoint(u_ckpt)
         u_model, u_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
                                                 settings.universal.new_item_neighbours)
-        context = next_day_targets(sequences.read(settings.paths.sequences), day)
-        before = dict(zip(context["user_id"], context["history"]))
-        hist = [u_index.lookup(before.get(u, [])) for u in fallback["user_id"]]
+        hist = [u_index.lookup(all_scene_before.get(u, [])) for u in fallback["user_id"]]
         keep = np.array([len(h) > 0 for h in hist], dtype=bool)
         if keep.any():
             targets = u_index.lookup(fallback["target"])[keep]

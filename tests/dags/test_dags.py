@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, git_dvc_repo, tiny_qwen2, write_params
+from tests.conftest import REPO, free_port, git_dvc_repo, tiny_qwen2, write_params
 
 DAG_IDS = {"precise_data_daily", "precise_universal_daily", "precise_targeted_daily", "precise_publish",
            "precise_items_hourly"}
@@ -140,13 +140,10 @@ def test_three_days_end_to_end_then_a_quarantined_day(project):
 def test_a_dag_triggered_through_the_rest_api_succeeds(project):
     """What the UI does: an authenticated POST to the API server's dagRuns endpoint, scheduled and
     run by a real `airflow standalone` (scheduler, DAG processor, API server)."""
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = airflow_env(project) | {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
                                   "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
                                   "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,28 +21,12 @@ from ingest import ingest, synth
 from precise import schema
 from precise.settings import Settings
 from serving import publish
-from tests.conftest import need, run_cli, tiny_qwen2, write_params
+from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
 from training import export, registry, sequences, targeted, text, universal
 from validation import validate
 
 TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
 TINY_TRAIN = {"epochs": 1, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, seconds: float = 30.0) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 @pytest.fixture(scope="module")
