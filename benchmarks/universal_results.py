@@ -1,17 +1,23 @@
-"""The universal-model results table: PRECISE-UT and its ablations against a counting baseline.
+"""The universal-model results table: PRECISE-UT, its ablations, an in-repo SASRec peer and two
+non-learned baselines, on every evaluation dataset (benchmarks/datasets.py).
 
-    python benchmarks/universal_results.py [--datasets synthetic food-kitchen] [--epochs 4]
+    python benchmarks/universal_results.py                       # every table -> docs/results.md
+    python benchmarks/universal_results.py --datasets food-kitchen --variants ut sasrec
+    python benchmarks/universal_results.py --datasets food-kitchen --tune --sample 0.3 \\
+        --set model.dropout=0.3 --set train.lr=0.002 --tag sweep-a   # a validation-only proxy run
 
-Writes `docs/results.md` (and benchmarks/out/universal_results.json). Variants, all of width
-id_dim + sem_dim: fused with alternate training (PRECISE-UT), fused with joint training, id-only,
-text-only, mean-pool, and the counting baseline (items that followed the user's last 3 items).
+Every learned row trains with the defaults of params.yaml (`train_universal`) plus the
+overrides its variant names (shown in the table), through the pipeline's own data preparation
+(`training.data.next_item_pairs`, `pad_left`) and trainer (`training.trainer.fit`): early
+stopping on the validation split, the test split read once at the end. `--tune` never reads the
+test split (sweeps); `--sample F` keeps a share F of the training-only users (proxy sweeps;
+valid and test users are always kept). Headline rows (PRECISE-UT, the SASRec peer) run on
+`--seeds` (two by default) and the table shows their mean.
 
-Protocols (full ranking over every item):
-* synthetic (the embedded default world of params.yaml): train on days 1..N-1; select (early
-  stopping) on the last training item of 1,000 users; test on each user's first click of day N.
-* food-kitchen: train on every train sequence and the valid/test users' histories; select on the
-  valid users' last items; report on the 937 test users' last items (the issue's protocol).
-Cold = targets among the 80% least frequent items seen in training.
+Rows: counting (items that followed the user's last 3 items, no learning), popularity, the
+SASRec peer (id-only, exact softmax, dot product: SASRec's objective at every position in one
+pass), PRECISE-UT (fused, alternate), fused with joint training, id-only, text-only, mean-pool.
+Cold = targets among the 80% least frequent items seen in training; new = never seen in training.
 """
 
 from __future__ import annotations
@@ -26,62 +32,70 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingest import synth  # noqa: E402
+from benchmarks import datasets  # noqa: E402
 from precise.settings import Settings  # noqa: E402
-from training import text  # noqa: E402
-from training import diagnostics  # noqa: E402
-from training.baselines import Transitions  # noqa: E402
+from training import diagnostics, text  # noqa: E402
+from training.baselines import Popularity, Transitions  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"
+# key: (label, model overrides, train overrides); {} = the params.yaml defaults.
 VARIANTS = {
-    "PRECISE-UT (fused, alternate)": ("fused", True),
-    "fused, joint training": ("fused", False),
-    "id-only": ("id", False),
-    "text-only": ("text", True),
-    "mean-pool": ("meanpool", True),
+    "sasrec": ("SASRec peer (id-only, exact softmax, dot)",
+               {"item_embedding": "id", "similarity": "dot", "temperature": 1.0},
+               {"loss": "softmax", "alternate.enabled": False, "epochs": 40, "patience": 3}),
+    "ut": ("PRECISE-UT (fused, alternate)", {}, {}),
+    "joint": ("fused, joint training", {}, {"alternate.enabled": False}),
+    "id": ("id-only", {"item_embedding": "id"}, {}),
+    "text": ("text-only", {"item_embedding": "text"}, {}),
+    "meanpool": ("mean-pool", {"item_embedding": "meanpool"}, {}),
 }
+HEADLINE = ("ut", "sasrec")
 
 
-def synthetic(settings: Settings):
-    world = synth.build_world(settings.synth)
-    events = pd.concat([synth.simulate_day(world, d).assign(day=d) for d in range(settings.synth.days)])
-    clicks = events[events["action"] == "click"].sort_values(["user_id", "ts"], kind="stable")
-    catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
-    last = settings.synth.days - 1
-    train = clicks[clicks["day"] < last].groupby("user_id")["item_id"].agg(list)
-    test_rows = clicks[clicks["day"] == last].groupby("user_id")["item_id"].first()
-    test_users = [u for u in test_rows.index if u in train.index]
-    return catalog, train, None, (test_users, test_rows.loc[test_users].tolist())
+def parse_sets(pairs: list[str]) -> tuple[dict, dict]:
+    """['model.dropout=0.3', 'train.alternate.patience=2'] -> (model overrides, train overrides)."""
+    model, train = {}, {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        section, _, name = key.partition(".")
+        if section not in ("model", "train") or not name:
+            raise SystemExit(f"error: --set {pair}: expected model.KEY=VALUE or train.KEY=VALUE")
+        (model if section == "model" else train)[name] = yaml.safe_load(value)
+    return model, train
 
 
-def food_kitchen(folder: Path):
-    seqs = pd.read_csv(folder / "sequences.csv")
-    items = pd.read_csv(folder / "items.csv")
-    catalog = items.assign(text=None, published_at=pd.Timestamp("2026-01-01", tz="UTC"))
-    tokens = seqs["items"].str.split()
-    held = seqs["split"].isin(["valid", "test"])
-    train = pd.Series([t[:-1] if h else t for t, h in zip(tokens, held)], index=seqs["user_id"])
-    pick = lambda split: (seqs.loc[seqs["split"] == split, "user_id"].tolist(), tokens[seqs["split"] == split].str[-1].tolist())  # noqa: E731
-    return catalog, train, pick("valid"), pick("test")
+def configure(settings: Settings, model_over: dict, train_over: dict):
+    """(model spec, TrainConfig) = params.yaml defaults + overrides (`alternate.x` keys nest)."""
+    spec = model_spec(settings.universal) | model_over
+    tcfg = train_config(settings.universal)
+    alternate = {k.split(".", 1)[1]: v for k, v in train_over.items() if k.startswith("alternate.")}
+    plain = {k: v for k, v in train_over.items() if not k.startswith("alternate.")}
+    tcfg = dataclasses.replace(tcfg, **plain, checkpoint_every=0,
+                               alternate=dataclasses.replace(tcfg.alternate, **alternate))
+    return spec, tcfg
 
 
-def run_dataset(name: str, settings: Settings, epochs: int, cache: Path) -> dict:
-    t0 = time.perf_counter()
-    catalog, train_lists, valid_split, test_split = (
-        synthetic(settings) if name == "synthetic" else food_kitchen(REPO.parent / "shared" / "datasets" / "food-kitchen"))
+def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
+    """Load, encode (cached) and index a dataset: everything the rows share."""
+    catalog, train_lists, valid_split, test_split = datasets.load(name, settings.synth)
+    if sample < 1.0:
+        keep_users = set(test_split[0]) | set(valid_split[0] if valid_split else [])
+        rng = np.random.default_rng(0)
+        keep = np.array([u in keep_users or r < sample for u, r in zip(train_lists.index, rng.random(len(train_lists)))])
+        train_lists = train_lists[keep]
     enc_out = OUT / f"text-{name}"
     enc = text.run(settings.encode, catalog, REPO, cache, enc_out, OUT / f"encode-{name}.json")
     items, tok_ids, tok_init = text.read(enc_out)
     item_index = Index(list(items["item_id"]))
-    token_index = Index(sorted(str(t) for t in tok_ids))
     train = [item_index.lookup(s) for s in train_lists]
     if valid_split is None:  # hold out the last training item of 1,000 users
         rng = np.random.default_rng(0)
@@ -92,86 +106,158 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path) -> dict
         hist = dict(zip(train_lists.index, train))
         valid = ([hist[u] for u in valid_split[0]], item_index.lookup(valid_split[1]))
     hist = dict(zip(train_lists.index, train))
-    test = ([hist[u] for u in test_split[0]], item_index.lookup(test_split[1]))
-    freq = item_frequency(train, len(item_index))
+    test_hist = [hist[u] for u in test_split[0]]
+    if datasets.test_includes_valid_item(name):
+        extra = dict(zip(valid_split[0], item_index.lookup(valid_split[1])))
+        test_hist = [np.append(h, extra[u]) for h, u in zip(test_hist, test_split[0])]
+    return {"items": items, "tok_ids": tok_ids, "tok_init": tok_init, "item_index": item_index,
+            "token_index": Index(sorted(str(t) for t in tok_ids)), "train": train, "valid": valid,
+            "test": (test_hist, item_index.lookup(test_split[1])), "encode": enc,
+            "no_text": float(np.mean([len(t) == 0 for t in items["token_ids"]]))}
+
+
+def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[dict, dict], tune: bool, ks) -> tuple[dict, object]:
+    label, model_over, train_over = VARIANTS[key]
+    spec, tcfg = configure(settings, model_over | sets[0], train_over | sets[1])
+    tcfg = dataclasses.replace(tcfg, seed=seed)
+    max_len = spec.get("max_len", 50)
+    pairs = next_item_pairs(data["train"], max_len)
+    valid_t = (torch.from_numpy(pad_left(data["valid"][0], max_len)), torch.from_numpy(data["valid"][1]))
+    torch.manual_seed(seed)
+    model = build(spec, data["items"], data["tok_ids"], data["tok_init"], settings.encode.max_tokens,
+                  data["item_index"], data["token_index"])
+    t0 = time.perf_counter()
+    state = fit(model, pairs, valid_t, tcfg)
+    seconds = time.perf_counter() - t0
+    freq = item_frequency(data["train"], len(data["item_index"]))
+    row = {"valid": breakdown(rank_targets(model, *data["valid"]), data["valid"][1], freq, ks),
+           "epochs": len(state.history), "best_epoch": state.best_epoch, "switch_step": state.switched_at,
+           "steps": state.step, "train_seconds": round(seconds, 1), "seed": seed,
+           "overrides": {**{f"model.{k}": v for k, v in (model_over | sets[0]).items()},
+                         **{f"train.{k}": v for k, v in (train_over | sets[1]).items()}},
+           "history": [{k: v for k, v in h.items() if k in ("epoch", "step", "phase", "loss", "val_loss", "R@10", "N@10", "seconds")}
+                       for h in state.history]}
+    if not tune:
+        row["test"] = breakdown(rank_targets(model, *data["test"]), data["test"][1], freq, ks)
+    return row, model
+
+
+def mean_rows(rows: list[dict]) -> dict:
+    """Mean of the metrics of several seeds (nested dicts of numbers), seconds and epochs too."""
+    def avg(values):
+        if isinstance(values[0], dict):
+            return {k: avg([v[k] for v in values]) for k in values[0]}
+        if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            return float(np.mean(values))
+        return values[0]
+
+    out = {k: avg([r[k] for r in rows]) for k in ("valid", "test", "train_seconds") if k in rows[0]}
+    out |= {k: [r[k] for r in rows] for k in ("epochs", "best_epoch", "switch_step", "seed", "steps")}
+    out["overrides"], out["seeds"] = rows[0]["overrides"], rows
+    return out
+
+
+def run_dataset(name: str, settings: Settings, args) -> dict:
+    t0 = time.perf_counter()
+    data = prepare(name, settings, args.sample, REPO / "var" / "text_cache")
     ks = settings.universal.eval_ks
+    freq = item_frequency(data["train"], len(data["item_index"]))
+    splits = ("valid",) if args.tune else ("valid", "test")
     rows = {}
-
-    counting = Transitions(train, len(item_index))
-    rows["counting (last 3 items)"] = {"test": breakdown(counting.ranks(*test), test[1], freq, ks),
-                                      "valid": breakdown(counting.ranks(*valid), valid[1], freq, ks)["all"]}
-    spec, tcfg = model_spec(settings.universal), train_config(settings.universal)
-    tcfg = dataclasses.replace(tcfg, epochs=epochs, checkpoint_every=0)
+    for label, model in (("counting (last 3 items)", Transitions(data["train"], len(data["item_index"]))),
+                         ("popularity", Popularity(data["train"], len(data["item_index"])))):
+        rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
     fig4b = {}
-    pairs = next_item_pairs(train, spec.get("max_len", 50))
-    valid_t = (torch.from_numpy(pad_left(valid[0], spec.get("max_len", 50))), torch.from_numpy(valid[1]))
-    for label, (kind, alternate) in VARIANTS.items():
-        torch.manual_seed(tcfg.seed)
-        model = build(spec | {"item_embedding": kind}, items, tok_ids, tok_init, settings.encode.max_tokens,
-                      item_index, token_index)
-        cfg = dataclasses.replace(tcfg, alternate=dataclasses.replace(tcfg.alternate, enabled=alternate))
-        t1 = time.perf_counter()
-        state = fit(model, pairs, valid_t, cfg)
-        if kind == "fused":  # Figure 4b: ID similarity of fused-embedding neighbours
-            fig4b[label] = diagnostics.neighbour_id_similarity(model)
-        rows[label] = {"test": breakdown(rank_targets(model, *test), test[1], freq, ks),
-                       "valid": {"R@10": state.best_r10}, "epochs": len(state.history),
-                       "best_epoch": state.best_epoch, "switch_step": state.switched_at,
-                       "train_seconds": round(time.perf_counter() - t1, 1)}
-        print(f"{name} {label}: test R@10 {rows[label]['test']['all']['R@10']:.4f} "
-              f"cold {rows[label]['test']['cold']['R@10']:.4f} ({rows[label]['train_seconds']} s)", flush=True)
-    curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
-    curves["random pairs"] = next(iter(fig4b.values()))["random"]
-    diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png",
-                     f"{name}: ID similarity of nearest neighbours by fused embedding")
-    return {"rows": rows, "fig4b": {k: diagnostics.summary(v) for k, v in fig4b.items()}, "items": len(item_index), "train_sequences": len(train), "test_users": len(test[1]),
-            "encode": enc, "seconds": round(time.perf_counter() - t0, 1)}
+    sets = parse_sets(args.set)
+    for key in args.variants:
+        label = VARIANTS[key][0]
+        runs = []
+        for seed in (args.seeds if key in HEADLINE else args.seeds[:1]):
+            row, model = train_row(data, settings, key, seed, sets, args.tune, ks)
+            runs.append(row)
+            shown = row["test" if "test" in row else "valid"]["all"]
+            print(f"{name} {label} seed {seed}: {'test' if 'test' in row else 'valid'} R@10 {shown['R@10']:.4f} "
+                  f"N@10 {shown['N@10']:.4f} valid R@10 {row['valid']['all']['R@10']:.4f} "
+                  f"({row['train_seconds']} s, {row['epochs']} epochs, best {row['best_epoch']}, "
+                  f"unfrozen at {row['switch_step']})", flush=True)
+            if model.cfg.item_embedding == "fused" and seed == args.seeds[0]:
+                fig4b[label] = diagnostics.neighbour_id_similarity(model)
+        rows[label] = mean_rows(runs)
+    if fig4b and not args.tune:
+        curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
+        curves["random pairs"] = next(iter(fig4b.values()))["random"]
+        diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png", f"{name}: ID similarity of nearest neighbours by fused embedding")
+    return {"rows": rows, "fig4b": {k: diagnostics.summary(v) for k, v in fig4b.items()},
+            "items": len(data["item_index"]), "train_sequences": len(data["train"]), "test_users": len(data["test"][1]),
+            "valid_users": len(data["valid"][1]), "no_text_share": data["no_text"], "encode": data["encode"],
+            "sample": args.sample, "sets": args.set, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def markdown(results: dict, epochs: int) -> str:
+def fmt_overrides(over: dict) -> str:
+    return ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in over.items()) or "defaults"
+
+
+def markdown(results: dict) -> str:
     lines = ["# Universal model results", "",
-             "Generated by `python benchmarks/universal_results.py` (full ranking over all items; "
-             f"epochs capped at {epochs}, early stopping on the validation split). Cold = targets among the "
-             "80% least frequent items seen in training.", ""]
+             "Generated by `python benchmarks/universal_results.py` (full ranking over every item; ties count "
+             "against the target; early stopping on the validation split, the test split read once per row). "
+             "Learned rows train with `params.yaml`'s `train_universal` defaults plus the overrides shown. "
+             "Cold = targets among the 80% least frequent items seen in training; new = never seen in training. "
+             "Rows marked with seeds show the mean over those seeds.", ""]
     for name, r in results.items():
-        lines += [f"## {name}", "", f"{r['items']:,} items, {r['train_sequences']:,} training sequences, "
-                  f"{r['test_users']:,} test users; built in {r['seconds']:.0f} s.", "",
-                  "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | cold N@10 | valid R@10 | epochs (best) | tokens unfrozen at step |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"## {name}", "", f"{r['items']:,} items ({r['no_text_share']:.0%} without text), "
+                  f"{r['train_sequences']:,} training sequences, {r['valid_users']:,} valid and "
+                  f"{r['test_users']:,} test users; the whole table took {r['seconds']:.0f} s on this 2-core machine.", "",
+                  "| row | test R@10 | test N@10 | test R@50 | cold R@10 | new R@10 (n) | valid R@10 | seconds | epochs (best) | tokens unfrozen at step | settings beyond the defaults |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for label, row in r["rows"].items():
-            t, c = row["test"]["all"], row["test"]["cold"]
-            epochs = f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row else "-"
-            unfrozen = "-" if "epochs" not in row else (row["switch_step"] if row.get("switch_step") is not None else "never")
-            lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | "
-                         f"{c['N@10']:.4f} | {row['valid']['R@10']:.4f} | {epochs} | {unfrozen} |")
-        lines += ["", f"Figure 4b diagnostic (`docs/fig4b-{name}.png`): ID-embedding cosine of item pairs that are "
-                  "nearest neighbours by fused embedding, against random pairs.", "",
-                  "| model | neighbours mean | neighbours median | random mean |", "| --- | --- | --- | --- |"]
-        for label, f in r["fig4b"].items():
-            lines.append(f"| {label} | {f['neighbours_mean']:.3f} | {f['neighbours_median']:.3f} | {f['random_mean']:.3f} |")
-        lines += ["", f"![Figure 4b, {name}](fig4b-{name}.png)", ""]
+            if "test" not in row:
+                continue
+            t, c, n = row["test"]["all"], row["test"]["cold"], row["test"]["new"]
+            learned = "epochs" in row
+            seeds = f" (seeds {', '.join(str(s) for s in row['seed'])})" if learned and len(row["seed"]) > 1 else ""
+            epochs = ", ".join(f"{e} ({b})" for e, b in zip(row["epochs"], row["best_epoch"])) if learned else "-"
+            unfrozen = ", ".join("never" if s is None else str(s) for s in row["switch_step"]) if learned else "-"
+            new = f"{n['R@10']:.4f} ({n['n']})" if n["n"] else "- (0)"
+            lines.append(f"| {label}{seeds} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | "
+                         f"{new} | {row['valid']['all']['R@10']:.4f} | {row.get('train_seconds', 0):.0f} | {epochs} | "
+                         f"{unfrozen} | {fmt_overrides(row['overrides']) if learned else '-'} |")
+        if r["fig4b"]:
+            lines += ["", f"Figure 4b diagnostic (`docs/fig4b-{name}.png`): ID-embedding cosine of item pairs that are "
+                      "nearest neighbours by fused embedding, against random pairs.", "",
+                      "| model | neighbours mean | neighbours median | random mean |", "| --- | --- | --- | --- |"]
+            for label, f in r["fig4b"].items():
+                lines.append(f"| {label} | {f['neighbours_mean']:.3f} | {f['neighbours_median']:.3f} | {f['random_mean']:.3f} |")
+            lines += ["", f"![Figure 4b, {name}](fig4b-{name}.png)"]
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["synthetic", "food-kitchen"])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--render", action="store_true", help="only re-render docs/results.md from the last JSON")
+    parser.add_argument("--datasets", nargs="+", default=list(datasets.DATASETS), choices=datasets.DATASETS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8], help="headline rows run on each; others on the first")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a train_universal model/train setting for every learned row")
+    parser.add_argument("--tune", action="store_true", help="validation split only (never reads the test split)")
+    parser.add_argument("--sample", type=float, default=1.0, help="share of training-only users kept (proxy runs)")
+    parser.add_argument("--tag", default="universal_results", help="name of the JSON in benchmarks/out/")
+    parser.add_argument("--render", action="store_true", help="only re-render docs/results.md from the tag's JSON")
     args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"{args.tag}.json"
     if args.render:
-        results = json.loads((OUT / "universal_results.json").read_text())
-        (REPO / "docs" / "results.md").write_text(markdown(results, args.epochs))
+        (REPO / "docs" / "results.md").write_text(markdown(json.loads(out.read_text())))
         return
     settings = Settings.load(REPO / "params.yaml")
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
-        results[name] = run_dataset(name, settings, args.epochs, REPO / "var" / "text_cache")
-        (OUT / "universal_results.json").write_text(json.dumps(results, indent=1, default=str))
-        (REPO / "docs").mkdir(exist_ok=True)
-        (REPO / "docs" / "results.md").write_text(markdown(results, args.epochs))
-    print(markdown(results, args.epochs))
+        results[name] = run_dataset(name, settings, args)
+        out.write_text(json.dumps(results, indent=1, default=str))
+    if not args.tune and args.tag == "universal_results":
+        (REPO / "docs" / "results.md").write_text(markdown(results))
+        print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Non-learned baselines, ranked over all items like the models (training/metrics.py)."""
+"""Non-learned baselines, ranked over all items like the models (training/metrics.py): counting
+(item-to-item transitions) and popularity."""
 
 from __future__ import annotations
 
@@ -32,3 +33,16 @@ class Transitions:
                     scores[b] += c
             out[i] = int((scores >= scores[t]).sum()) - 1
         return out
+
+
+class Popularity:
+    """Most-popular baseline: every user gets the items by training frequency. No learning."""
+
+    def __init__(self, train: list[np.ndarray], n_items: int):
+        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1).astype(float)
+        pop[0] = -np.inf
+        self.pop = pop
+
+    def ranks(self, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+        """0-based rank of each target (ties count against it)."""
+        return np.array([int((self.pop >= self.pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)

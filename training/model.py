@@ -4,7 +4,9 @@ Read top-down: building blocks (attention-pooling experts, the MoE fusion), the 
 variants (chosen by name), the config, then the model. The model does no I/O and holds no device
 globals; its verbs are `item_embeddings`, `encode`, `loss` and `score`.
 
-Scores are **dot products** of user and item vectors, in training, evaluation and recall alike.
+Scores are **dot products of the scored vectors** (`to_space`: L2-normalised under
+`similarity: cosine`, raw under `dot`) in training, evaluation, export and recall alike; the
+losses divide them by `temperature`.
 
 Shapes: B batch, L sequence length, T tokens per item, D = id_dim + sem_dim item/model width,
 H the language model's width, K experts, N items (row 0 of every item table is padding).
@@ -18,24 +20,42 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # --- building blocks ------------------------------------------------------------------------------
 
 
 class AttentionPool(nn.Module):
-    """One expert: attention pooling of an item's tokens with a learned query (padding masked)."""
+    """One expert: attention pooling of an item's tokens with a learned query (padding masked).
+
+    It works on the token *table* and the items' token ids, never on an (M, T, d) gather: the
+    query scores are one product with the table, and because the value map is affine and the
+    weights sum to 1, sum_t w_t value(x_t) = value(sum_t w_t x_t), so the pooled token is an
+    `embedding_bag` (weighted sum of table rows) followed by one (M, d) linear map. The same
+    result as the textbook form (tested against a naive loop) at ~T times less work, which is
+    what lets the exact softmax embed the whole catalog at every step.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
         self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
         self.value = nn.Linear(dim, dim)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens (M, T, d), mask (M, T) bool True = real token -> (M, d)."""
-        scores = tokens @ self.query / math.sqrt(tokens.shape[-1])  # (M, T)
+    def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """table (V+1, d) token vectors (row 0 = padding), tokens (M, T) int64, 0 = pad -> (M, d)."""
+        mask = tokens > 0
+        scores = (table @ self.query)[tokens] / math.sqrt(table.shape[-1])  # (M, T)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an item without tokens pools to 0
-        return torch.einsum("mt,mtd->md", weights, self.value(tokens))
+        pooled = F.embedding_bag(tokens, table, per_sample_weights=weights, mode="sum")  # (M, d)
+        return self.value(pooled) * mask.any(-1, keepdim=True)
+
+
+def mean_tokens(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """table (V+1, d), tokens (M, T) -> mean of each item's real token vectors (M, d); 0 if none."""
+    mask = tokens > 0
+    weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
+    return F.embedding_bag(tokens, table, per_sample_weights=weights, mode="sum")
 
 
 class MoEFusion(nn.Module):
@@ -52,14 +72,12 @@ class MoEFusion(nn.Module):
         self.gate = nn.Linear(dim, experts)
         self.top_k = top_k
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """tokens (M, T, d), mask (M, T) -> fused (M, d), stats {usage (K,), balance_loss ()}."""
-        m = mask.unsqueeze(-1).float()
-        mean = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)  # (M, d)
-        logits = self.gate(mean)  # (M, K)
+    def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """table (V+1, d), tokens (M, T) -> fused (M, d), stats {usage (K,), balance_loss ()}."""
+        logits = self.gate(mean_tokens(table, tokens))  # (M, K)
         top, idx = logits.topk(self.top_k, dim=-1)  # (M, k)
         weights = torch.softmax(top, dim=-1)
-        outputs = torch.stack([e(tokens, mask) for e in self.experts], dim=1)  # (M, K, d)
+        outputs = torch.stack([e(table, tokens) for e in self.experts], dim=1)  # (M, K, d)
         chosen = outputs.gather(1, idx.unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))  # (M, k, d)
         fused = (weights.unsqueeze(-1) * chosen).sum(1)
         routed = F.one_hot(idx, len(self.experts)).float().sum(1)  # (M, K)
@@ -71,9 +89,8 @@ class MoEFusion(nn.Module):
 class MeanPool(nn.Module):
     """Ablation (PRECISE-Pool): average of the token embeddings instead of the MoE."""
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        m = mask.unsqueeze(-1).float()
-        return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0), {}
+    def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return mean_tokens(table, tokens), {}
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -95,6 +112,8 @@ class ModelConfig:
     heads: int = 2
     dropout: float = 0.1
     max_len: int = 50
+    similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
+    temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
 
     @property
     def dim(self) -> int:
@@ -105,6 +124,30 @@ class ModelConfig:
 
 
 ITEM_EMBEDDINGS = ("fused", "id", "text", "meanpool")
+SIMILARITIES = ("dot", "cosine")
+
+
+def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
+                          max_elements: int = 2**25) -> torch.Tensor:
+    """Exact softmax over the whole catalog: mean over P positions of
+    logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
+
+    h (P, D), items (N+1, D), targets (P,) in 1..N. The (P, N+1) logits are built in row chunks of
+    at most `max_elements` entries, each recomputed in the backward pass (activation
+    checkpointing), so memory stays bounded whatever the catalog size.
+    """
+
+    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
+        logits = (hc @ it.T) * scale  # (c, N+1)
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, tc, reduction="sum")
+
+    rows = max(max_elements // max(items.shape[0], 1), 1)
+    if len(h) <= rows:
+        return chunk_loss(h, targets, items) / max(len(h), 1)
+    total = sum(torch.utils.checkpoint.checkpoint(chunk_loss, h[i : i + rows], targets[i : i + rows], items,
+                                                  use_reentrant=False) for i in range(0, len(h), rows))
+    return total / len(h)
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -123,6 +166,8 @@ class Precise(nn.Module):
         super().__init__()
         if cfg.item_embedding not in ITEM_EMBEDDINGS:
             raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}")
+        if cfg.similarity not in SIMILARITIES or cfg.temperature <= 0:
+            raise ValueError(f"similarity must be one of {SIMILARITIES} and temperature > 0")
         self.cfg = cfg
         uses_id = cfg.item_embedding != "text"
         uses_text = cfg.item_embedding != "id"
@@ -159,9 +204,8 @@ class Precise(nn.Module):
         """items (M,) int64 -> the text side (M, sem) and the MoE stats."""
         # Project the token table once (V+1, sem), then gather: the same as projecting each
         # item's tokens, at a fraction of the cost (V << M x T).
-        table = self.tok_proj(self.tok_emb.weight)
-        tokens = self.item_tokens[items]  # (M, T)
-        return self.pool(table[tokens], tokens > 0)
+        table = self.tok_proj(self.tok_emb.weight)  # (V+1, sem)
+        return self.pool(table, self.item_tokens[items])
 
     def _embed(self, items: torch.Tensor) -> torch.Tensor:
         """items (M,) distinct int64 indices -> (M, D)."""
@@ -173,16 +217,25 @@ class Precise(nn.Module):
             parts.append(sem)
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
 
-    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
-        """items (...,) int64 item indices -> (..., D); each distinct item is embedded once.
-        Index 0 (padding) maps to zeros."""
+    def input_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...,) int64 item indices -> (..., D), the transformer's input vectors; each
+        distinct item is embedded once. Index 0 (padding) maps to zeros."""
         uniq, inverse = torch.unique(items.reshape(-1), return_inverse=True)
         return self._embed(uniq)[inverse].reshape(*items.shape, self.cfg.dim)
 
+    def to_space(self, v: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> the scoring space: L2-normalised under cosine similarity, as is under dot.
+        Every vector that is scored, exported, published or indexed goes through here."""
+        return F.normalize(v, dim=-1) if self.cfg.similarity == "cosine" else v
+
+    def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...,) -> (..., D) item vectors as scored (padding: zeros)."""
+        return self.to_space(self.input_embeddings(items))
+
     def all_item_embeddings(self, chunk: int = 8192) -> torch.Tensor:
-        """(N+1, D) embeddings of every item (row 0 = zeros), in chunks to bound memory."""
+        """(N+1, D) scored vectors of every item (row 0 = zeros), in chunks to bound memory."""
         ids = torch.arange(self.cfg.n_items + 1, device=self.item_tokens.device)
-        return torch.cat([self._embed(ids[i : i + chunk]) for i in range(0, len(ids), chunk)])
+        return self.to_space(torch.cat([self._embed(ids[i : i + chunk]) for i in range(0, len(ids), chunk)]))
 
     # -- sequences --
 
@@ -196,7 +249,7 @@ class Precise(nn.Module):
         """
         B, L = seq.shape
         pad = seq == 0  # (B, L)
-        x = self.item_embeddings(seq) if seq_emb is None else seq_emb
+        x = self.input_embeddings(seq) if seq_emb is None else seq_emb
         x = self.dropout(x + self.pos_emb(torch.arange(L, device=seq.device) + self.cfg.max_len - L))
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         hidden = pad.unsqueeze(1) & ~eye  # (B, L, L): key j hidden from query i, True = hidden
@@ -208,13 +261,14 @@ class Precise(nn.Module):
 
     def users(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (B, L) -> user embeddings (B, D): the causal encoder's state at the latest slot."""
-        return self.encode(seq)[:, -1]
+        return self.to_space(self.encode(seq)[:, -1])
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """users (B, D), items (M, D) -> dot-product scores (B, M)."""
+        """users (B, D), items (M, D), both from this model -> scores (B, M): the dot product of
+        the scored vectors (cosine under `similarity: cosine`), as in evaluation and recall."""
         return users @ items.T
 
-    def forward(self, seq, target, negatives, item_logq=None):
+    def forward(self, seq, target, negatives=None, item_logq=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
         return self.loss(seq, target, negatives, item_logq)
 
@@ -222,29 +276,41 @@ class Precise(nn.Module):
         self,
         seq: torch.Tensor,
         target: torch.Tensor,
-        negatives: torch.Tensor,
+        negatives: torch.Tensor | None = None,
         item_logq: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
-        """Next-item prediction with sampled softmax (PRECISE eq. 5).
+        """Next-item prediction (PRECISE eq. 5) at every position of the batch's sequences.
 
-        seq (B, L) inputs, target (B, L) the next item at each position (0 = none),
-        negatives (M,) item indices shared by the batch; item_logq (N+1,) the log probability of
-        each item to be sampled, or None. With it, every logit, the positive's included, is
-        corrected by subtracting log q (Yi et al. 2019), so the sampled softmax estimates the full
-        softmax instead of penalising popular items. A negative equal to the position's target is
-        masked.
+        seq (B, L) inputs, target (B, L) the next item at each position (0 = none).
+
+        negatives None: the **exact softmax** over every item of the catalog (the whole item
+        table is embedded once per step; chunked, `softmax_cross_entropy`).
+
+        negatives (M,): **sampled softmax** over the positive and these items, shared by the
+        batch; item_logq (N+1,) the log of each item's expected count among the negatives, or
+        None. With it, every logit, the positive's included, is corrected by subtracting log q
+        (Yi et al. 2019), so the sampled softmax estimates the full softmax instead of penalising
+        popular items. A negative equal to the position's target is masked.
+
+        Logits are similarities (dot or cosine) divided by the temperature.
         """
-        # Embed every distinct item of the step once: inputs, targets and negatives.
         B, L = seq.shape
+        scale = 1.0 / self.cfg.temperature
+        valid = target > 0
+        if negatives is None:
+            items = self._embed(torch.arange(self.cfg.n_items + 1, device=seq.device))  # (N+1, D)
+            stats = dict(self.last_stats)
+            h = self.encode(seq, causal=True, seq_emb=items[seq])  # (B, L, D)
+            return softmax_cross_entropy(self.to_space(h[valid]), self.to_space(items), target[valid], scale), stats
+        # Embed every distinct item of the step once: inputs, targets and negatives.
         uniq, inverse = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]), return_inverse=True)
         emb = self._embed(uniq)[inverse]  # (2 B L + M, D)
         stats = dict(self.last_stats)
-        seq_emb, tgt_emb, neg_e = emb[: B * L], emb[B * L : 2 * B * L], emb[2 * B * L :]
-        h = self.encode(seq, causal=True, seq_emb=seq_emb.reshape(B, L, -1))  # (B, L, D)
-        valid = target > 0
+        seq_emb, tgt_emb, neg_e = emb[: B * L], emb[B * L : 2 * B * L], self.to_space(emb[2 * B * L :])
+        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb.reshape(B, L, -1)))  # (B, L, D)
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
-        pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True)  # (P, 1)
-        neg = h @ neg_e.T  # (P, M), neg_e (M, D)
+        pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)
+        neg = (h @ neg_e.T) * scale  # (P, M), neg_e (M, D)
         if item_logq is not None:
             pos = pos - item_logq[pos_items].unsqueeze(1)
             neg = neg - item_logq[negatives]

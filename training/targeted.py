@@ -111,14 +111,15 @@ class Targeted(nn.Module):
         projection that the first steps would have to undo at the cost of the pre-trained weights.
         """
         h = self.base.encode(seq, causal=False)  # (B, L, D), padded positions zeroed
-        return h[:, -1] + self.head(h.flatten(1))  # (B, D)
+        return self.base.to_space(h[:, -1] + self.head(h.flatten(1)))  # (B, D), the base's scoring space
 
     def forward(self, seq, target, negatives, item_logq=None):
         return self.loss(seq, target, negatives)
 
     def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """BPR (eq. 6). seq (B, L), target (B,) next task item, negatives (M,) for `item` mode."""
-        u = self.users(seq)  # (B, D)
+        scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
+        u = self.users(seq) * scale  # (B, D)
         e = self.base.item_embeddings(target)  # (B, D)
         pos = (u * e).sum(-1)  # (B,)
         if self.negatives == "user":
@@ -195,7 +196,8 @@ def train_config(cfg: TargetedConfig) -> TrainConfig:
         raise PreciseError(f"unknown key(s) in train_targeted.train: {', '.join(unknown)}")
     raw.pop("alternate", None)  # alternate training belongs to universal training
     negatives = "in_batch"  # the item-side variant's negatives: the other targets of the batch
-    return TrainConfig(**raw, negatives=negatives, alternate=AlternateConfig(enabled=False))
+    # BPR over sampled pairs (eq. 6), not the universal model's softmax; no logQ correction.
+    return TrainConfig(**raw, loss="sampled", negatives=negatives, logq=False, alternate=AlternateConfig(enabled=False))
 
 
 def checkpoint_root(settings: Settings, task: str) -> Path:

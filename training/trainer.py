@@ -4,8 +4,13 @@
 
 * AdamW, gradient clipping, a seed; LR schedules `constant`, `cosine`, `wsd` (CPRec's
   warmup-stable-annealing, eq. 2-3: linear warm-up to lr, stable, cosine annealing to min_lr);
-* negatives from a registry: `in_batch` (the paper: the other targets of the batch) or
-  `uniform` (catalog items), optional logQ correction; accidental hits masked in the loss;
+* the loss: the **exact softmax** over the whole catalog (`loss: softmax`), or a **sampled
+  softmax** (`loss: sampled`) with negatives from a registry: `in_batch` (the paper: the other
+  targets of the batch), `uniform` (catalog items) or `mixed` (both), with the logQ correction
+  computed from the items' global training frequency; `loss: auto` takes the exact softmax up to
+  `softmax_max_items` items and the sampled one above; accidental hits masked;
+* the run's length in epochs, raised so that it lasts at least `min_steps` optimizer steps (a
+  small or sparse log gives few steps per epoch);
 * **alternate training**: phase 1 freezes the token embeddings so that the ID embeddings learn;
   phase 2 unfreezes them once the ID side has converged (validation-loss plateau or small
   ID-embedding change, with a step cap); the switch is logged and the phase is part of the
@@ -64,15 +69,18 @@ class TrainConfig:
     schedule: str = "wsd"  # constant | cosine | wsd
     warmup_steps: int = 50
     anneal_fraction: float = 0.2
-    epochs: int = 20
-    negatives: str = "in_batch"  # in_batch | uniform
-    num_negatives: int = 512  # uniform sampler
-    logq: bool = False
+    epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
+    min_steps: int = 0  # the run lasts at least this many steps (epochs raised)
+    loss: str = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
+    softmax_max_items: int = 200_000
+    negatives: str = "mixed"  # sampled softmax: in_batch | uniform | mixed (in-batch + uniform)
+    num_negatives: int = 1024  # uniform draws (uniform and mixed samplers)
+    logq: bool = True  # correct sampled logits by the log expected count of each item
     balance_weight: float = 0.01
     clip_norm: float = 1.0
     seed: int = 7
     checkpoint_every: int = 200
-    patience: int = 3  # epochs without a better valid R@10 before stopping
+    patience: int = 2  # epochs without a better valid R@10 before stopping
     alternate: AlternateConfig = field(default_factory=AlternateConfig)
 
     def to_dict(self) -> dict:
@@ -82,26 +90,56 @@ class TrainConfig:
 # --- negatives ------------------------------------------------------------------------------------
 
 
-# A sampler returns (negatives (M,), item_logq (N+1,)): the items and every item's log sampling
-# probability (the logQ correction; -inf for items that cannot be drawn).
+# A sampler returns (negatives (M,), item_logq (N+1,)): the items and the log of every item's
+# expected count among them (the logQ correction; -inf for items that cannot be drawn). `freq`
+# (N+1,) is each item's share of the training targets: in-batch negatives are drawn from it.
 
 
-def in_batch_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
-    """The distinct targets of the batch; q = each item's share of the batch's targets."""
+def in_batch_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """The distinct targets of the batch; q = (targets in the batch) x global frequency."""
     t = targets[targets > 0]
-    items, counts = torch.unique(t, return_counts=True)
-    logq = torch.full((n_items + 1,), float("-inf"))
-    logq[items] = torch.log(counts.float() / counts.sum())
+    items = torch.unique(t)
+    return items, torch.log(len(t) * freq)
+
+
+def uniform_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """Items drawn uniformly from the catalog; q = M / N (the correction is then a constant)."""
+    n_items = len(freq) - 1
+    items = torch.randint(1, n_items + 1, (cfg.num_negatives,), generator=gen)
+    logq = torch.full((n_items + 1,), math.log(cfg.num_negatives / n_items))
+    logq[0] = float("-inf")
     return items, logq
 
 
-def uniform_negatives(targets: torch.Tensor, n_items: int, cfg: TrainConfig, gen: torch.Generator):
-    """Items drawn uniformly from the catalog; q = 1 / N (the correction is then a constant)."""
-    items = torch.randint(1, n_items + 1, (cfg.num_negatives,), generator=gen)
-    return items, torch.full((n_items + 1,), -math.log(n_items))
+def mixed_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """In-batch targets (popular items, hard) plus uniform draws (the long tail);
+    q = B_t x freq + M / N, the expected count of each item among both."""
+    batch, _ = in_batch_negatives(targets, freq, cfg, gen)
+    extra, _ = uniform_negatives(targets, freq, cfg, gen)
+    n_items = len(freq) - 1
+    expected = int((targets > 0).sum()) * freq + cfg.num_negatives / n_items
+    expected[0] = 0.0
+    return torch.unique(torch.cat([batch, extra])), torch.log(expected)
 
 
-NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives}
+NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives,
+                                  "mixed": mixed_negatives}
+LOSSES = ("auto", "softmax", "sampled")
+
+
+def uses_softmax(cfg: TrainConfig, n_items: int) -> bool:
+    """Whether the run trains with the exact softmax (else the sampled one)."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r} ({', '.join(LOSSES)})")
+    return cfg.loss == "softmax" or (cfg.loss == "auto" and n_items <= cfg.softmax_max_items)
+
+
+def target_frequency(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """(N+1,) each item's share of the non-padding targets, add-one smoothed (an item never seen as
+    a target can still be drawn by the uniform sampler); row 0 = 0."""
+    counts = torch.bincount(targets[targets > 0].reshape(-1), minlength=n_items + 1).double() + 1.0
+    counts[0] = 0.0
+    return (counts / counts.sum()).float()
 
 
 # --- schedules ------------------------------------------------------------------------------------
@@ -212,7 +250,8 @@ def fit(
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     batches = max(math.ceil(n / cfg.batch_size), 1)
     steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
-    total = steps_per_epoch * cfg.epochs
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # size by steps, not only epochs
+    total = steps_per_epoch * epochs
     # Without a cap relative to the run, a short run whose loss keeps falling never unfreezes.
     phase1_cap = min(cfg.alternate.max_phase1_steps, max(int(total * cfg.alternate.max_phase1_fraction), 1))
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -242,18 +281,22 @@ def fit(
         state.best_r10, state.start_r10 = start["R@10"], start["R@10"]
         log.info("starting weights: valid R@10 %.4f", start["R@10"])
     loss, stats = torch.tensor(float("nan")), {}
+    softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
+    freq = target_frequency(targets, model.cfg.n_items)
+    log.info("%s, %d epochs of %d steps, phase 1 at most %d steps", "exact softmax" if softmax else
+             f"sampled softmax ({cfg.negatives} negatives)", epochs, steps_per_epoch, phase1_cap)
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
     model.train()
     t0 = time.perf_counter()
-    while state.epoch < cfg.epochs and not state.done:
+    while state.epoch < epochs and not state.done:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         order = torch.randperm(n, generator=gen)
         for b in range(state.batch_in_epoch, steps_per_epoch):
             global_b = b * world + rank
             idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
             seq, tgt = inputs[idx], targets[idx]
-            negatives, logq = sampler(tgt, model.cfg.n_items, cfg, gen)
+            negatives, logq = (None, None) if softmax else sampler(tgt, freq, cfg, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
             if state.phase != phase:  # alternate training unfroze the tokens

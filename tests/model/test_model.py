@@ -8,7 +8,7 @@ import torch
 
 from training.metrics import from_ranks, target_ranks
 from training.model import ModelConfig, MoEFusion, Precise
-from training.trainer import TrainConfig, in_batch_negatives, lr_factor, uniform_negatives
+from training.trainer import TrainConfig, in_batch_negatives, lr_factor, mixed_negatives, uniform_negatives
 
 
 def tiny(kind="fused", n_items=30, n_tokens=12, T=5, seed=0, **kw) -> Precise:
@@ -25,12 +25,13 @@ def tiny(kind="fused", n_items=30, n_tokens=12, T=5, seed=0, **kw) -> Precise:
 def test_moe_matches_a_naive_loop():
     torch.manual_seed(0)
     moe = MoEFusion(dim=6, experts=4, top_k=2)
-    tokens = torch.randn(5, 7, 6)
-    mask = torch.rand(5, 7) > 0.3
-    mask[:, 0] = True
-    fused, stats = moe(tokens, mask)
-    for m in range(5):
-        t = tokens[m][mask[m]]  # (T_m, d), padding dropped
+    table = torch.randn(9, 6)  # (V+1, d), row 0 = padding
+    tokens = torch.randint(1, 9, (5, 7)) * (torch.rand(5, 7) > 0.3)
+    tokens[:, 0] = torch.randint(1, 9, (5,))
+    tokens[4] = 0  # an item without text
+    fused, stats = moe(table, tokens)
+    for m in range(4):
+        t = table[tokens[m][tokens[m] > 0]]  # (T_m, d), padding dropped
         outs = []
         for e in moe.experts:
             w = torch.softmax(t @ e.query / math.sqrt(6), dim=0)
@@ -40,8 +41,12 @@ def test_moe_matches_a_naive_loop():
         mix = torch.softmax(top.values, dim=0)
         expected = sum(mix[j] * outs[top.indices[j]] for j in range(2))
         torch.testing.assert_close(fused[m], expected, atol=1e-5, rtol=1e-5)
+    assert torch.all(fused[4] == 0), "no tokens pool to zeros"
     assert torch.isclose(stats["usage"].sum(), torch.tensor(1.0))
     assert stats["balance_loss"] > 0
+    # Gradients reach the table and the experts through the fast path.
+    fused.sum().backward()
+    assert moe.experts[0].query.grad is not None and moe.experts[0].value.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("kind", ["fused", "id", "text", "meanpool"])
@@ -98,13 +103,17 @@ def test_loss_masks_accidental_hits_and_applies_logq():
 
 def test_samplers():
     cfg = TrainConfig(num_negatives=50)
-    items, logq = in_batch_negatives(torch.tensor([[0, 3, 3], [5, 3, 0]]), 10, cfg, torch.Generator())
+    freq = torch.tensor([0.0] + [0.1] * 10)  # 10 items, uniform frequency
+    targets = torch.tensor([[0, 3, 3], [5, 3, 0]])
+    items, logq = in_batch_negatives(targets, freq, cfg, torch.Generator())
     assert items.tolist() == [3, 5] and logq.shape == (11,)
-    torch.testing.assert_close(logq[items].exp(), torch.tensor([0.75, 0.25]))
-    assert torch.isinf(logq[[0, 1, 2, 4]]).all(), "items outside the batch cannot be drawn"
-    items, logq = uniform_negatives(torch.tensor([[1]]), 10, cfg, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logq[1:].exp(), torch.full((10,), 0.4)), "expected count: 4 targets x 0.1"
+    items, logq = uniform_negatives(targets, freq, cfg, torch.Generator().manual_seed(0))
     assert len(items) == 50 and items.min() >= 1 and items.max() <= 10
-    assert torch.allclose(logq, torch.tensor(-math.log(10)))
+    assert torch.allclose(logq[1:], torch.tensor(math.log(5.0)))
+    items, logq = mixed_negatives(targets, freq, cfg, torch.Generator().manual_seed(0))
+    assert {3, 5} <= set(items.tolist()) and len(items) == len(set(items.tolist()))
+    torch.testing.assert_close(logq[1:].exp(), torch.full((10,), 0.4 + 5.0))
 
 
 def test_schedules():
@@ -125,3 +134,42 @@ def test_ranks_and_metrics():
     m = from_ranks(np.array([0, 1, 20, 60]), ks=(10, 50))
     assert m["R@10"] == 0.5 and m["R@50"] == 0.75
     assert m["N@10"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
+
+
+def test_exact_softmax_matches_a_plain_cross_entropy_chunked_or_not():
+    m = tiny()
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 0, 7, 8, 9]])
+    target = torch.tensor([[0, 2, 3, 4, 5, 6], [0, 0, 0, 8, 9, 10]])
+    loss, _ = m.loss(seq, target)
+    h = m.encode(seq)[target > 0]  # (P, D)
+    e = m.all_item_embeddings()  # (N+1, D)
+    logits = h @ e[1:].T  # padding is no candidate
+    ref = torch.nn.functional.cross_entropy(logits, target[target > 0] - 1)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    # Chunked (activation checkpointing) gives the same value and the same gradients.
+    from training.model import softmax_cross_entropy
+    items = m.all_item_embeddings().detach().requires_grad_(True)
+    hh = h.detach().requires_grad_(True)
+    whole = softmax_cross_entropy(hh, items, target[target > 0], 1.0)
+    whole.backward()
+    g_h, g_i = hh.grad.clone(), items.grad.clone()
+    hh.grad = items.grad = None
+    chunked = softmax_cross_entropy(hh, items, target[target > 0], 1.0, max_elements=2 * 31)
+    chunked.backward()
+    torch.testing.assert_close(whole, chunked)
+    torch.testing.assert_close(g_h, hh.grad)
+    torch.testing.assert_close(g_i, items.grad)
+
+
+def test_cosine_similarity_scores_normalised_vectors_with_a_temperature():
+    m = tiny(similarity="cosine", temperature=0.1)
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    target = torch.tensor([[0, 2, 3, 4, 5, 6]])
+    u, e = m.users(seq), m.all_item_embeddings()
+    assert torch.allclose(u.norm(dim=-1), torch.tensor(1.0)) and torch.allclose(e[1:].norm(dim=-1), torch.tensor(1.0))
+    assert torch.all(e[0] == 0)
+    h = torch.nn.functional.normalize(m.encode(seq)[target > 0], dim=-1)
+    ref = torch.nn.functional.cross_entropy(h @ e[1:].T / 0.1, target[target > 0] - 1)
+    torch.testing.assert_close(m.loss(seq, target)[0], ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        tiny(similarity="euclid")

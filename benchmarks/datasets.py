@@ -1,0 +1,98 @@
+"""The evaluation datasets of the results tables, each as (catalog, train histories, valid, test).
+
+    catalog   DataFrame item_id, scene, title, text, published_at (the encode stage's input)
+    train     Series user_id -> list of item ids, oldest first (everything the model trains on)
+    valid     (user ids, target item ids) or None: the history of a valid user is train[user]
+    test      (user ids, target item ids): the history of a test user is train[user] (+ its valid
+              item where the protocol says so, see `test_histories`)
+
+Protocols (full ranking over every catalog item; ties count against the target):
+
+* `synthetic`: the embedded default world of params.yaml; train on days 1..N-1, test on each
+  user's first click of day N; valid = the last training item of 1,000 users (held out by the caller).
+* `food-kitchen`: train on every train sequence and the valid/test users' histories; select on the
+  valid users' last items; report on the 937 test users' last items.
+* `food-kitchen-sparse`: food-kitchen with each user's sequence cut to its last 8 items before
+  the held-out one, and the titles of a random half of the items removed (seed 0).
+* `movielens` (ml-latest-small): per user by time, last rating = test, second last = valid, the
+  rest train; item text = title and genres; every movie of movies.csv is a candidate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATASETS = ("synthetic", "food-kitchen", "food-kitchen-sparse", "movielens")
+EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def synthetic(synth_cfg):
+    from ingest import synth
+
+    world = synth.build_world(synth_cfg)
+    events = pd.concat([synth.simulate_day(world, d).assign(day=d) for d in range(synth_cfg.days)])
+    clicks = events[events["action"] == "click"].sort_values(["user_id", "ts"], kind="stable")
+    catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
+    last = synth_cfg.days - 1
+    train = clicks[clicks["day"] < last].groupby("user_id")["item_id"].agg(list)
+    test_rows = clicks[clicks["day"] == last].groupby("user_id")["item_id"].first()
+    test_users = [u for u in test_rows.index if u in train.index]
+    return catalog, train, None, (test_users, test_rows.loc[test_users].tolist())
+
+
+def food_kitchen(folder: Path = SHARED / "food-kitchen", keep_last: int | None = None, drop_text: float = 0.0):
+    seqs = pd.read_csv(folder / "sequences.csv")
+    items = pd.read_csv(folder / "items.csv")
+    if drop_text:
+        rng = np.random.default_rng(0)
+        gone = rng.random(len(items)) < drop_text
+        items = items.assign(title=np.where(gone, "", items["title"]))
+    catalog = items.assign(text=None, published_at=EPOCH)
+    tokens = seqs["items"].str.split()
+    held = seqs["split"].isin(["valid", "test"]).to_numpy()
+    hist = [t[:-1] if h else t for t, h in zip(tokens, held)]
+    if keep_last is not None:
+        hist = [h[-keep_last:] for h in hist]
+    train = pd.Series(hist, index=seqs["user_id"])
+
+    def pick(split):
+        rows = (seqs["split"] == split).to_numpy()
+        return seqs.loc[rows, "user_id"].tolist(), tokens[rows].str[-1].tolist()
+
+    return catalog, train, pick("valid"), pick("test")
+
+
+def movielens(folder: Path = SHARED / "ml-latest-small"):
+    ratings = pd.read_csv(folder / "ratings.csv").sort_values(["userId", "timestamp", "movieId"], kind="stable")
+    movies = pd.read_csv(folder / "movies.csv")
+    genres = movies["genres"].str.replace("|", ", ", regex=False).replace("(no genres listed)", "")
+    catalog = pd.DataFrame({"item_id": "m" + movies["movieId"].astype(str), "scene": "movie",
+                            "title": movies["title"], "text": genres, "published_at": EPOCH})
+    seqs = ratings.assign(item=lambda d: "m" + d["movieId"].astype(str)).groupby("userId")["item"].agg(list)
+    seqs = seqs[seqs.str.len() >= 3]
+    users = [f"u{u}" for u in seqs.index]
+    train = pd.Series([s[:-2] for s in seqs], index=users)
+    valid = (users, [s[-2] for s in seqs])
+    test = (users, [s[-1] for s in seqs])
+    return catalog, train, valid, test
+
+
+def load(name: str, synth_cfg=None):
+    if name == "synthetic":
+        return synthetic(synth_cfg)
+    if name == "food-kitchen":
+        return food_kitchen()
+    if name == "food-kitchen-sparse":
+        return food_kitchen(keep_last=8, drop_text=0.5)
+    if name == "movielens":
+        return movielens()
+    raise ValueError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
+
+
+def test_includes_valid_item(name: str) -> bool:
+    """MovieLens tests on the last rating after the valid one: the test history includes it."""
+    return name == "movielens"
