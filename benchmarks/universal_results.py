@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--tag", default="universal_results", help="name of the JSON in benchmarks/out/")
     parser.add_argument("--render", action="store_true", help="only re-render docs/results.md from the tag's JSON")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"{args.tag}.json"
     if args.render:

@@ -67,11 +67,17 @@ def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
 def next_item_pairs(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-item targets for every position of each sequence: (B, L), (B, L).
 
-    Each sequence s (indices, oldest first) gives input s[:-1] and target s[1:], the most recent
-    max_len positions, left-padded. Unknown items (index 0) are dropped first.
+    Each sequence s (indices, oldest first) gives input s[:-1] and target s[1:], left-padded. A
+    sequence longer than max_len + 1 is cut, from its end, into windows of max_len + 1 items that
+    overlap by one, so every behaviour is a target exactly once (a long history is training data,
+    not only its last max_len items); a window sees only the items inside it. Unknown items
+    (index 0) are dropped first.
     """
-    kept = [s[s > 0] for s in seqs]
-    kept = [s[-(max_len + 1) :] for s in kept if len(s) >= 2]
-    inputs = pad_left([s[:-1] for s in kept], max_len)
-    targets = pad_left([s[1:] for s in kept], max_len)
+    windows = []
+    for s in seqs:
+        s = s[s > 0]
+        for end in range(len(s), 1, -max_len):
+            windows.append(s[max(end - max_len - 1, 0) : end])
+    inputs = pad_left([w[:-1] for w in windows], max_len)
+    targets = pad_left([w[1:] for w in windows], max_len)
     return torch.from_numpy(inputs), torch.from_numpy(targets)

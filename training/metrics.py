@@ -15,11 +15,13 @@ KS = (10, 30, 50)
 
 
 @torch.no_grad()
-def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024,
+                 scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """users (B, D), items (N+1, D) with row 0 = padding, targets (B,) in 1..N.
 
     Returns the 0-based rank of each target among all N items (B,) and the full-softmax
-    cross-entropy of each target (B,).
+    cross-entropy of each target (B,), the scores multiplied by `scale` (1 / the model's
+    temperature) as in training.
     """
     ranks, losses = [], []
     for i in range(0, len(users), chunk):
@@ -28,7 +30,7 @@ def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
         t = targets[i : i + chunk]
         pos = s.gather(1, t.unsqueeze(1))  # (b, 1)
         ranks.append((s >= pos).sum(1) - 1)  # items scoring at least as high, minus the target
-        losses.append(torch.logsumexp(s, dim=1) - pos.squeeze(1))
+        losses.append(torch.logsumexp(s * scale, dim=1) - pos.squeeze(1) * scale)
     return torch.cat(ranks).cpu().numpy(), torch.cat(losses).cpu().numpy()
 
 

@@ -25,6 +25,28 @@ import torch.utils.checkpoint
 # --- building blocks ------------------------------------------------------------------------------
 
 
+class Bags:
+    """The items' token ids as flat bags for `embedding_bag`: only real tokens, no padding (about
+    half the work of the padded (M, T) form on short titles). tokens (M, T) int64, 0 = pad."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.mask = tokens > 0  # (M, T)
+        self.tokens = tokens
+        self.flat = tokens[self.mask]  # (nnz,) row-major: item by item, in token order
+        counts = self.mask.sum(-1)
+        self.offsets = torch.cumsum(counts, 0) - counts  # (M,)
+        self.has_text = (counts > 0).unsqueeze(-1)  # (M, 1)
+
+    def weighted_sum(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """table (V+1, d), weights (M, T) (zero on padding) -> sum_t w_t table[token_t] (M, d)."""
+        return F.embedding_bag(self.flat, table, offsets=self.offsets, per_sample_weights=weights[self.mask], mode="sum")
+
+    def mean(self, table: torch.Tensor) -> torch.Tensor:
+        """Mean of each item's real token vectors (M, d); 0 for an item without tokens."""
+        weights = self.mask.float() / self.mask.sum(-1, keepdim=True).clamp(min=1)
+        return self.weighted_sum(table, weights)
+
+
 class AttentionPool(nn.Module):
     """One expert: attention pooling of an item's tokens with a learned query (padding masked).
 
@@ -41,28 +63,19 @@ class AttentionPool(nn.Module):
         self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
         self.value = nn.Linear(dim, dim)
 
-    def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """table (V+1, d) token vectors (row 0 = padding), tokens (M, T) int64, 0 = pad -> (M, d)."""
-        mask = tokens > 0
-        scores = (table @ self.query)[tokens] / math.sqrt(table.shape[-1])  # (M, T)
-        scores = scores.masked_fill(~mask, float("-inf"))
+    def forward(self, table: torch.Tensor, bags: Bags) -> torch.Tensor:
+        """table (V+1, d) token vectors (row 0 = padding), bags of M items -> (M, d)."""
+        scores = (table @ self.query)[bags.tokens] / math.sqrt(table.shape[-1])  # (M, T)
+        scores = scores.masked_fill(~bags.mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an item without tokens pools to 0
-        pooled = F.embedding_bag(tokens, table, per_sample_weights=weights, mode="sum")  # (M, d)
-        return self.value(pooled) * mask.any(-1, keepdim=True)
-
-
-def mean_tokens(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """table (V+1, d), tokens (M, T) -> mean of each item's real token vectors (M, d); 0 if none."""
-    mask = tokens > 0
-    weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
-    return F.embedding_bag(tokens, table, per_sample_weights=weights, mode="sum")
+        return self.value(bags.weighted_sum(table, weights)) * bags.has_text
 
 
 class MoEFusion(nn.Module):
     """Mixture of attention experts over token embeddings, top-k gated (PRECISE eq. 3-4).
 
     The gate scores the K experts from the mean-pooled tokens, keeps the top k, softmaxes over
-    them and mixes their outputs. `balance_loss` is the Switch-Transformer load-balancing term
+    them and mixes their outputs; each expert runs only on the items routed to it. `balance_loss` is the Switch-Transformer load-balancing term
     K * sum_k f_k * P_k (f_k: share of items routed to k, P_k: mean gate probability of k).
     """
 
@@ -74,12 +87,17 @@ class MoEFusion(nn.Module):
 
     def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """table (V+1, d), tokens (M, T) -> fused (M, d), stats {usage (K,), balance_loss ()}."""
-        logits = self.gate(mean_tokens(table, tokens))  # (M, K)
+        bags = Bags(tokens)
+        logits = self.gate(bags.mean(table))  # (M, K)
         top, idx = logits.topk(self.top_k, dim=-1)  # (M, k)
         weights = torch.softmax(top, dim=-1)
-        outputs = torch.stack([e(table, tokens) for e in self.experts], dim=1)  # (M, K, d)
-        chosen = outputs.gather(1, idx.unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))  # (M, k, d)
-        fused = (weights.unsqueeze(-1) * chosen).sum(1)
+        # Sparse dispatch: each expert pools only the items routed to it (k of K experts per item).
+        fused = torch.zeros(len(tokens), table.shape[-1], dtype=table.dtype, device=table.device)
+        for k, expert in enumerate(self.experts):
+            rows, slot = (idx == k).nonzero(as_tuple=True)  # items routed to k, and in which top-k slot
+            if len(rows):
+                out = expert(table, Bags(tokens[rows]))  # (m_k, d)
+                fused = fused.index_add(0, rows, weights[rows, slot].unsqueeze(-1) * out)
         routed = F.one_hot(idx, len(self.experts)).float().sum(1)  # (M, K)
         usage = routed.mean(0) / self.top_k
         probs = torch.softmax(logits, dim=-1).mean(0)
@@ -90,7 +108,7 @@ class MeanPool(nn.Module):
     """Ablation (PRECISE-Pool): average of the token embeddings instead of the MoE."""
 
     def forward(self, table: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        return mean_tokens(table, tokens), {}
+        return Bags(tokens).mean(table), {}
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -128,7 +146,7 @@ SIMILARITIES = ("dot", "cosine")
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
-                          max_elements: int = 2**25) -> torch.Tensor:
+                          max_elements: int = 2**27) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -190,6 +208,7 @@ class Precise(nn.Module):
         else:
             self.tok_emb = self.tok_proj = self.pool = None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)  # the scale of the ID rows: positions must not drown items
         layer = nn.TransformerEncoderLayer(
             cfg.dim, cfg.heads, dim_feedforward=4 * cfg.dim, dropout=cfg.dropout, batch_first=True, norm_first=True
         )
@@ -246,7 +265,17 @@ class Precise(nn.Module):
         causal=False: bidirectional (targeted training). Padding is masked in both; every
         position may see itself, so no attention row is empty (no NaN), and padded positions
         are zeroed at the output. seq_emb (B, L, D): item embeddings already computed.
+
+        Columns that are padding in every row are cut before the transformer and restored as
+        zeros after it (positions count from the right, so this changes nothing but the cost:
+        a batch of short histories does not pay for max_len).
         """
+        full = seq.shape[1]
+        used = (seq > 0).any(0)  # (L,) columns holding an item in some row
+        keep = full - int(used.int().argmax()) if bool(used.any()) else 1
+        if keep < full:
+            seq = seq[:, -keep:]
+            seq_emb = seq_emb[:, -keep:] if seq_emb is not None else None
         B, L = seq.shape
         pad = seq == 0  # (B, L)
         x = self.input_embeddings(seq) if seq_emb is None else seq_emb
@@ -256,8 +285,8 @@ class Precise(nn.Module):
         if causal:
             hidden = hidden | torch.triu(torch.ones(L, L, dtype=torch.bool, device=seq.device), diagonal=1)
         mask = hidden.repeat_interleave(self.cfg.heads, dim=0)  # (B * heads, L, L)
-        h = self.encoder(x, mask=mask)
-        return self.norm(h) * (~pad).unsqueeze(-1)
+        h = self.norm(self.encoder(x, mask=mask)) * (~pad).unsqueeze(-1)
+        return F.pad(h, (0, 0, full - L, 0)) if full > L else h
 
     def users(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (B, L) -> user embeddings (B, D): the causal encoder's state at the latest slot."""

@@ -9,6 +9,8 @@
   targets of the batch), `uniform` (catalog items) or `mixed` (both), with the logQ correction
   computed from the items' global training frequency; `loss: auto` takes the exact softmax up to
   `softmax_max_items` items and the sampled one above; accidental hits masked;
+* length-grouped batches (`batch_order`): random, but each batch holds histories of similar
+  length, so short histories do not pay for padding;
 * the run's length in epochs, raised so that it lasts at least `min_steps` optimizer steps (a
   small or sparse log gives few steps per epoch);
 * **alternate training**: phase 1 freezes the token embeddings so that the ID embeddings learn;
@@ -70,7 +72,7 @@ class TrainConfig:
     warmup_steps: int = 50
     anneal_fraction: float = 0.2
     epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
-    min_steps: int = 0  # the run lasts at least this many steps (epochs raised)
+    min_steps: int = 0  # the run lasts at least this many steps (epochs raised; no early stop before)
     loss: str = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
     softmax_max_items: int = 200_000
     negatives: str = "mixed"  # sampled softmax: in_batch | uniform | mixed (in-batch + uniform)
@@ -140,6 +142,32 @@ def target_frequency(targets: torch.Tensor, n_items: int) -> torch.Tensor:
     counts = torch.bincount(targets[targets > 0].reshape(-1), minlength=n_items + 1).double() + 1.0
     counts[0] = 0.0
     return (counts / counts.sum()).float()
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def batch_order(lengths: torch.Tensor, batch_size: int, gen: torch.Generator, pool: int = 50) -> torch.Tensor:
+    """A random order of the rows in which each batch holds rows of similar length.
+
+    Shuffle, sort each pool of `pool` batches by length, cut it into batches, shuffle the batches
+    (the usual length-grouped sampler): batches stay random, but a batch of short histories no
+    longer pays for the longest one, since `Precise.encode` cuts all-padding columns.
+    lengths (n,) -> permutation (n,).
+    """
+    order = torch.randperm(len(lengths), generator=gen)
+    if batch_size <= 1 or len(lengths) <= batch_size:
+        return order
+    span = batch_size * pool
+    chunks = []
+    for start in range(0, len(order), span):
+        part = order[start : start + span]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        chunks.extend(part.split(batch_size))
+    full = [c for c in chunks if len(c) == batch_size]
+    rest = [c for c in chunks if len(c) < batch_size]
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=gen).tolist()]
+    return torch.cat(shuffled + rest)  # incomplete batches last: every full batch stays whole
 
 
 # --- schedules ------------------------------------------------------------------------------------
@@ -220,7 +248,7 @@ def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor) -> tup
     model.eval()
     items = model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512]) for i in range(0, len(inputs), 512)])
-    ranks, losses = target_ranks(users, items, targets)
+    ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature)
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
     model.train()
@@ -247,6 +275,7 @@ def fit(
     """
     inputs, targets = train
     n = len(inputs)
+    lengths = (inputs > 0).sum(1) if inputs.dim() == 2 else torch.ones(n, dtype=torch.long)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     batches = max(math.ceil(n / cfg.batch_size), 1)
     steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
@@ -291,7 +320,7 @@ def fit(
     t0 = time.perf_counter()
     while state.epoch < epochs and not state.done:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
-        order = torch.randperm(n, generator=gen)
+        order = batch_order(lengths, cfg.batch_size, gen)
         for b in range(state.batch_in_epoch, steps_per_epoch):
             global_b = b * world + rank
             idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
@@ -343,7 +372,7 @@ def fit(
                     save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
         elif state.phase == 2:
             state.bad_epochs += 1
-            if state.bad_epochs >= cfg.patience:
+            if state.bad_epochs >= cfg.patience and state.step >= cfg.min_steps:
                 state.done = True
         state.epoch += 1
         state.batch_in_epoch = 0

@@ -1,0 +1,87 @@
+"""Recommendation quality that can fail: the default universal model must learn.
+
+On a small synthetic world (four scenes, text that carries the topic, hidden styles that only
+behaviour reveals), the model built and trained with `params.yaml`'s `train_universal` settings,
+as `precise train universal` trains it, must beat the counting baseline's test R@10 by a margin,
+and the text-only model (no ID table) must beat popularity. Protocol of the results table:
+train on days 1..N-1, early stopping on held-out last training items, test on each user's first
+click of day N, full ranking over every item.
+
+The margins come from repeated runs (see MARGIN below); a regression of the loss, the negatives,
+the schedule or the fusion that costs a fifth of the model's lead fails this test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ingest import synth
+from precise.settings import Settings
+from tests.conftest import REPO
+from training import text
+from training.baselines import Popularity, Transitions
+from training.data import Index, next_item_pairs, pad_left
+from training.evaluate import rank_targets
+from training.metrics import from_ranks
+from training.trainer import fit
+from training.universal import build, model_spec, train_config
+
+# Measured on this world (seeds 7, 8, 9 of training; see the closing note of issue 11):
+# default model / counting R@10 = see MARGIN_EVIDENCE; the test asks for less than the worst run.
+MARGIN = 1.15  # default model R@10 >= MARGIN x counting R@10
+TEXT_MARGIN = 1.5  # text-only R@10 >= TEXT_MARGIN x popularity R@10
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    settings = Settings.load(REPO / "params.yaml")
+    cfg = dataclasses.replace(settings.synth, users=600, items_per_scene=250, new_items_per_scene_per_day=10,
+                              days=8, topics=8)
+    w = synth.build_world(cfg)
+    events = pd.concat([synth.simulate_day(w, d).assign(day=d) for d in range(cfg.days)])
+    clicks = events[events["action"] == "click"].sort_values(["user_id", "ts"], kind="stable")
+    catalog = w.items[["item_id", "scene", "title", "text", "published_at"]]
+    tmp = tmp_path_factory.mktemp("quality")
+    text.run(settings.encode, catalog, REPO, tmp / "cache", tmp / "text", tmp / "encode.json")
+    items, tok_ids, tok_init = text.read(tmp / "text")
+    index = Index(list(items["item_id"]))
+    past = clicks[clicks["day"] < cfg.days - 1].groupby("user_id")["item_id"].agg(list)
+    first = clicks[clicks["day"] == cfg.days - 1].groupby("user_id")["item_id"].first()
+    users = [u for u in first.index if u in past.index]
+    train = [index.lookup(s) for s in past]
+    rng = np.random.default_rng(0)
+    held = set(rng.choice([i for i, s in enumerate(train) if len(s) >= 3], 150, replace=False).tolist())
+    valid = ([s[:-1] for i, s in enumerate(train) if i in held], np.array([s[-1] for i, s in enumerate(train) if i in held]))
+    fit_on = [s[:-1] if i in held else s for i, s in enumerate(train)]
+    hist = dict(zip(past.index, train))
+    test = ([hist[u] for u in users], index.lookup(first.loc[users]))
+    return {"settings": settings, "items": items, "tok_ids": tok_ids, "tok_init": tok_init, "index": index,
+            "tokens": Index(sorted(str(t) for t in tok_ids)), "train": fit_on, "valid": valid, "test": test}
+
+
+def train_default(world, **model_over) -> float:
+    """Test R@10 of the default universal model (params.yaml), optionally another item embedding."""
+    s = world["settings"]
+    spec, cfg = model_spec(s.universal) | model_over, dataclasses.replace(train_config(s.universal), checkpoint_every=0)
+    torch.manual_seed(cfg.seed)
+    model = build(spec, world["items"], world["tok_ids"], world["tok_init"], s.encode.max_tokens, world["index"], world["tokens"])
+    L = model.cfg.max_len
+    fit(model, next_item_pairs(world["train"], L),
+        (torch.from_numpy(pad_left(world["valid"][0], L)), torch.from_numpy(world["valid"][1])), cfg)
+    return from_ranks(rank_targets(model, *world["test"]))["R@10"]
+
+
+def test_the_default_model_beats_counting_and_text_alone_beats_popularity(world):
+    n = len(world["index"])
+    counting = from_ranks(Transitions(world["train"], n).ranks(*world["test"]))["R@10"]
+    popularity = from_ranks(Popularity(world["train"], n).ranks(*world["test"]))["R@10"]
+    model = train_default(world)
+    text_only = train_default(world, item_embedding="text")
+    print(f"R@10: default model {model:.4f}, text-only {text_only:.4f}, counting {counting:.4f}, popularity {popularity:.4f}")
+    assert model >= MARGIN * counting, (model, counting)
+    assert text_only >= TEXT_MARGIN * popularity, (text_only, popularity)
