@@ -255,7 +255,12 @@ def main() -> None:
     settings = Settings.load(REPO / "params.yaml")
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
-        results[name] = run_dataset(name, settings, args)
+        new = run_dataset(name, settings, args)
+        if name in results and args.sample == results[name].get("sample"):  # another run's rows stay
+            new["rows"] = results[name]["rows"] | new["rows"]
+            new["fig4b"] = results[name].get("fig4b", {}) | new["fig4b"]
+            new["seconds"] = round(results[name]["seconds"] + new["seconds"], 1)
+        results[name] = new
         out.write_text(json.dumps(results, indent=1, default=str))
     if not args.tune and args.tag == "universal_results":
         (REPO / "docs" / "results.md").write_text(markdown(results))
