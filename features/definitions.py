@@ -12,7 +12,8 @@ the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, defau
   model but not the version, so a reader's column names never change when a version goes live.
   A new version is written into its own views, so readers never see a half-written version.
 * Per task version, an on-demand view `<task>_score_v<N>` with field `<task>_score`: the user.item
-  dot product (PRECISE's ranking feature), null when the two vectors come from different model
+  dot product of the exported vectors, the training score (PRECISE's ranking feature; a cosine under
+  `similarity: cosine`, whose exported vectors are L2-normalised), null when the two vectors come from different model
   versions (a user without task history carries the universal vector).
 * Per task, view `<task>_recent_items`, field `<task>_recent_items` (Array(String)): the user's
   recent task items, the online input of U2I2I.
@@ -59,7 +60,7 @@ def _score_view(name: str, task: str, users: FeatureView, items: FeatureView):
         schema=[Field(name=f"{task}_score", dtype=Float64)],
         mode="python",
         name=name,
-        description="user.item dot product; null when the vectors come from different model versions",
+        description="user.item dot product of the exported vectors (the training score; cosine when the model uses it); null across model versions",
     )
     def score(inputs: dict) -> dict:
         # Feast rebuilds this function from its source text: no closure variables; the task name

@@ -1,6 +1,7 @@
 """FAISS recall (PRECISE section VI): an index per (model, version) over its item embeddings.
 
-Similarity = inner product, the dot product the model was trained and evaluated with.
+Similarity = inner product of the exported vectors, the score the model was trained and evaluated
+with (they are L2-normalised when the model uses cosine similarity, so the inner product is the cosine).
 Index kinds (`recall.index`): `flat` (exact, IndexFlatIP), `hnsw` (IndexHNSWFlat, inner product),
 `ivf` (IndexIVFFlat, inner product), `auto` = flat up to `exact_max_items`, else hnsw.
 Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own format),

@@ -72,11 +72,11 @@ class TrainConfig:
     warmup_steps: int = 50
     anneal_fraction: float = 0.2
     epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
-    min_steps: int = 0  # the run lasts at least this many steps (epochs raised; no early stop before)
+    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop before)
     loss: str = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
     softmax_max_items: int = 200_000
     negatives: str = "mixed"  # sampled softmax: in_batch | uniform | mixed (in-batch + uniform)
-    num_negatives: int = 1024  # uniform draws (uniform and mixed samplers)
+    num_negatives: int = 2048  # uniform draws (uniform and mixed samplers)
     logq: bool = True  # correct sampled logits by the log expected count of each item
     balance_weight: float = 0.01
     clip_norm: float = 1.0

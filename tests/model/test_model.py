@@ -173,3 +173,18 @@ def test_cosine_similarity_scores_normalised_vectors_with_a_temperature():
     torch.testing.assert_close(m.loss(seq, target)[0], ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         tiny(similarity="euclid")
+
+
+def test_exported_vectors_reproduce_the_training_score():
+    """What export writes (and Feast's score view and FAISS multiply) is the model's own score."""
+    from training.data import Index
+    from training.export import item_vectors, user_vectors
+
+    m = tiny(similarity="cosine", temperature=0.1)
+    index = Index([f"i{k}" for k in range(1, 31)])
+    histories = [["i1", "i2", "i3"], ["i7", "i9"]]
+    users, items = user_vectors(m, index, histories), item_vectors(m)
+    assert np.allclose(np.linalg.norm(users, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-5)
+    seqs = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 7, 9]])
+    expected = m.score(m.users(seqs), m.all_item_embeddings()[1:]).detach().numpy()
+    np.testing.assert_allclose(users @ items.T, expected, atol=1e-5)

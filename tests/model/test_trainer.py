@@ -23,7 +23,7 @@ def toy_data(n_users=60, n_items=30, seed=0):
     return train, valid
 
 
-CFG = TrainConfig(batch_size=16, lr=0.01, epochs=6, warmup_steps=2, checkpoint_every=5, patience=10,
+CFG = TrainConfig(batch_size=16, lr=0.01, epochs=6, min_steps=0, warmup_steps=2, checkpoint_every=5, patience=10,
                   alternate=AlternateConfig(enabled=False))
 
 

@@ -41,6 +41,7 @@ def repo_copy(tmp_path: Path) -> Path:
     # Small and quick model stages: the pipeline's wiring is under test here, not the model.
     params["encode"]["model"] = str(tiny_qwen2(tmp_path / "tiny-qwen2"))
     params["train_universal"]["train"]["epochs"] = 1
+    params["train_universal"]["train"]["min_steps"] = 0  # plumbing, not quality (tests/model/test_quality.py)
     params["train_universal"]["valid_users"] = 50
     params["train_targeted"]["train"]["epochs"] = 1
     params["train_targeted"]["valid_users"] = 30

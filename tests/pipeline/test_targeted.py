@@ -20,7 +20,7 @@ from training.trainer import load_checkpoint
 from validation import validate
 
 TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
-TINY_TRAIN = {"epochs": 1, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
+TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
 
 
 @pytest.fixture(scope="module")
