@@ -39,8 +39,8 @@ from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
 from training import diagnostics, registry, sequences, text, tracking
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
-from training.model import ModelConfig, Precise
-from training.trainer import AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
+from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
+from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,12 @@ def train_config(u: UniversalConfig) -> TrainConfig:
     unknown = sorted(set(raw) - known) + sorted(f"alternate.{k}" for k in set(alternate) - {f.name for f in dataclasses.fields(AlternateConfig)})
     if unknown:
         raise PreciseError(f"unknown key(s) in train_universal.train: {', '.join(unknown)}")
-    return TrainConfig(**raw, alternate=AlternateConfig(**alternate))
+    cfg = TrainConfig(**raw, alternate=AlternateConfig(**alternate))
+    choices = {"loss": LOSSES, "negatives": tuple(NEGATIVES), "schedule": ("constant", "cosine", "wsd")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise PreciseError(f"train_universal.train.{key}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    return cfg
 
 
 def model_spec(u: UniversalConfig) -> dict:
@@ -62,6 +67,11 @@ def model_spec(u: UniversalConfig) -> dict:
     unknown = sorted(set(spec) - MODEL_KEYS)
     if unknown:
         raise PreciseError(f"unknown key(s) in train_universal.model: {', '.join(unknown)}")
+    for key, allowed in (("item_embedding", ITEM_EMBEDDINGS), ("similarity", SIMILARITIES)):
+        if key in spec and spec[key] not in allowed:
+            raise PreciseError(f"train_universal.model.{key}: {spec[key]!r} is not one of {', '.join(allowed)}")
+    if float(spec.get("temperature", 1.0)) <= 0:
+        raise PreciseError("train_universal.model.temperature must be > 0")
     return spec
 
 

@@ -44,3 +44,22 @@ def test_unknown_task_and_missing_file(tmp_path):
         s.task("nope")
     with pytest.raises(PreciseError, match="settings file not found"):
         Settings.load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "model, train, message",
+    [
+        ({"similarity": "euclid"}, {}, "similarity: 'euclid' is not one of dot, cosine"),
+        ({"temperature": 0}, {}, "temperature must be > 0"),
+        ({}, {"loss": "full"}, "loss: 'full' is not one of auto, softmax, sampled"),
+        ({}, {"negatives": "hard"}, "negatives: 'hard' is not one of"),
+    ],
+)
+def test_bad_training_choices_are_named(model, train, message):
+    from training.universal import model_spec, train_config
+
+    u = Settings.load(REPO / "params.yaml").universal
+    u = dataclasses.replace(u, model=tuple((dict(u.model) | model).items()), train=tuple((dict(u.train) | train).items()))
+    with pytest.raises(PreciseError, match=message):
+        train_config(u)
+        model_spec(u)
