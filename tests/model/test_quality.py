@@ -31,13 +31,13 @@ from training.metrics import from_ranks
 from training.trainer import fit
 from training.universal import build, model_spec, train_config
 
-# Measured on this world (seeds 7, 8, 9 of training; see the closing note of issue 11):
-# default model / counting R@10 = see MARGIN_EVIDENCE; the test asks for less than the worst run.
-MARGIN = 1.15  # default model R@10 >= MARGIN x counting R@10
+# Measured (R@10 over about 3,100 next-day clicks, seed 7): on this world the default model
+# reached 1.27x counting and text-only 1.97x popularity; on the same generator with 7 days, 1.39x
+# and 2.07x (800 users) and 1.31x and 2.43x (1,000 users). The bounds sit below every run seen:
+MARGIN = 1.1  # default model R@10 >= MARGIN x counting R@10
 TEXT_MARGIN = 1.5  # text-only R@10 >= TEXT_MARGIN x popularity R@10
 
-
-WORLD = {"users": 800, "items_per_scene": 400, "new_items_per_scene_per_day": 10, "days": 7}
+WORLD = {"users": 800, "items_per_scene": 400, "new_items_per_scene_per_day": 10, "days": 5}
 
 
 @pytest.fixture(scope="module")
