@@ -31,13 +31,14 @@ from training.metrics import from_ranks
 from training.trainer import fit
 from training.universal import build, model_spec, train_config
 
-# Measured (R@10 over about 3,100 next-day clicks, seed 7): on this world the default model
-# reached 1.27x counting and text-only 1.97x popularity; on the same generator with 7 days, 1.39x
-# and 2.07x (800 users) and 1.31x and 2.43x (1,000 users). The bounds sit below every run seen:
+# Measured (R@10 over about 3,150 next-day clicks, seed 7): on this world the default model
+# reached 1.25x counting and text-only 2.45x popularity; on the same generator with 400 items per
+# scene, 1.27x / 1.97x (5 days), 1.39x / 2.07x (7 days) and, with 1,000 users and 7 days,
+# 1.31x / 2.43x. The bounds sit below every run seen:
 MARGIN = 1.1  # default model R@10 >= MARGIN x counting R@10
 TEXT_MARGIN = 1.5  # text-only R@10 >= TEXT_MARGIN x popularity R@10
 
-WORLD = {"users": 800, "items_per_scene": 400, "new_items_per_scene_per_day": 10, "days": 5}
+WORLD = {"users": 800, "items_per_scene": 300, "new_items_per_scene_per_day": 10, "days": 5}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,8 @@ def test_the_default_model_beats_counting_and_text_alone_beats_popularity(world)
     counting = from_ranks(Transitions(world["train"], n).ranks(*world["test"]))["R@10"]
     popularity = from_ranks(Popularity(world["train"], n).ranks(*world["test"]))["R@10"]
     model = train_default(world)
-    # The text-only model trains a third as long: it only has to show that text alone carries signal.
-    text_only = train_default(world, model_over={"item_embedding": "text"}, train_over={"min_steps": 100})
+    # The text-only model trains a fifth as long: it only has to show that text alone carries signal.
+    text_only = train_default(world, model_over={"item_embedding": "text"}, train_over={"min_steps": 60})
     print(f"R@10 over {len(world['test'][1])} targets: default model {model:.4f}, text-only {text_only:.4f}, "
           f"counting {counting:.4f}, popularity {popularity:.4f}")
     assert model >= MARGIN * counting, (model, counting)
