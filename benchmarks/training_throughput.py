@@ -36,7 +36,7 @@ from ingest import synth  # noqa: E402
 from precise.settings import Settings  # noqa: E402
 from training import text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
-from training.trainer import NEGATIVES, target_frequency, uses_softmax  # noqa: E402
+from training.trainer import NEGATIVES, batch_order, target_frequency, uses_softmax  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
 
@@ -48,9 +48,11 @@ def step_time(model, pairs, cfg, steps: int, recbole: bool = False) -> float:
     freq = target_frequency(targets, model.cfg.n_items)
     softmax = uses_softmax(cfg, model.cfg.n_items)
     gen = torch.Generator().manual_seed(0)
+    # Ours: the trainer's length-grouped batches; the per-prefix form: random batches, as RecBole.
+    order = torch.randperm(len(inputs), generator=gen) if recbole else batch_order((inputs > 0).sum(1), cfg.batch_size, gen)
     times = []
     for s in range(steps + 3):
-        idx = torch.randint(0, len(inputs), (cfg.batch_size,), generator=gen)
+        idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
         t0 = time.perf_counter()
         if recbole:  # last position only, full softmax over every item
             h = model.encode(inputs[idx])[:, -1]
