@@ -203,7 +203,8 @@ def markdown(results: dict) -> str:
              "against the target; early stopping on the validation split, the test split read once per row). "
              "Learned rows train with `params.yaml`'s `train_universal` defaults plus the overrides shown. "
              "Cold = targets among the 80% least frequent items seen in training; new = never seen in training. "
-             "Rows marked with seeds show the mean over those seeds.", ""]
+             "Rows marked with seeds show the mean over those seeds. How the defaults were chosen, the "
+             "validation sweeps and where the quality goals stand: `docs/quality.md`.", ""]
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['items']:,} items ({r['no_text_share']:.0%} without text), "
                   f"{r['train_sequences']:,} training sequences, {r['valid_users']:,} valid and "
@@ -218,7 +219,7 @@ def markdown(results: dict) -> str:
             seeds = f" (seeds {', '.join(str(s) for s in row['seed'])})" if learned and len(row["seed"]) > 1 else ""
             epochs = ", ".join(f"{e} ({b})" for e, b in zip(row["epochs"], row["best_epoch"])) if learned else "-"
             unfrozen = ", ".join("never" if s is None else str(s) for s in row["switch_step"]) if learned else "-"
-            new = f"{n['R@10']:.4f} ({n['n']})" if n["n"] else "- (0)"
+            new = f"{n['R@10']:.4f} ({int(n['n'])})" if n["n"] else "- (0)"
             lines.append(f"| {label}{seeds} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | "
                          f"{new} | {row['valid']['all']['R@10']:.4f} | {row.get('train_seconds', 0):.0f} | {epochs} | "
                          f"{unfrozen} | {fmt_overrides(row['overrides']) if learned else '-'} |")
