@@ -116,12 +116,9 @@ def uniform_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfi
 def mixed_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
     """In-batch targets (popular items, hard) plus uniform draws (the long tail);
     q = B_t x freq + M / N, the expected count of each item among both."""
-    batch, _ = in_batch_negatives(targets, freq, cfg, gen)
-    extra, _ = uniform_negatives(targets, freq, cfg, gen)
-    n_items = len(freq) - 1
-    expected = int((targets > 0).sum()) * freq + cfg.num_negatives / n_items
-    expected[0] = 0.0
-    return torch.unique(torch.cat([batch, extra])), torch.log(expected)
+    batch, logq_batch = in_batch_negatives(targets, freq, cfg, gen)
+    extra, logq_extra = uniform_negatives(targets, freq, cfg, gen)
+    return torch.unique(torch.cat([batch, extra])), torch.logaddexp(logq_batch, logq_extra)
 
 
 NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives,
