@@ -33,6 +33,7 @@ from ingest.readers import RawFrame, read_raw
 from precise import schema
 from precise.atomic import atomic_dir, atomic_path
 from precise.errors import PreciseError
+from precise.settings import IngestConfig, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,55 @@ def write_drops(
         "events": len(events),
         "items": len(catalog),
         "rejected": n_rejects,
+        "seen": describe(events, catalog, event_day),
     }
+
+
+def describe(events: pd.DataFrame, catalog: pd.DataFrame, event_day: pd.Series) -> dict:
+    """What an import saw: scenes, actions, events per day, items with text, busiest user-day."""
+    per_day = event_day.value_counts()
+    has_text = (catalog["title"].fillna("").str.strip() != "") | (catalog["text"].fillna("").str.strip() != "")
+    per_user_day = events.groupby([events["user_id"], event_day]).size()
+    return {
+        "scenes": events["scene"].value_counts().to_dict(),
+        "actions": events["action"].value_counts().to_dict(),
+        "users": int(events["user_id"].nunique()),
+        "events_per_day": {"min": int(per_day.min()), "median": float(per_day.median()), "max": int(per_day.max())},
+        "items_in_catalog": len(catalog),
+        "items_with_text": round(float(has_text.mean()), 4) if len(catalog) else 0.0,
+        "event_items_in_catalog": round(float(events["item_id"].isin(set(catalog["item_id"])).mean()), 4),
+        "max_events_per_user_day": int(per_user_day.max()),
+    }
+
+
+def suggested_params(name: str, seen: dict) -> dict:
+    """A validation profile and task list for params.yaml that fit what the import saw.
+
+    Bounds leave room around the observed values (text share minus 0.1; twice the busiest
+    user-day); the daily-volume check is switched off when days differ by more than 2x from the
+    median; one task per scene for the most common action, and one over every scene for each
+    other action.
+    """
+    day = seen["events_per_day"]
+    steady = day["min"] >= 0.5 * day["median"] and day["max"] <= 2 * day["median"]
+    actions = sorted(seen["actions"], key=lambda a: -seen["actions"][a])
+    scenes = sorted(seen["scenes"])
+    profile = {
+        "scenes": scenes,
+        "actions": sorted(actions),
+        "max_events_per_user": max(100, 2 * seen["max_events_per_user_day"]),
+        "min_text_non_empty_rate": max(0.0, round(seen["items_with_text"] - 0.1, 2)),
+        # No catalog at all: every item is unknown, so the check is switched off.
+        "max_unknown_item_rate": None if not seen["items_in_catalog"] else
+        0.02 if seen["event_items_in_catalog"] >= 0.98 else min(1.0, round(1.05 - seen["event_items_in_catalog"], 2)),
+    }
+    if not steady:
+        profile |= {"volume_min_ratio": None, "volume_max_ratio": None}
+    main = actions[0]
+    tasks = [{"name": f"{main}_{scene}", "scenes": [scene], "actions": [main]} for scene in scenes]
+    tasks += [{"name": f"{a}_all", "scenes": "all", "actions": [a]} for a in actions[1:]]
+    return {"validate": {"profile": name, "profiles": {name: profile}},
+            "sequences": {"universal_actions": [main]}, "tasks": tasks}
 
 
 def _first_seen(events: pd.DataFrame) -> pd.Series:
@@ -134,14 +183,21 @@ def import_csv(
     catalog_path: Path | None = None,
     catalog_mapping: dict[str, str] | None = None,
     replace: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    cfg: IngestConfig = IngestConfig(),
 ) -> dict:
-    """A generic event log (CSV or Parquet) with a column mapping -> daily drops."""
+    """A generic event log (CSV, gzip CSV or Parquet) with a column mapping -> daily drops.
+
+    `since` / `until` (YYYY-MM-DD, inclusive) keep a window of a long history.
+    """
     events_path = Path(events_path)
     raw = read_raw(events_path)
     raw = _apply_mapping(raw, mapping, schema.EVENT_COLUMNS, events_path)
     raw = _with_constant(raw, "scene", scene, events_path)
     raw = _with_constant(raw, "action", action, events_path)
-    events, event_rejects = enforce_events(raw, events_path)
+    events, event_rejects = enforce_events(raw, events_path, cfg)
+    events = _window(events, since, until)
     rejects = {events_path.name: event_rejects}
 
     catalog = schema.CATALOG_SCHEMA.empty_table().to_pandas()
@@ -154,9 +210,21 @@ def import_csv(
             first = _first_seen(events)
             fallback = events["ts"].min() if len(events) else pd.NaT
             craw.frame["published_at"] = craw.frame["item_id"].map(first).fillna(fallback)
-        catalog, catalog_rejects = enforce_catalog(craw, catalog_path)
+        catalog, catalog_rejects = enforce_catalog(craw, catalog_path, cfg)
         rejects[catalog_path.name] = catalog_rejects
-    return write_drops(landing, events, catalog, rejects, source=events_path.stem, replace=replace)
+    return write_drops(landing, events, catalog, rejects, source=events_path.name.split(".")[0], replace=replace)
+
+
+def _window(events: pd.DataFrame, since: str | None, until: str | None) -> pd.DataFrame:
+    """Events on days since..until (inclusive, UTC); either bound may be None."""
+    for bound in (since, until):
+        if bound is not None:
+            parse_date(bound)
+    if since:
+        events = events[events["ts"] >= pd.Timestamp(since, tz="UTC")]
+    if until:
+        events = events[events["ts"] < pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)]
+    return events.reset_index(drop=True)
 
 
 def import_movielens(
@@ -168,6 +236,7 @@ def import_movielens(
     tag_action: str = "share",
     scene: str = "movie",
     replace: bool = False,
+    cfg: IngestConfig = IngestConfig(),
 ) -> dict:
     """MovieLens (ratings.csv, tags.csv, movies.csv) -> daily drops, optionally a date window."""
     folder = Path(folder)
@@ -181,15 +250,11 @@ def import_movielens(
         raw = _apply_mapping(read_raw(path), {"user_id": "userId", "item_id": "movieId", "ts": "timestamp"},
                              schema.EVENT_COLUMNS, path)
         raw.frame["scene"], raw.frame["action"] = scene, action
-        good, bad = enforce_events(raw, path)
+        good, bad = enforce_events(raw, path, cfg)
         parts.append(good)
         rejects[path.name] = bad
     # Ratings first, then tags: within the same second a rating precedes the tag.
-    events = pd.concat(parts, ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
-    if since:
-        events = events[events["ts"] >= pd.Timestamp(since, tz="UTC")]
-    if until:
-        events = events[events["ts"] < pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)]
+    events = _window(pd.concat(parts, ignore_index=True).sort_values("ts", kind="stable"), since, until)
 
     movies = read_raw(movies_path).frame
     first = _first_seen(events)
@@ -208,7 +273,7 @@ def import_movielens(
         ),
         np.zeros(len(movies), dtype=bool),
     )
-    catalog, catalog_rejects = enforce_catalog(craw, movies_path)
+    catalog, catalog_rejects = enforce_catalog(craw, movies_path, cfg)
     rejects[movies_path.name] = catalog_rejects
     return write_drops(landing, events, catalog, rejects, source="movielens", replace=replace)
 

@@ -8,9 +8,9 @@ it), enforces the data contract (precise/schema.py) row by row and writes, each 
     data/rejects/date=D/                  report.json (counts, reasons, source hashes) and
                                           events.parquet / catalog.parquet of rejected rows
 
-Rows that break the contract (undecodable bytes, malformed CSV lines, missing ids, unparsable
-times) are rejected with a reason and counted, never dropped silently. Input that cannot be used at
-all (no events file, unreadable or empty file, a missing required column, no valid row) stops with
+Rows that break the contract (undecodable bytes, malformed CSV lines, missing or null-like ids
+such as `null` or `-`, unparsable times, times before `ingest.earliest` or in the future) are
+rejected with a reason and counted, never dropped silently. Input that cannot be used at all (no events file, unreadable or empty file, a missing required column, no valid row) stops with
 an error naming the problem and writes nothing. Semantic checks (known scenes, timestamps inside
 the day, duplicates...) belong to the validate stage, which sees the partitions.
 
@@ -36,7 +36,7 @@ from precise import schema
 from precise.atomic import atomic_dir, write_json
 from precise.errors import PreciseError
 from precise.hashing import sha256_file
-from precise.settings import Settings, parse_date
+from precise.settings import IngestConfig, Settings, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,34 @@ def _first_reason(n: int, checks: list[tuple[str, np.ndarray]]) -> np.ndarray:
     return reason
 
 
-def enforce_events(raw: RawFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Contract check of an events file -> (valid rows in contract types, rejected rows)."""
+def null_like(values: pd.Series, tokens: tuple[str, ...]) -> np.ndarray:
+    """True where a value, trimmed, is one of `tokens` (strings such as `null` or `-` that mean missing)."""
+    if not tokens or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return np.zeros(len(values), dtype=bool)
+    return values.astype("string").str.strip().isin(tokens).to_numpy(dtype=bool, na_value=False)
+
+
+def implausible_times(ts: pd.Series, cfg: IngestConfig) -> np.ndarray:
+    """True where a parsed time lies before `cfg.earliest` or past now + `cfg.future_hours`."""
+    earliest = pd.Timestamp(cfg.earliest, tz="UTC")
+    latest = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=cfg.future_hours)
+    return (ts.notna() & ((ts < earliest) | (ts > latest))).to_numpy(dtype=bool)
+
+
+def enforce_events(raw: RawFrame, path: Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Contract check of an events file -> (valid rows in contract types, rejected rows).
+
+    Reasons, first failed wins: invalid bytes, a missing value, a null-like id (`cfg.null_tokens`),
+    an unparsable time, a time outside [`cfg.earliest`, now + `cfg.future_hours`].
+    """
     _require(raw, schema.EVENT_COLUMNS, path)
     df = raw.frame
     ts = parse_timestamps(df["ts"])
     checks = [("invalid UTF-8 bytes", raw.bad_bytes)]
     checks += [(f"missing {c}", missing_values(df[c])) for c in ("user_id", "item_id", "scene", "action", "ts")]
+    checks += [(f"null-like {c}", null_like(df[c], cfg.null_tokens)) for c in ("user_id", "item_id", "scene", "action")]
     checks.append(("unparsable ts", ts.isna().to_numpy()))
+    checks.append(("implausible ts", implausible_times(ts, cfg)))
     reason = _first_reason(len(df), checks)
     ok = reason == ""
     good = pd.DataFrame({c: df.loc[ok, c].astype(str).to_numpy() for c in ("user_id", "item_id", "scene", "action")})
@@ -109,13 +129,14 @@ def enforce_events(raw: RawFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFram
     return good, _rejects(raw, reason)
 
 
-def enforce_catalog(raw: RawFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def enforce_catalog(raw: RawFrame, path: Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Contract check of a catalog delta -> (valid rows, rejected rows). `text` is optional."""
     _require(raw, schema.CATALOG_REQUIRED, path)
     df = raw.frame
     published = parse_timestamps(df["published_at"])
     checks = [("invalid UTF-8 bytes", raw.bad_bytes)]
     checks += [(f"missing {c}", missing_values(df[c])) for c in ("item_id", "scene", "published_at")]
+    checks += [(f"null-like {c}", null_like(df[c], cfg.null_tokens)) for c in ("item_id", "scene")]
     checks.append(("unparsable published_at", published.isna().to_numpy()))
     reason = _first_reason(len(df), checks)
     ok = reason == ""
@@ -161,12 +182,12 @@ def ingest_day(settings: Settings, day: str, force: bool = False) -> tuple[DayRe
             ]
             return report, unversioned if settings.ingest.dvc else []
 
-    events, event_rejects = enforce_events(read_raw(events_path), events_path)
+    events, event_rejects = enforce_events(read_raw(events_path), events_path, settings.ingest)
     if events.empty:
         reasons = _reason_counts(event_rejects)
         raise PreciseError(f"{events_path}: no valid event rows" + (f" (rejected: {reasons})" if reasons else ""))
     if catalog_path is not None:
-        catalog, catalog_rejects = enforce_catalog(read_raw(catalog_path), catalog_path)
+        catalog, catalog_rejects = enforce_catalog(read_raw(catalog_path), catalog_path, settings.ingest)
     else:
         catalog = schema.CATALOG_SCHEMA.empty_table().to_pandas()
         catalog_rejects = pd.DataFrame({"row": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str)})

@@ -8,6 +8,7 @@ each, so that ingest can reject rows with a reason instead of failing or droppin
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,12 @@ import pyarrow.parquet as pq
 
 from precise.errors import PreciseError
 
-SUFFIXES = (".parquet", ".csv")
+SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+# Leading bytes of compressed or archived files: gzip is read transparently, the rest refused
+# with a clear message (a CSV reader would otherwise fail deep inside on "binary" lines).
+_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz",
+          b"(\xb5/\xfd": "zstd", b"PAR1": "parquet"}
 
 
 @dataclass
@@ -38,7 +44,7 @@ class RawFrame:
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
-    """`folder/stem.parquet` or `folder/stem.csv`, whichever exists (Parquet first)."""
+    """`folder/stem.parquet`, `stem.csv` or `stem.csv.gz`, the first that exists."""
     for suffix in SUFFIXES:
         path = Path(folder) / f"{stem}{suffix}"
         if path.is_file():
@@ -46,18 +52,34 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def sniff(path: Path) -> str | None:
+    """The format the file's first bytes announce (gzip, zip, bzip2, xz, zstd, parquet), or None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
 def read_raw(path: Path) -> RawFrame:
+    """Every row of a .csv (plain or gzip-compressed, whatever its name) or .parquet file, as text."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise PreciseError(f"{path}: the file is empty")
+    kind = sniff(path)
+    if kind in ("zip", "bzip2", "xz", "zstd"):
+        raise PreciseError(f"{path}: this is a {kind} archive, not a CSV or Parquet file; "
+                           "decompress it first (gzip-compressed CSV is read as it is)")
+    name = path.name.lower()
     try:
-        if path.suffix == ".parquet":
+        if kind == "parquet" or name.endswith(".parquet"):
+            if kind != "parquet":
+                raise PreciseError(f"{path}: not a Parquet file (no PAR1 header)")
             return _read_parquet(path)
-        if path.suffix == ".csv":
-            return _read_csv(path)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise PreciseError(f"{path}: cannot read the file: {exc}") from None
-    raise PreciseError(f"{path}: unsupported file type (expected .csv or .parquet)")
+        if name.endswith((".csv", ".csv.gz", ".gz")):
+            return _read_csv(path, compression="gzip" if kind == "gzip" else None)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, csv.Error, EOFError) as exc:
+        reason = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in str(exc))[:300]
+        raise PreciseError(f"{path}: cannot read the file: {reason}") from None
+    raise PreciseError(f"{path}: unsupported file type (expected .csv, .csv.gz or .parquet)")
 
 
 def _decode_binary(column: pa.ChunkedArray) -> tuple[pd.Series, np.ndarray]:
@@ -94,10 +116,15 @@ def _read_parquet(path: Path) -> RawFrame:
     return RawFrame(pd.DataFrame(columns), bad)
 
 
-def _read_csv(path: Path) -> RawFrame:
-    with open(path, "rb") as f:
-        first = f.readline().decode("utf-8", errors="replace")
-    header = next(csv.reader([first]), [])
+def _open(path: Path, compression: str | None):
+    source = pa.OSFile(str(path), "rb")
+    return pa.CompressedInputStream(source, compression) if compression else source
+
+
+def _read_csv(path: Path, compression: str | None = None) -> RawFrame:
+    with _open(path, compression) as f:
+        first = f.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    header = next(csv.reader([first.rstrip("\r")]), [])
     if not header or not any(h.strip() for h in header):
         raise PreciseError(f"{path}: no header line")
     malformed: list[tuple[int, str]] = []
@@ -106,11 +133,17 @@ def _read_csv(path: Path) -> RawFrame:
         malformed.append((row.number or -1, row.text))
         return "skip"
 
-    table = pacsv.read_csv(
-        path,
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(column_types={h: pa.binary() for h in header}),
-    )
+    # pyarrow decodes a malformed row's text as UTF-8 before calling the handler; when that fails
+    # it prints the exception and stops with a parse error, which read_raw turns into an `error:`.
+    hook, sys.unraisablehook = sys.unraisablehook, lambda _: None
+    try:
+        table = pacsv.read_csv(
+            _open(path, compression),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={h: pa.binary() for h in header}),
+        )
+    finally:
+        sys.unraisablehook = hook
     bad = np.zeros(table.num_rows, dtype=bool)
     columns = {}
     for name in table.column_names:
@@ -152,12 +185,13 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         out[numeric] = _from_epoch(pd.to_numeric(text[numeric], errors="coerce"))
     rest = ~numeric & text.notna().to_numpy()
     if rest.any():
-        parsed = pd.to_datetime(text[rest], utc=True, errors="coerce", format="ISO8601")
+        # Microseconds (years 1-9999), so that a far-future typo parses and is judged, not crashes.
+        parsed = pd.to_datetime(text[rest], utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
         failed = parsed.isna().to_numpy()
         if failed.any():  # slower, per-value parsing only for what ISO 8601 did not take
             retry = text[rest][failed]
-            parsed[failed] = pd.Series([_parse_one(v) for v in retry], index=retry.index, dtype=parsed.dtype)
-        out[rest] = parsed.astype("datetime64[us, UTC]")
+            parsed[failed] = pd.Series([_parse_one(v) for v in retry], index=retry.index, dtype="datetime64[us, UTC]")
+        out[rest] = parsed
     return out
 
 

@@ -51,6 +51,9 @@ def cmd_import_csv(args: argparse.Namespace, settings: Settings) -> int:
         catalog_path=args.catalog,
         catalog_mapping=importers.parse_mapping(args.catalog_map),
         replace=args.replace,
+        since=args.since,
+        until=args.until,
+        cfg=settings.ingest,
     )
     return _import_report(report, settings)
 
@@ -61,6 +64,7 @@ def cmd_import_movielens(args: argparse.Namespace, settings: Settings) -> int:
     report = importers.import_movielens(
         settings.paths.landing, args.folder, since=args.since, until=args.until,
         rating_action=args.rating_action, tag_action=args.tag_action, scene=args.scene, replace=args.replace,
+        cfg=settings.ingest,
     )
     return _import_report(report, settings)
 
@@ -82,7 +86,27 @@ def _import_report(report: dict, settings: Settings) -> int:
     _print(report)
     if any(report["rejected"].values()):
         print(f"rejected rows and reasons: {settings.paths.landing / '_rejects'}", file=sys.stderr)
+    _suggest(report, settings)
     return 0
+
+
+def _suggest(report: dict, settings: Settings) -> None:
+    """Print (to stderr, stdout stays JSON) the params.yaml sections that fit the imported data."""
+    import re
+
+    import yaml
+
+    from ingest import importers
+
+    seen, profile = report["seen"], settings.validate.profile
+    if set(seen["scenes"]) <= set(profile.scenes or ()) and set(seen["actions"]) <= set(profile.actions or ()):
+        return  # the active profile (e.g. a shipped movielens or food_kitchen one) already fits
+    name = re.sub(r"[^a-z0-9_]+", "_", report["source"].lower()).strip("_") or "imported"
+    text = yaml.safe_dump(importers.suggested_params(name, seen), sort_keys=False, default_flow_style=None)
+    print(f"\nThe data's scenes {sorted(seen['scenes'])} and actions {sorted(seen['actions'])} do not fit the active "
+          f"validation profile {settings.validate.profile_name!r}. Add this to {settings.params_path} (the profile "
+          f"under validate.profiles, `tasks:` replacing the current ones), then ingest and validate:\n\n{text}",
+          file=sys.stderr)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -255,12 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     sources = imp.add_subparsers(dest="source", required=True, metavar="{csv,movielens,food-kitchen}")
     csv_p = sources.add_parser("csv", help="a CSV or Parquet event log with a column mapping",
                                description="Map your columns onto the contract: --map user_id=uid,item_id=iid,ts=time")
-    csv_p.add_argument("--events", required=True, help="event log (.csv or .parquet)")
+    csv_p.add_argument("--events", required=True, help="event log (.csv, .csv.gz or .parquet)")
     csv_p.add_argument("--map", action="append", help="CONTRACT=SOURCE pairs, comma-separated (repeatable)")
     csv_p.add_argument("--scene", help="scene of every row when no scene column is mapped")
     csv_p.add_argument("--action", help="action of every row when no action column is mapped")
     csv_p.add_argument("--catalog", help="item file (.csv or .parquet), optional")
     csv_p.add_argument("--catalog-map", action="append", help="CONTRACT=SOURCE pairs for the item file")
+    csv_p.add_argument("--since", help="first day to import (YYYY-MM-DD), for long histories")
+    csv_p.add_argument("--until", help="last day to import (YYYY-MM-DD)")
     csv_p.add_argument("--replace", action="store_true", help="replace drops that already exist")
     csv_p.set_defaults(func=cmd_import_csv)
 

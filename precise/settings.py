@@ -85,6 +85,12 @@ class SynthConfig:
 class IngestConfig:
     dvc: bool = True
     push: bool = True
+    # Id strings that mean "missing" (compared after trimming; blank is always missing).
+    null_tokens: tuple[str, ...] = ("null", "None", "NULL", "NaN", "nan", "-")
+    # Events before this UTC day are rejected (epoch-zero and other placeholder times); 1995 keeps
+    # MovieLens (ratings from 1996) importable with the defaults.
+    earliest: str = "1995-01-01"
+    future_hours: float = 24.0        # and events later than now + this many hours
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,15 @@ def _section(raw: dict, name: str, cls: type, path: Path) -> Any:
     return cls(**kwargs)
 
 
+def _ingest(raw: dict, path: Path) -> IngestConfig:
+    cfg = _section(raw, "ingest", IngestConfig, path)
+    try:
+        parse_date(cfg.earliest)
+    except PreciseError as exc:
+        raise PreciseError(f"{path}: ingest.earliest: {exc}") from None
+    return cfg
+
+
 def _tasks(raw: dict, path: Path) -> tuple[Task, ...]:
     tasks = []
     for i, item in enumerate(raw.get("tasks") or []):
@@ -416,7 +431,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
             var=resolve("var", "var"),
         ),
         synth=_section(raw, "synth", SynthConfig, path),
-        ingest=_section(raw, "ingest", IngestConfig, path),
+        ingest=_ingest(raw, path),
         sequences=_section(raw, "sequences", SequencesConfig, path),
         tasks=_tasks(raw, path),
         validate=_validate(raw, path),

@@ -193,6 +193,8 @@ def run(cfg: EncodeConfig, catalog: pd.DataFrame, root: Path, cache_root: Path, 
     summary = {
         "model": key,
         "items": len(catalog),
+        # No title or text, so no token: such items train and serve on their ID embedding alone.
+        "items_without_text": int(sum(len(t) == 0 for t in token_lists)),
         "distinct_texts": len(set(hashes)),
         "encoded_now": len(missing),
         "cache_hit_rate": 1 - len(missing) / max(len(set(hashes)), 1),

@@ -28,6 +28,8 @@ def test_repo_params_load():
         ({"synth": {"users": "many"}}, "must be a number"),
         ({"ingest": {"dvc": "yes"}}, "true or false"),
         ({"run": {"date": "tomorrow"}}, "not a date"),
+        ({"ingest": {"earliest": "long ago"}}, "ingest.earliest"),
+        ({"ingest": {"null_tokens": "null"}}, "must be a list"),
         ({"tasks": [{"name": "a"}]}, "needs at least"),
         ({"tasks": [{"name": "a", "actions": ["click"]}, {"name": "a", "actions": ["share"]}]}, "unique"),
         ({"tasks": [{"name": "a b", "actions": ["click"]}]}, "letters, digits"),
