@@ -6,7 +6,9 @@
     universal_item.parquet        item_id, ...
     <task>_user.parquet           the task's champion; users without task history get their
                                   universal embedding (model_version = the universal version)
-    <task>_item.parquet           item embeddings of the task's champion (targeted training moves them)
+    <task>_item.parquet           item embeddings of the task's champion (targeted training moves them),
+                                  only the items of the task's scenes: its recall and Feast views
+                                  never offer another scene's items
     <task>_recent_items.parquet   user_id, items (list<string>, newest last): the U2I2I input
     manifest.json                 the versions exported, row counts, the publish time
 
@@ -40,7 +42,7 @@ import torch
 from precise import schema
 from precise.atomic import atomic_dir, write_json
 from precise.errors import PreciseError
-from precise.settings import Settings
+from precise.settings import Settings, Task
 from training import registry, sequences, targeted, text, universal
 from training.data import Index, pad_left
 from training.trainer import load_checkpoint
@@ -88,6 +90,16 @@ def item_vectors(model) -> np.ndarray:
     """(N, D) embeddings of the model's items in index order (padding row dropped)."""
     model.eval()
     return model.all_item_embeddings()[1:].numpy()
+
+
+def in_scenes(task: Task | None, ids: list[str], items: pd.DataFrame) -> np.ndarray:
+    """Rows of `ids` (int64) whose items belong to the task's scenes; every row for universal or an
+    all-scene task."""
+    if task is None or task.scenes is None:
+        return np.arange(len(ids), dtype=np.int64)
+    scene = dict(zip(items["item_id"], items["scene"]))
+    wanted = set(task.scenes)
+    return np.array([i for i, x in enumerate(ids) if scene.get(x) in wanted], dtype=np.int64)
 
 
 def version_label(task: str | None, version) -> str:
@@ -159,7 +171,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
             ])
             _write(tmp, f"{task.name}_user", users, manifest_out)
-            _write(tmp, f"{task.name}_item", table("item_id", t_index.ids, item_vectors(t_model), t_version, ts), manifest_out)
+            rows = in_scenes(task, t_index.ids, items)
+            _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model)[rows],
+                                                   t_version, ts), manifest_out)
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest_out, indent=1))
     log.info("exported %s: %s", day, ", ".join(f"{k} {v} rows" for k, v in manifest_out["files"].items()))
     return manifest_out
@@ -187,13 +201,14 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
         return summary
     ids = set(fresh["item_id"])
     neighbours = settings.universal.new_item_neighbours
+    tasks = {t.name: t for t in settings.tasks}
     with atomic_dir(out) as tmp:
         for name, (version, ckpt) in champions(settings).items():
             meta, weights = load_checkpoint(ckpt)
             grow = (lambda m, w: universal.grow(m, w, items, tok_ids, tok_init, m["max_tokens"], neighbours)) if name == "universal" \
                 else (lambda m, w: targeted.grow(m, w, items, tok_ids, tok_init, neighbours))
             model, index, _, _ = grow(meta, weights)
-            rows = [i for i, x in enumerate(index.ids) if x in ids]
+            rows = [i for i in in_scenes(tasks.get(name), index.ids, items).tolist() if index.ids[i] in ids]
             vectors = item_vectors(model)[rows]
             _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors, version, ts), summary)
             summary["versions"][name] = version

@@ -93,6 +93,11 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert summary["store"] == "sqlite" and summary["serving"]["click_article"] == "1"
     targeted_user = users[users["model_version"] == "precise-click_article:1"].iloc[0]
     items = pq.read_table(folder / "click_article_item.parquet").to_pandas()
+    catalog, _, _ = text.read(world.paths.text)
+    scene = dict(zip(catalog["item_id"], catalog["scene"]))
+    assert {scene[i] for i in items["item_id"]} == {"article"}, "a one-scene task exports its scene's items only"
+    every = pq.read_table(folder / "share_all_item.parquet").to_pandas()
+    assert {scene[i] for i in every["item_id"]} == {"article", "video", "music", "game"}
     item = items.iloc[3]
     rows = [{"user_id": targeted_user["user_id"], "item_id": item["item_id"]}, {"user_id": "nobody", "item_id": "nothing"}]
     got = publish.read_online(world, rows)
@@ -124,6 +129,7 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     u2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "click_article", "--user", u,
                              cwd=world.paths.root).stdout)
     assert u2i["model_version"] == "precise-click_article:1" and len(u2i["items"]) == 10
+    assert {scene[x["item_id"]] for x in u2i["items"]} == {"article"}, "task recall stays in the task's scenes"
     assert not recent & {x["item_id"] for x in u2i["items"]}
     scores = [x["score"] for x in u2i["items"]]
     assert scores == sorted(scores, reverse=True)
@@ -132,6 +138,10 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     u2i2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i2i", "--task", "click_article", "--user", u,
                                cwd=world.paths.root).stdout)
     assert u2i2i["items"] and not recent & {x["item_id"] for x in u2i2i["items"]}
+    assert {scene[x["item_id"]] for x in u2i2i["items"]} == {"article"}
+    universal_u2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "universal",
+                                       "--user", u, "--k", "200", cwd=world.paths.root).stdout)
+    assert len({scene[x["item_id"]] for x in universal_u2i["items"]}) > 1, "universal recall spans the scenes"
     nobody = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "click_article", "--user",
                                 "nobody", cwd=world.paths.root).stdout)
     assert nobody["items"] and all(x["fallback"] == "popular" for x in nobody["items"])
@@ -212,5 +222,7 @@ def test_new_items_hourly_path(world):
     table = pq.read_table(Path(out["folder"]) / "click_article_item.parquet").to_pandas()
     items, _, _ = text.read(world.paths.text)
     fresh = items[pd.to_datetime(items["published_at"], utc=True) >= pd.Timestamp(d2, tz="UTC")]
-    assert set(table["item_id"]) == set(fresh["item_id"])
+    assert set(table["item_id"]) == set(fresh.loc[fresh["scene"] == "article", "item_id"])
+    every = pq.read_table(Path(out["folder"]) / "universal_item.parquet").to_pandas()
+    assert set(every["item_id"]) == set(fresh["item_id"])
     assert export.new_items(world, d2)["items"] == 0, "nothing new since the last run"
