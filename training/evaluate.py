@@ -24,6 +24,7 @@ from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings
 from training import sequences, text, tracking
+from training.baselines import Popularity, Transitions
 from training.data import Index, pad_left
 from training.metrics import from_ranks, target_ranks
 from training.model import Precise
@@ -61,6 +62,26 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
     return ranks
 
 
+def histories_before(seqs: pd.DataFrame, day: str) -> list[list[str]]:
+    """Every user's item ids before `day` (oldest first; users with none left out): what the
+    baselines learn from, the same information the model was trained on."""
+    start = pd.Timestamp(day, tz="UTC")
+    out = []
+    for items, ts in zip(seqs["item_ids"], seqs["ts"]):
+        before = np.asarray(pd.to_datetime(ts, utc=True) < start)
+        if before.any():
+            out.append(list(np.asarray(items)[before]))
+    return out
+
+
+def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks) -> dict:
+    """Counting (last 3 items) and popularity on the same users and targets as a model."""
+    train_idx = [index.lookup(h) for h in train]
+    hist_idx = [np.asarray(h) for h in histories]
+    return {"counting": from_ranks(Transitions(train_idx, len(index)).ranks(hist_idx, targets), ks),
+            "popularity": from_ranks(Popularity(train_idx, len(index)).ranks(hist_idx, targets), ks)}
+
+
 def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
     """Users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
     possibly empty), target (the first item of the day)."""
@@ -95,9 +116,11 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     ranks = rank_targets(model, histories, targets)
     freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
     freq = freq - np.bincount(targets, minlength=len(freq))  # ... minus the targets themselves
+    ks = settings.universal.eval_ks
     return {"date": day, "model": ckpt.parent.name, "users": len(targets),
             "users_without_history": skipped, "new_items_in_catalog": n_new,
-            **breakdown(ranks, targets, np.maximum(freq, 0), settings.universal.eval_ks)}
+            **breakdown(ranks, targets, np.maximum(freq, 0), ks),
+            "baselines": baseline_metrics(index, histories_before(seqs, day), histories, targets, ks)}
 
 
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:
@@ -169,7 +192,9 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
                "users": len(users), "new_items_in_catalog": n_new}
     if len(users):
         targets = index.lookup(users["target"])
-        metrics |= breakdown(rank_targets(model, [index.lookup(h) for h in users["history"]], targets), targets, freq, ks)
+        histories = [index.lookup(h) for h in users["history"]]
+        metrics |= breakdown(rank_targets(model, histories, targets), targets, freq, ks)
+        metrics["baselines"] = baseline_metrics(index, histories_before(task_seqs, day), histories, targets, ks)
     metrics["fallback"] = {"users": len(fallback)}
     u_ckpt = universal.latest_checkpoint(settings, before=day)
     if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones

@@ -109,6 +109,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     prepare(world, d2)
     ev = evaluate.targeted_next_day(world, "click_article", d2)
     assert ev["model"] == f"date={d1}" and ev["users"] > 0 and 0 <= ev["all"]["R@10"] <= 1
+    assert set(ev["baselines"]) == {"counting", "popularity"} and ev["baselines"]["popularity"]["R@50"] > 0
     assert ev["fallback"]["users"] >= 0 and len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
     assert (world.paths.data / "plots" / "fig4a_click_article.png").is_file()
 

@@ -76,6 +76,8 @@ def test_train_continue_and_evaluate(world):
     ev = evaluate.next_day(world, d2)
     assert ev["model"] == f"date={d1}" and ev["users"] > 0 and ev["new_items_in_catalog"] > 0
     assert set(ev) >= {"all", "cold", "new"} and 0 <= ev["all"]["R@10"] <= 1
+    base = ev["baselines"]  # the same users and targets, for the first-run summary
+    assert set(base) == {"counting", "popularity"} and base["counting"]["R@10"] > 0 and base["popularity"]["R@50"] > 0
 
     m2 = universal.main(world, d2)
     meta2, w2 = load_checkpoint(universal.checkpoint_root(world) / f"date={d2}" / "final")
