@@ -14,7 +14,7 @@ from typing import Callable
 
 from precise.atomic import write_json
 from precise.errors import PreciseError
-from precise.settings import Settings
+from precise.settings import Settings, parse_date
 
 log = logging.getLogger("precise")
 OWN_PACKAGES = ("precise", "ingest", "training", "validation", "serving", "recall")
@@ -112,7 +112,15 @@ def _suggest(report: dict, settings: Settings) -> None:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import ingest
 
-    reports = ingest.run(settings, days=None if args.all else [args.date], force=args.force)
+    days = None if args.all else [args.date]
+    if args.until:
+        if not args.all:
+            raise PreciseError("--until goes with --all")
+        parse_date(args.until)
+        days = [d for d in ingest.landing_days(settings.paths.landing) if d <= args.until]
+        if not days:
+            raise PreciseError(f"no drop in {settings.paths.landing} on or before {args.until}")
+    reports = ingest.run(settings, days=days, force=args.force)
     rows = [r.__dict__ for r in reports]
     _print(
         {
@@ -259,6 +267,17 @@ def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from precise import status
+
+    summary = status.collect(settings)
+    if args.json:
+        _print(summary)
+    else:
+        print(status.render(summary))
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -311,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = ing.add_mutually_exclusive_group(required=True)
     which.add_argument("--date", help="the data day to ingest (YYYY-MM-DD)")
     which.add_argument("--all", action="store_true", help="every drop in landing/ (unchanged ones are skipped)")
+    ing.add_argument("--until", help="with --all: only drops on or before this day (YYYY-MM-DD)")
     ing.add_argument("--force", action="store_true", help="re-ingest even if the drop is unchanged")
     ing.set_defaults(func=cmd_ingest)
 
@@ -387,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     gt = reg_actions.add_parser("gate", help="judge pending versions on the day (progressive validation)")
     gt.add_argument("--date", help="the validated day to judge on (default: run.date)")
     gt.set_defaults(func=cmd_registry_gate)
+
+    st = verbs.add_parser("status", help="where the pipeline stands: days, gate, champions, next-day quality, what is served")
+    st.add_argument("--json", action="store_true", help="machine-readable")
+    st.set_defaults(func=cmd_status)
 
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")
