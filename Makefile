@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+landing: install
+	@if [ -z "$$(ls -A landing 2>/dev/null)" ]; then $(PRECISE) data synth; \
+	 else echo "landing/ has drops: not generating the synthetic world"; fi
+
 # The data day flows from landing/ into contract partitions (dvc add + push at ingest).
 data: landing
 	$(PRECISE) ingest --all
