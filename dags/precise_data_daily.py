@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from precise import flows
 from precise.flows import DEFAULT_ARGS, EVENTS, SERIAL_POOL, START
@@ -30,7 +31,8 @@ events = Asset(uri=EVENTS, name="precise_events")
 4. **announce** the Asset `precise://data/events` with the data day in its `extra`, which starts
    `precise_universal_daily`.
 
-Re-run a day: trigger with `date`. Release a quarantined day after review:
+With no `date` and no new drop in the landing folder the run is **skipped** (the reason is in the
+`pick_day` log), not failed. Re-run a day: trigger with `date`. Release a quarantined day after review:
 `precise validate release --date D --reason ...`, then trigger this DAG with that `date`.
 """,
 )
@@ -38,7 +40,13 @@ def precise_data_daily():
     @task
     def pick_day() -> str:
         date = get_current_context()["params"].get("date")
-        return flows.schema_date(date) if date else flows.next_drop(flows.settings())
+        if date:
+            return flows.schema_date(date)
+        s = flows.settings()
+        day = flows.next_drop(s)
+        if day is None:  # nothing new is not a failure: this run and everything after it are skipped
+            raise AirflowSkipException(f"no new drop in {s.paths.landing}: every drop there is ingested")
+        return day
 
     @task(pool=SERIAL_POOL)
     def ingest(day: str) -> dict:

@@ -80,15 +80,14 @@ def schema_date(value: str) -> str:
     return parse_date(value).isoformat()
 
 
-def next_drop(s: Settings) -> str:
-    """The oldest landing drop not ingested yet (scheduled runs of the data DAG)."""
+def next_drop(s: Settings) -> str | None:
+    """The oldest landing drop not ingested yet (scheduled runs of the data DAG); None when every
+    drop is ingested (nothing to do: the DAG run is skipped, not failed)."""
     from ingest import ingest
 
     done = set(schema.list_days(s.paths.events))
     todo = [d for d in ingest.landing_days(s.paths.landing) if d not in done]
-    if not todo:
-        raise PreciseError(f"no new drop in {s.paths.landing}")
-    return todo[0]
+    return todo[0] if todo else None
 
 
 # --- precise_data_daily -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Runs precise DAGs with real Airflow (`DAG.test`: the tasks execute through Airflow's task
-runner and metadata DB) for the given days, in order, as the Asset chain would: data, universal,
+runner and metadata DB) for the given days (`none`: no date), in order, as the Asset chain would: data, universal,
 targeted, publish. Prints one JSON line per run. Used by tests/dags/test_dags_e2e.py in a
 subprocess (Airflow reads its configuration from the environment at import)."""
 
@@ -20,7 +20,8 @@ def main(days: list[str], only: str | None = None) -> None:
         raise SystemExit(f"import errors: {bag.import_errors}")
     for day in days:
         for dag_id in ([only] if only else CHAIN):
-            run = bag.get_dag(dag_id).test(run_conf={"date": day})
+            # `none`: no date, as a scheduled run or a trigger with the form left empty.
+            run = bag.get_dag(dag_id).test(run_conf={} if day == "none" else {"date": day})
             states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
             print(json.dumps({"day": day, "dag": dag_id, "state": str(run.state), "tasks": states}), flush=True)
             if str(run.state) != "success":

@@ -136,6 +136,10 @@ def test_three_days_end_to_end_then_a_quarantined_day(project):
     assert publish.read_state(s)["date"] == days[2]
     assert publish.read_online(s, [{"user_id": user, "item_id": "none"}]) == got
 
+    # Every drop is ingested: a run without a date has nothing to do and is skipped, not failed.
+    [idle] = run_dags(project, "none", "--dag", "precise_data_daily")
+    assert idle["state"] == "success" and set(idle["tasks"].values()) == {"skipped"}, idle
+
 
 def test_a_dag_triggered_through_the_rest_api_succeeds(project):
     """What the UI does: an authenticated POST to the API server's dagRuns endpoint, scheduled and

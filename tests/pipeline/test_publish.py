@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,9 +211,41 @@ def test_feature_server_over_http(world):
         values = reply["results"][col]["values"]
         np.testing.assert_allclose(values[0], users["embedding"].iloc[0], rtol=1e-6)
         assert values[1] is None, "unknown user: null"
+
+        # The guide's own HTTP example, its payload as written, returns real values.
+        payload = re.search(r"-d '(\{.*\})'", RANKING_GUIDE.read_text()).group(1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/get-online-features", data=payload.encode(),
+                                         headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        names = reply["metadata"]["feature_names"]
+        for feature in ("click_article_user_embedding", "click_article_item_embedding", "click_article_score"):
+            assert reply["results"][names.index(feature)]["values"][0] is not None, feature
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+RANKING_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ranking.md"
+
+
+def test_the_ranking_guide_examples_return_real_values(world, monkeypatch):
+    """docs/ranking.md's Python block and recall commands, run as written against this world."""
+    if not publish.read_state(world)["serving"]:  # run alone: publish the day first
+        d2 = schema.list_days(world.paths.events)[-1]
+        export.main(world, d2)
+        publish.main(world, d2)
+    text = RANKING_GUIDE.read_text()
+    monkeypatch.chdir(world.paths.root)  # the guide runs from the project folder
+    scope: dict = {}
+    exec(compile(re.search(r"```python\n(.*?)```", text, re.S).group(1), "docs/ranking.md", "exec"), scope)
+    features = scope["features"]
+    assert features["click_article_score"][0] is not None and features["click_article_user_embedding"][0] is not None
+    assert features["click_article_user_model_version"][0].startswith("precise-click_article:")
+    commands = re.findall(r"`(precise recall [^`]*--user \S+)`", text)
+    assert commands, "the guide shows a recall command"
+    for command in commands:
+        out = json.loads(run_cli("--params", str(world.params_path), *command.split()[1:], cwd=world.paths.root).stdout)
+        assert out["items"] and not any(x.get("fallback") for x in out["items"]), command
 
 
 def test_new_items_hourly_path(world):
