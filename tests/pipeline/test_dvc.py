@@ -88,6 +88,18 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     assert "Running stage 'sequences'" in third
     assert len(json.loads((repo_copy / "data" / "metrics" / "sequences.json").read_text())["days"]) == 4
     assert json.loads((repo_copy / "data" / "metrics" / "validate.json").read_text())["validated_now"] == 1
+    # The second day built: `precise status` shows next-day quality of every model beside the baselines.
+    status = json.loads(run_cli("status", "--json", cwd=repo_copy).stdout)
+    assert set(status["next_day"]) == {"universal", "click_article", "share_all"}
+    for model, row in status["next_day"].items():
+        assert row and row["R@10"] is not None and row["counting R@10"] is not None, (model, row)
+        assert row["popularity R@10"] is not None and row["users"] > 0, (model, row)
+    assert status["gate"]["passed"]["days"] == 4 and status["served"]["serving"]["click_article"]
+    screen = run_cli("status", cwd=repo_copy).stdout
+    user = status["examples"]["click_article"]["user_id"]
+    assert f"precise recall u2i --task click_article --user {user}" in screen and "counting" in screen
+    recall = json.loads(run_cli("recall", "u2i", "--task", "click_article", "--user", user, cwd=repo_copy).stdout)
+    assert recall["items"] and not any(x.get("fallback") for x in recall["items"]), "the printed hint works"
 
     # An operator's release changes the manifest: the gate keeps it, sequences rebuild.
     manifest_path = repo_copy / "data" / "validation" / "manifest.json"
