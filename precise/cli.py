@@ -201,7 +201,7 @@ def cmd_registry_list(args: argparse.Namespace, settings: Settings) -> int:
     for r in rows:
         aliases = ",".join(r["aliases"]) or "-"
         print(f"{r['model']:<28} v{r['version']:<4} {aliases:<20} {r['kind'] or '-':<12} trained through {r['trained_through']}"
-              f"  gate: {r['gate']}" + (f" on {r['gate_day']} (R@10 {r['gate_r10']})" if r.get("gate_day") else ""))
+              f"  gate: {r['gate']}" + (f" on {r['gate_day']} ({r['gate_metric']} {r['gate_value']})" if r.get("gate_day") else ""))
     return 0
 
 

@@ -106,7 +106,7 @@ def versions(settings: Settings, task: str | None) -> list:
 
 
 def score(settings: Settings, task: str | None, checkpoint: Path, day: str) -> float | None:
-    """Next-day `registry.metric` (R@10) of a checkpoint on `day` (None: no user to score)."""
+    """Next-day `registry.metric` (R@10 by default) of a checkpoint on `day` (None: no user to score)."""
     from training import evaluate
 
     try:
@@ -141,15 +141,16 @@ def gate(settings: Settings, task: str | None, day: str) -> list[dict]:
         promote = champ is None or cand >= champ * (1 - tol)
         decision = CHAMPION if promote else CHALLENGER
         c.set_registered_model_alias(name, decision, v.version)
-        for key, value in {"gate": decision, "gate_day": day, "gate_r10": f"{cand:.6f}",
-                           "gate_champion_r10": "" if champ is None else f"{champ:.6f}",
+        metric = settings.registry.metric
+        for key, value in {"gate": decision, "gate_day": day, "gate_metric": metric, "gate_value": f"{cand:.6f}",
+                           "gate_champion_value": "" if champ is None else f"{champ:.6f}",
                            "gate_champion_version": "" if current is None else str(current.version),
                            "gate_tolerance": str(tol)}.items():
             c.set_model_version_tag(name, v.version, key, value)
-        log.info("%s version %s on %s: R@10 %.4f vs champion %s -> %s", name, v.version, day, cand,
+        log.info("%s version %s on %s: %s %.4f vs champion %s -> %s", name, v.version, day, metric, cand,
                  "none" if champ is None else f"{champ:.4f}", decision)
-        decisions.append({"model": name, "version": str(v.version), "decision": decision, "r10": cand,
-                          "champion_r10": champ, "tolerance": tol})
+        decisions.append({"model": name, "version": str(v.version), "decision": decision, "metric": metric,
+                          "value": cand, "champion_value": champ, "tolerance": tol})
     return decisions
 
 
@@ -180,5 +181,6 @@ def listing(settings: Settings) -> list[dict]:
             mine = sorted(a for a, ver in aliases.items() if str(ver) == str(v.version))
             rows.append({"model": model_name(task), "version": str(v.version), "aliases": mine,
                          "trained_through": v.tags.get("trained_through"), "kind": v.tags.get("kind"),
-                         "gate": v.tags.get("gate"), "gate_day": v.tags.get("gate_day"), "gate_r10": v.tags.get("gate_r10")})
+                         "gate": v.tags.get("gate"), "gate_day": v.tags.get("gate_day"),
+                         "gate_metric": v.tags.get("gate_metric"), "gate_value": v.tags.get("gate_value")})
     return rows

@@ -189,15 +189,22 @@ def split_valid(examples: pd.DataFrame, n_users: int, seed: int) -> tuple[pd.Dat
 # --- checkpoints and state ----------------------------------------------------------------------------
 
 
+# Targeted training decides these itself (BPR over in-batch pairs, eq. 6; no alternate phase):
+# setting them under train_targeted.train is an error, not silently ignored.
+FIXED_KEYS = ("loss", "negatives", "num_negatives", "logq", "softmax_max_items", "alternate")
+
+
 def train_config(cfg: TargetedConfig) -> TrainConfig:
     raw = dict(cfg.train)
-    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(TrainConfig)} - {"alternate"})
+    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise PreciseError(f"unknown key(s) in train_targeted.train: {', '.join(unknown)}")
-    raw.pop("alternate", None)  # alternate training belongs to universal training
-    negatives = "in_batch"  # the item-side variant's negatives: the other targets of the batch
+    fixed = sorted(set(raw) & set(FIXED_KEYS))
+    if fixed:
+        raise PreciseError(f"train_targeted.train: {', '.join(fixed)} cannot be set: targeted training is BPR over "
+                           "in-batch pairs without alternate training; remove the key(s)")
     # BPR over sampled pairs (eq. 6), not the universal model's softmax; no logQ correction.
-    return TrainConfig(**raw, loss="sampled", negatives=negatives, logq=False, alternate=AlternateConfig(enabled=False))
+    return TrainConfig(**raw, loss="sampled", negatives="in_batch", logq=False, alternate=AlternateConfig(enabled=False))
 
 
 def checkpoint_root(settings: Settings, task: str) -> Path:

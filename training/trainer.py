@@ -300,11 +300,19 @@ def fit(
     runner, phase = wrap(), state.phase
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
+
+    def keep_best() -> None:  # on disk too, so that a resumed run restores them, not its mid-run weights
+        if best_file is not None and rank == 0:
+            best_file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(best_file) as tmp:
+                save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
+
     if best_file is not None and best_file.is_file():
         best = load_file(str(best_file))
     if evaluate_first and state.step == 0 and state.best_r10 < 0:
         start, _ = evaluate(model, *valid)
         state.best_r10, state.start_r10 = start["R@10"], start["R@10"]
+        keep_best()  # the starting weights are the best so far
         log.info("starting weights: valid R@10 %.4f", start["R@10"])
     loss, stats = torch.tensor(float("nan")), {}
     softmax = uses_softmax(cfg, model.cfg.n_items)
@@ -363,10 +371,7 @@ def fit(
         if metrics["R@10"] > state.best_r10:
             state.best_r10, state.best_epoch, state.bad_epochs = metrics["R@10"], state.epoch, 0
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if best_file is not None and rank == 0:
-                best_file.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(best_file) as tmp:
-                    save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
+            keep_best()
         elif state.phase == 2:
             state.bad_epochs += 1
             if state.bad_epochs >= cfg.patience and state.step >= cfg.min_steps:

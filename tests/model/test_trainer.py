@@ -71,3 +71,20 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     for a, b in zip(s1.history[2:], s2.history[2:]):
         assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
         assert a["R@10"] == pytest.approx(b["R@10"], abs=1e-4)
+
+
+def test_a_resumed_warm_start_that_never_improves_ends_on_the_starting_weights(tmp_path):
+    """evaluate_first (targeted warm-ups, daily continuation): when no epoch beats the starting
+    weights the model must end on them, also after a crash and resume mid-epoch."""
+    train, valid = toy_data()
+    torch.manual_seed(1)
+    model = tiny("fused").train()
+    fit(model, train, valid, CFG)  # good starting weights
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    ruin = dataclasses.replace(CFG, lr=3.0, epochs=2, warmup_steps=0, checkpoint_every=1, clip_norm=0.0)
+    fit(model, train, valid, ruin, run_dir=tmp_path / "run", stop_after_steps=2, evaluate_first=True)  # dies
+    resumed = tiny("fused").train()
+    state = fit(resumed, train, valid, ruin, run_dir=tmp_path / "run", evaluate_first=True)
+    assert state.best_epoch == -1, state.history  # precondition: no epoch beat the start
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, start[k]), f"{k}: ended on mid-run weights, not the starting ones"

@@ -138,7 +138,8 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     # Targeted gate on d3 with a tolerance nothing passes: the d2 version becomes challenger.
     strict = dataclasses.replace(world, registry=RegistryConfig(metric="R@50", tolerance=-10.0, warmup_tolerance=-10.0))
     [decision] = registry.gate(strict, "click_article", d3)
-    assert decision["version"] == "2" and decision["r10"] is not None and decision["champion_r10"] > 0
+    assert decision["version"] == "2" and decision["value"] is not None and decision["champion_value"] > 0
+    assert decision["metric"] == world.registry.metric
     assert decision["decision"] == "challenger", decision
     assert str(registry.champion(world, "click_article").version) == "1", "the champion keeps serving"
     rows = {(r["model"], r["version"]): r for r in registry.listing(world)}

@@ -65,3 +65,16 @@ def test_bad_training_choices_are_named(model, train, message):
     with pytest.raises(PreciseError, match=message):
         train_config(u)
         model_spec(u)
+
+
+@pytest.mark.parametrize("key, value", [("negatives", "uniform"), ("logq", True), ("alternate", {"enabled": True}),
+                                        ("loss", "softmax")])
+def test_targeted_training_refuses_keys_it_decides_itself(key, value):
+    """They used to pass the unknown-key check, then raise a TypeError (negatives) or be ignored."""
+    from training.targeted import train_config
+
+    t = Settings.load(REPO / "params.yaml").targeted
+    t = dataclasses.replace(t, train=tuple((dict(t.train) | {key: value}).items()))
+    with pytest.raises(PreciseError, match=f"train_targeted.train: {key} cannot be set"):
+        train_config(t)
+    assert train_config(Settings.load(REPO / "params.yaml").targeted).negatives == "in_batch"
