@@ -225,8 +225,10 @@ def new_items_now() -> dict:
     from training import export
 
     s = settings()
-    day = schema.list_days(s.paths.events)[-1]
-    out = export.new_items(s, day)
+    days = schema.list_days(s.paths.events)
+    if not days:  # nothing ingested yet: nothing to embed
+        return {"items": 0, "skipped": f"no ingested day in {s.paths.events} yet"}
+    out = export.new_items(s, days[-1])
     if out["items"]:
         out["published"] = publish.new_items(s, Path(out["folder"]))
     return out

@@ -3,8 +3,9 @@
 * **next-day** (`precise evaluate universal --date D`, the daily metric): the newest universal
   model trained before D, grown to D's catalog (new items get their text-driven rows), predicts
   each user's first click on D from their history before D.
-* **leave-one-out** (sequence datasets such as food-kitchen): the held-out last item of each
-  `valid` or `test` user (the importer's split sidecar), from the user's history.
+
+Leave-one-out tables on public datasets (food-kitchen, MovieLens) are the benchmarks' protocol
+(`benchmarks/universal_results.py`), not a pipeline stage.
 
 Breakdowns: **cold** targets are items among the 80% least frequent of those seen in training
 (PRECISE IV-A, Table IV); **new** targets were never seen in training.
@@ -146,26 +147,6 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
                             for k, v in metrics[part].items()})
     write_json(settings.paths.metrics / "evaluate_universal.json", metrics)
     return metrics
-
-
-def leave_one_out(model: Precise, index: Index, seqs: pd.DataFrame, splits: pd.DataFrame, split: str, ks) -> dict:
-    """Held-out last items of `split` users (sidecar: user_id, split, target_item_id)."""
-    chosen = splits[splits["split"] == split]
-    history = dict(zip(seqs["user_id"], seqs["item_ids"]))
-    histories = [index.lookup(history.get(u, [])) for u in chosen["user_id"]]
-    targets = index.lookup(chosen["target_item_id"])
-    keep = targets > 0
-    ranks = rank_targets(model, [h for h, k in zip(histories, keep) if k], targets[keep])
-    freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))
-    out = breakdown(ranks, targets[keep], freq, ks)
-    out["unknown_targets"] = int((~keep).sum())
-    return out
-
-
-def read_splits(path: Path) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise PreciseError(f"no split sidecar at {path}; import the dataset with `precise data import food-kitchen`")
-    return pd.read_parquet(path)
 
 
 def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:

@@ -90,11 +90,6 @@ def champion(settings: Settings, task: str | None):
         return None
 
 
-def champion_checkpoint(settings: Settings, task: str | None) -> Path | None:
-    v = champion(settings, task)
-    return Path(v.tags["checkpoint"]) if v is not None else None
-
-
 def versions(settings: Settings, task: str | None) -> list:
     from mlflow.exceptions import MlflowException
 

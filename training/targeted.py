@@ -55,7 +55,7 @@ from torch import nn
 from precise import schema
 from precise.atomic import write_json
 from precise.errors import PreciseError
-from precise.settings import Settings, TargetedConfig, Task
+from precise.settings import Settings, TargetedConfig, Task, parse_date
 from training import registry, sequences, text, tracking, universal
 from training.data import Index, pad_left
 from training.model import Precise
@@ -229,9 +229,10 @@ def latest_checkpoint(settings: Settings, task: str, before: str) -> Path | None
 def universal_champion(settings: Settings, day: str) -> Path | None:
     """The universal model a warm-up starts from: the registry's champion, or (no registry yet)
     the newest finished universal model of a day <= `day`."""
-    ckpt = registry.champion_checkpoint(settings, None)
-    if ckpt is not None and ckpt.parent.name <= f"date={day}":
-        return ckpt
+    champ = registry.champion(settings, None)
+    # Dates compared as dates (the registry's tag), not as folder names.
+    if champ is not None and parse_date(champ.tags["trained_through"]) <= parse_date(day):
+        return Path(champ.tags["checkpoint"])
     return universal.latest_checkpoint(settings, before=(pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
 
 

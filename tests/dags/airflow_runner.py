@@ -1,6 +1,6 @@
 """Runs precise DAGs with real Airflow (`DAG.test`: the tasks execute through Airflow's task
 runner and metadata DB) for the given days (`none`: no date), in order, as the Asset chain would: data, universal,
-targeted, publish. Prints one JSON line per run. Used by tests/dags/test_dags_e2e.py in a
+targeted, publish. Prints one JSON line per run. Used by tests/dags/test_dags.py in a
 subprocess (Airflow reads its configuration from the environment at import)."""
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     prepare(world, d1)
     m1 = targeted.main(world, "click_article", d1)
     assert m1["mode"] == "warmup" and m1["universal"] == f"date={d1}" and m1["last_warmup"] == d1
-    assert 0.0 <= m1["valid"]["R@10"] <= 1.0 and m1["coverage"]["share"] == pytest.approx(1.0)
+    assert m1["coverage"]["share"] == pytest.approx(1.0)
     t1 = targeted.checkpoint_root(world, "click_article") / f"date={d1}" / "final"
     meta1, _ = load_checkpoint(t1)
     u_meta, _ = load_checkpoint(universal.checkpoint_root(world) / f"date={d1}" / "final")
@@ -108,9 +108,16 @@ def test_warm_start_incremental_and_periodic_warmup(world):
 
     prepare(world, d2)
     ev = evaluate.targeted_next_day(world, "click_article", d2)
-    assert ev["model"] == f"date={d1}" and ev["users"] > 0 and 0 <= ev["all"]["R@10"] <= 1
+    assert ev["model"] == f"date={d1}" and ev["users"] > 0
     assert set(ev["baselines"]) == {"counting", "popularity"} and ev["baselines"]["popularity"]["R@50"] > 0
-    assert ev["fallback"]["users"] >= 0 and len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
+    # Every user with a click_article on d2 is scored once: by the task model (task history) or
+    # by the universal fallback (none), counted from the events themselves.
+    day_events = schema.read_events(world.paths.data, [d2])
+    clickers = set(day_events.loc[(day_events["scene"] == "article") & (day_events["action"] == "click"), "user_id"])
+    assert ev["users"] + ev["fallback"]["users"] == len(clickers)
+    ranks_again = evaluate.score_targeted(world, world.task("click_article"), t1, d2)
+    assert ranks_again["all"] == ev["all"], "the next-day metric is deterministic"
+    assert len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
     assert (world.paths.data / "plots" / "fig4a_click_article.png").is_file()
 
     m2 = targeted.main(world, "click_article", d2)
@@ -139,7 +146,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     strict = dataclasses.replace(world, registry=RegistryConfig(metric="R@50", tolerance=-10.0, warmup_tolerance=-10.0))
     [decision] = registry.gate(strict, "click_article", d3)
     assert decision["version"] == "2" and decision["value"] is not None and decision["champion_value"] > 0
-    assert decision["metric"] == world.registry.metric
+    assert decision["metric"] == "R@50", "the gate names the metric it judged on"
     assert decision["decision"] == "challenger", decision
     assert str(registry.champion(world, "click_article").version) == "1", "the champion keeps serving"
     rows = {(r["model"], r["version"]): r for r in registry.listing(world)}
