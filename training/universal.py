@@ -7,8 +7,9 @@
    tables **grow** (old rows kept, new items and token ids appended; a new item's ID row is the
    mean ID row of its `new_item_neighbours` nearest items by text, so its embedding starts from
    its text; new token rows start from their mean contextual states); it then trains on the users
-   active in the last `replay_days` days. Without a previous checkpoint it trains from scratch on
-   every user;
+   active in the last `replay_days` days, for at least `continue_min_steps` steps (it starts
+   trained; `train.min_steps` sizes a run from scratch). Without a previous checkpoint it trains
+   from scratch on every user;
 3. holds out the last item of `valid_users` users for early stopping (full-ranking R@10);
 4. writes the model to `var/checkpoints/universal/date=D/final/` (safetensors weights, JSON state
    with the model config, the trainer config, the item and token ids in index order, metrics),
@@ -187,6 +188,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
                                                      u.new_item_neighbours)
         since = (pd.Timestamp(day) - pd.Timedelta(days=u.replay_days - 1)).strftime("%Y-%m-%d")
         seqs = seqs[seqs["last_day"] >= since]
+        tcfg = dataclasses.replace(tcfg, min_steps=min(tcfg.min_steps, u.continue_min_steps))
         log.info("continuing from %s: %d new items, %d users active since %s", previous.parent.name, n_new, len(seqs), since)
     else:
         item_index = Index(list(items["item_id"]))
