@@ -213,18 +213,9 @@ def cmd_registry_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
-    from training import registry
-    from validation import manifest
+    from training import gate
 
-    day = manifest.resolve_day(settings, args.date)
-    decisions = []
-    for task in [None] + [t.name for t in settings.tasks]:
-        decisions += registry.gate(settings, task, day)
-    champions = {registry.model_name(t): getattr(registry.champion(settings, t), "version", None)
-                 for t in [None] + [t.name for t in settings.tasks]}
-    report = {"date": day, "decisions": decisions, "champions": {k: None if v is None else str(v) for k, v in champions.items()}}
-    write_json(settings.paths.metrics / "gate.json", report)
-    _print(report)
+    _print(gate.run_day(settings, args.date))
     return 0
 
 

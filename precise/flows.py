@@ -158,9 +158,9 @@ def encode_day(day: str) -> dict:
 
 
 def gate_day(day: str, task: str | None = None) -> list[dict]:
-    from training import registry
+    from training import gate
 
-    return registry.gate(settings(), task, day)
+    return gate.gate(settings(), task, day)
 
 
 def train_universal_day(day: str) -> dict:
@@ -191,11 +191,11 @@ def task_names(requested: list[str] | None) -> list[str]:
 
 
 def train_targeted_day(day: str, task: str, force_warmup: bool = False) -> dict:
-    from training import evaluate, registry, targeted
+    from training import evaluate, gate, targeted
 
     s = settings()
     require_readable(day)
-    registry.gate(s, task, day)
+    gate.gate(s, task, day)
     m = targeted.main(s, task, day, force_warmup=force_warmup)
     ev = evaluate.targeted_next_day(s, task, day, if_model=True)
     return {"task": task, "date": day, "mode": m["mode"], "universal": m["universal"], "valid": m["valid"],

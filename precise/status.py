@@ -24,7 +24,7 @@ def _json(path: Path) -> dict | None:
 
 def collect(settings: Settings) -> dict:
     """Everything the summary shows, as plain data."""
-    from serving.publish import read_state
+    from serving.state import read_state
     from training import registry
     from validation import manifest
 

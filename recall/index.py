@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from precise.atomic import atomic_dir
 from precise.errors import PreciseError
 from precise.settings import RecallConfig, Settings
+from serving.state import read_state
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,6 @@ class Recall:
 
     def __init__(self, settings: Settings, model: str):
         import faiss
-
-        from serving.publish import read_state
 
         state = read_state(settings)
         if model not in state["serving"]:

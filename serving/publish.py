@@ -39,26 +39,9 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings
+from serving.state import ENV_STORE, feast_dir, online_store, read_state, state_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-ENV_STORE = "PRECISE_ONLINE_STORE"
-
-
-def online_store(settings: Settings) -> tuple[str, dict]:
-    """(store name, Feast online_store config) from params, overridden by PRECISE_ONLINE_STORE."""
-    choice = os.environ.get(ENV_STORE, settings.publish.online_store)
-    if choice.startswith("redis"):
-        address = choice.split("://", 1)[1] if "://" in choice else settings.publish.redis
-        return "redis", {"type": "redis", "connection_string": address}
-    if choice != "sqlite":
-        raise PreciseError(f"unknown online store {choice!r}: sqlite, redis or redis://host:port")
-    return "sqlite", {"type": "sqlite", "path": str(feast_dir(settings, "sqlite") / "online.db")}
-
-
-def feast_dir(settings: Settings, store: str) -> Path:
-    return settings.paths.var / "feast" / store
-
 
 def repo_config(settings: Settings) -> dict:
     store, online = online_store(settings)
@@ -88,17 +71,6 @@ def definitions(settings: Settings):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def state_path(settings: Settings) -> Path:
-    return feast_dir(settings, online_store(settings)[0]) / "published.json"
-
-
-def read_state(settings: Settings) -> dict:
-    path = state_path(settings)
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"versions": {}, "recent": {}, "serving": {}, "feature_service": settings.publish.feature_service}
 
 
 def _copy(src: Path, dst: Path) -> str:

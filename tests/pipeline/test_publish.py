@@ -23,7 +23,7 @@ from precise import schema
 from precise.settings import Settings
 from serving import publish
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
-from training import export, registry, sequences, targeted, text, universal
+from training import gate, export, registry, sequences, targeted, text, universal
 from validation import validate
 
 TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
@@ -50,10 +50,10 @@ def world(tmp_path_factory) -> Settings:
     for day in (d1, d2):
         sequences.main(s, day)
         text.main(s, day)
-        registry.gate(s, None, day)
+        gate.gate(s, None, day)
         universal.main(s, day)
         for task in s.tasks:
-            registry.gate(s, task.name, day)
+            gate.gate(s, task.name, day)
             targeted.main(s, task.name, day)
     return s
 

@@ -14,7 +14,7 @@ from ingest import ingest, synth
 from precise import schema
 from precise.settings import RegistryConfig, Settings
 from tests.conftest import run_cli, tiny_qwen2, write_params
-from training import evaluate, registry, sequences, targeted, text, universal
+from training import gate, evaluate, registry, sequences, targeted, text, universal
 from training.model import ModelConfig, Precise
 from training.trainer import load_checkpoint
 from validation import validate
@@ -134,7 +134,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
 
     prepare(world, d3)
     # The gate of d3 judges the universal model trained through d2 on d3 (tolerance 1: promoted).
-    [decision] = registry.gate(world, None, d3)
+    [decision] = gate.gate(world, None, d3)
     assert decision["decision"] == "champion" and decision["version"] == "2"
     m3 = targeted.main(world, "click_article", d3)  # warmup_every_days = 2 -> warm-up on d3
     assert m3["mode"] == "warmup" and m3["universal"] == f"date={d2}" and m3["last_warmup"] == d3
@@ -144,7 +144,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
 
     # Targeted gate on d3 with a tolerance nothing passes: the d2 version becomes challenger.
     strict = dataclasses.replace(world, registry=RegistryConfig(metric="R@50", tolerance=-10.0, warmup_tolerance=-10.0))
-    [decision] = registry.gate(strict, "click_article", d3)
+    [decision] = gate.gate(strict, "click_article", d3)
     assert decision["version"] == "2" and decision["value"] is not None and decision["champion_value"] > 0
     assert decision["metric"] == "R@50", "the gate names the metric it judged on"
     assert decision["decision"] == "challenger", decision

@@ -78,7 +78,7 @@ def stages() -> list[tuple[str, dict]]:
 # The CLI verb of each stage -> the module of its entry function (precise/cli.py dispatches lazily).
 ENTRY = {"validate": "validation.validate", "sequences": "training.sequences", "encode": "training.text",
          "train_universal": "training.universal", "evaluate_universal": "training.evaluate",
-         "gate": "training.registry", "train_targeted": "training.targeted", "evaluate_targeted": "training.evaluate",
+         "gate": "training.gate", "train_targeted": "training.targeted", "evaluate_targeted": "training.evaluate",
          "export": "training.export", "publish": "serving.publish"}
 
 
