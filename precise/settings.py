@@ -64,8 +64,8 @@ class SynthConfig:
     start_date: str = "2026-01-01"
     users: int = 2000
     scenes: tuple[str, ...] = ("article", "video", "music", "game")
-    items_per_scene: int = 600
-    new_items_per_scene_per_day: int = 20
+    items_per_scene: int = 1500
+    new_items_per_scene_per_day: int = 30
     topics: int = 16
     styles_per_topic: int = 3
     events_per_user_day: float = 3.0

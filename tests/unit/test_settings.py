@@ -78,3 +78,30 @@ def test_targeted_training_refuses_keys_it_decides_itself(key, value):
     with pytest.raises(PreciseError, match=f"train_targeted.train: {key} cannot be set"):
         train_config(t)
     assert train_config(Settings.load(REPO / "params.yaml").targeted).negatives == "in_batch"
+
+
+def test_params_yaml_and_the_schema_defaults_agree():
+    """One set of defaults: every value in params.yaml equals its dataclass default, so a key left
+    out of someone's params means what the shipped file says."""
+    import yaml
+
+    from precise import settings as S
+    from training.trainer import TrainConfig
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = {"synth": S.SynthConfig, "ingest": S.IngestConfig, "sequences": S.SequencesConfig,
+                "encode": S.EncodeConfig, "registry": S.RegistryConfig, "export": S.ExportConfig,
+                "publish": S.PublishConfig, "recall": S.RecallConfig}
+    differ = []
+    for name, cls in sections.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, value in (raw.get(name) or {}).items():
+            if (tuple(value) if isinstance(value, list) else value) != defaults[key]:
+                differ.append(f"{name}.{key}: params {value!r}, schema {defaults[key]!r}")
+    train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, value in raw["train_universal"]["train"].items():
+        if key != "alternate" and value != train[key]:
+            differ.append(f"train_universal.train.{key}: params {value!r}, schema {train[key]!r}")
+    # ModelConfig keeps similarity=dot / temperature=1 as its defaults on purpose: checkpoints
+    # written before those fields existed were dot-product models and load as such.
+    assert not differ, "\n".join(differ)
