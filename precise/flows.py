@@ -19,7 +19,6 @@ import logging
 import os
 from pathlib import Path
 
-from precise import schema
 from precise.errors import PreciseError
 from precise.settings import PARAMS_ENV, Settings
 
@@ -85,6 +84,8 @@ def next_drop(s: Settings) -> str | None:
     drop is ingested (nothing to do: the DAG run is skipped, not failed)."""
     from ingest import ingest
 
+    from precise import schema
+
     done = set(schema.list_days(s.paths.events))
     todo = [d for d in ingest.landing_days(s.paths.landing) if d not in done]
     return todo[0] if todo else None
@@ -114,18 +115,17 @@ def validate_day(day: str) -> dict:
 
 
 def version_day(day: str) -> dict:
-    """The DVC md5 of the day's partitions (added and pushed at ingest; re-added here if needed)."""
+    """The DVC md5s of the day's partitions. Ingest adds and pushes them (and re-adds them if a
+    crash left a partition unversioned), so this only reads what it recorded."""
     from ingest import versioning
+    from precise import schema
 
     s = settings()
     out = {}
     for table, root in (("events", s.paths.events), ("catalog", s.paths.catalog)):
-        part = schema.partition_dir(root, day)
-        dvc_file = Path(f"{part}.dvc")
+        dvc_file = Path(f"{schema.partition_dir(root, day)}.dvc")
         if s.ingest.dvc and not dvc_file.is_file():
-            versioning.add(s.paths.root, [part])
-            if s.ingest.push:
-                versioning.push(s.paths.root, [part])
+            raise PreciseError(f"{dvc_file} is missing: ingest {day} again (`precise ingest --date {day}`) to version it")
         out[table] = versioning.data_version(dvc_file) if dvc_file.is_file() else None
     return {"date": day, "data_version": out["events"], "catalog_version": out["catalog"]}
 
@@ -223,6 +223,8 @@ def publish_day(day: str) -> dict:
 def new_items_now() -> dict:
     from serving import publish
     from training import export
+
+    from precise import schema
 
     s = settings()
     days = schema.list_days(s.paths.events)

@@ -15,3 +15,13 @@ def test_hourly_new_items_with_nothing_ingested_yet(tmp_path, monkeypatch):
 def test_next_drop_is_none_when_everything_is_ingested(tmp_path, monkeypatch):
     monkeypatch.setenv(flows.PARAMS_ENV, str(write_params(tmp_path)))
     assert flows.next_drop(flows.settings()) is None
+
+
+def test_parsing_a_dag_file_does_not_import_pandas_or_pyarrow():
+    """The scheduler parses DAG files often: precise.flows stays light at import."""
+    import subprocess
+    import sys
+
+    code = "import sys, precise.flows; print(sorted(m for m in ('pandas', 'pyarrow', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
