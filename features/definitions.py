@@ -118,13 +118,31 @@ def build(state: dict) -> list:
     return objects
 
 
-def _load() -> list:
+def _current() -> dict[str, object]:
+    """The objects of the published state by attribute name; read when Feast asks, not at import."""
     if not STATE.is_file():
-        return [user, item]
-    return build(json.loads(STATE.read_text()))
+        return {}
+    stamp = STATE.stat().st_mtime_ns
+    if _cache.get("stamp") != stamp:
+        _cache.update(stamp=stamp, objects={f"_obj_{i}": o for i, o in enumerate(build(json.loads(STATE.read_text())))})
+    return _cache["objects"]
 
 
-_objects = _load()
-# Module-level names so that `feast apply` finds every object of the current state.
-globals().update({f"_obj_{i}": o for i, o in enumerate(_objects)})
+_cache: dict = {}
+
+
+# `feast apply` finds a repository's objects among its modules' attributes (dir + getattr): the
+# per-version objects are offered as attributes on demand (PEP 562) instead of being written into
+# the module's globals at import.
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_current()))
+
+
+def __getattr__(name: str):
+    objects = _current()
+    if name in objects:
+        return objects[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _ = pd  # pandas is imported for Feast's on-demand transformations

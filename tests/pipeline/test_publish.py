@@ -228,6 +228,19 @@ def test_feature_server_over_http(world):
 RANKING_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "ranking.md"
 
 
+def test_feast_finds_the_published_objects_among_the_module_attributes(world, monkeypatch):
+    """`feast apply` by hand sees what `precise publish` applied: dir() + getattr() of the module."""
+    if not publish.read_state(world)["serving"]:
+        d2 = schema.list_days(world.paths.events)[-1]
+        export.main(world, d2)
+        publish.main(world, d2)
+    monkeypatch.setenv("PRECISE_FEAST_STATE", str(publish.state_path(world)))
+    module = publish.definitions(world)
+    names = {getattr(getattr(module, a), "name", None) for a in dir(module)}
+    assert {"ranking_v1", "user", "item"} <= names and any(str(n).startswith("click_article_user_v") for n in names)
+    assert not any(k.startswith("_obj_") for k in vars(module)), "nothing written into the module's globals"
+
+
 def test_the_ranking_guide_examples_return_real_values(world, monkeypatch):
     """docs/ranking.md's Python block and recall commands, run as written against this world."""
     if not publish.read_state(world)["serving"]:  # run alone: publish the day first
