@@ -113,5 +113,6 @@ def listing(settings: Settings) -> list[dict]:
             rows.append({"model": model_name(task), "version": str(v.version), "aliases": mine,
                          "trained_through": v.tags.get("trained_through"), "kind": v.tags.get("kind"),
                          "gate": v.tags.get("gate"), "gate_day": v.tags.get("gate_day"),
-                         "gate_metric": v.tags.get("gate_metric"), "gate_value": v.tags.get("gate_value")})
+                         "gate_metric": v.tags.get("gate_metric"), "gate_value": v.tags.get("gate_value"),
+                         "data_version": v.tags.get("data_version")})
     return rows

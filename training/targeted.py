@@ -331,7 +331,8 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     params = {"date": day, "task": dataclasses.asdict(task), "mode": mode, "since": since,
               "targeted": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"},
               "train": tcfg.to_dict(), **source}
-    tags = {"data_version": tracking.data_version(settings.paths.data, days),
+    data_version = tracking.data_md5s(settings.paths.data, days[-1:]).get(days[-1]) if days else None
+    tags = {"inputs_fingerprint": tracking.inputs_fingerprint(settings.paths.data, days),
             "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_targeted",
             "task": task.name, "mode": mode, "parent_universal": str(source["universal"]),
             "parent_universal_run_id": str(source["universal_run_id"])}
@@ -349,7 +350,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
             "items": len(index), "new_items": n_new, "epochs": len(fit_state.history), "best_epoch": fit_state.best_epoch,
             "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))},
             "coverage": coverage_on(settings, task, day, _universal_day(source["universal"]), days),
-            "data_version": tags["data_version"],
+            "data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"],
         }
         mlflow.log_metrics({"coverage": metrics["coverage"]["share"]} | {
             f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
@@ -364,7 +365,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     (out / "run-best.safetensors").unlink(missing_ok=True)
     metrics["registered_version"] = registry.register(
         settings, task.name, metrics["mlflow_run_id"], final, day, mode,
-        {"data_version": tags["data_version"], "parent_universal": source["universal"],
+        {"data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"], "parent_universal": source["universal"],
          "parent_universal_run_id": source["universal_run_id"]})
     state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
     state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}

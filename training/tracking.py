@@ -23,8 +23,9 @@ def tracking_uri(var: Path) -> str:
     return f"sqlite:///{Path(var).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
-def data_version(data: Path, days: list[str]) -> str:
-    """One string for the exact partitions a run read: a hash of their DVC md5s (or bytes)."""
+def inputs_fingerprint(data: Path, days: list[str]) -> str:
+    """One short string for the exact set of partitions a run read (a hash of their .dvc files, or
+    of their bytes when unversioned). Not a data version: `data_version` is a DVC md5."""
     h = hashlib.sha256()
     for day in days:
         dvc_file = Path(f"{schema.partition_dir(Path(data) / 'events', day)}.dvc")
@@ -51,8 +52,8 @@ def log_data_versions(mlflow, data: Path, days: list[str]) -> None:
     exact inputs with `dvc pull` of those versions (README)."""
     md5s = data_md5s(data, days)
     mlflow.log_dict(md5s, "data_versions.json")
-    if days:
-        mlflow.set_tag("data_md5_latest", str(md5s[days[-1]]))
+    if days:  # the newest day's md5: the `data_version` of that day's Asset event and manifest entry
+        mlflow.set_tag("data_version", str(md5s[days[-1]]))
 
 
 def git_revision(root: Path) -> str:

@@ -207,7 +207,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
 
     params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
               "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
-    tags = {"data_version": tracking.data_version(settings.paths.data, days),
+    data_version = tracking.data_md5s(settings.paths.data, days[-1:]).get(days[-1]) if days else None
+    tags = {"inputs_fingerprint": tracking.inputs_fingerprint(settings.paths.data, days),
             "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_universal"}
     with tracking.run(settings.paths.var, "precise-universal", f"universal-{day}", params, tags) as mlflow:
         tracking.log_data_versions(mlflow, settings.paths.data, days)
@@ -220,7 +221,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             "items": len(item_index), "new_items": n_new, "tokens": len(token_index),
             "epochs": len(state.history), "best_epoch": state.best_epoch, "phase_switch_step": state.switched_at,
             "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))} | {"val_loss": best["val_loss"]},
-            "data_version": tags["data_version"],
+            "data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"],
         }
         metrics["fig4b"] = write_fig4b(settings, model, day)
         mlflow.log_metrics({f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
@@ -233,7 +234,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     shutil.rmtree(out / "run", ignore_errors=True)
     (out / "run-best.safetensors").unlink(missing_ok=True)
     metrics["registered_version"] = registry.register(settings, None, metrics["mlflow_run_id"], final, day, "universal",
-                                                      {"data_version": tags["data_version"]})
+                                                      {"data_version": str(data_version)})
     write_reports(settings, metrics, state.history)
     return metrics
 

@@ -62,13 +62,22 @@ class DayResult:
         return [o.check for o in self.outcomes if not o.success and o.severity == "warning"]
 
 
-def data_version(settings: Settings, day: str) -> dict[str, str | None]:
-    """What the result of a day depends on: the bytes of its partitions."""
+def partition_sha256(settings: Settings, day: str) -> dict[str, str | None]:
+    """What the result of a day depends on: the bytes of its partitions (change detection, with
+    or without DVC). The day's `data_version` is its events partition's DVC md5."""
     version = {}
     for table, root in (("events", settings.paths.events), ("catalog", settings.paths.catalog)):
         path = schema.partition_dir(root, day) / schema.PART_FILE
         version[table] = sha256_file(path) if path.is_file() else None
     return version
+
+
+def dvc_data_version(settings: Settings, day: str) -> str | None:
+    """The DVC md5 of the day's events partition (the data version everywhere), None unversioned."""
+    from ingest import versioning
+
+    dvc_file = Path(f"{schema.partition_dir(settings.paths.events, day)}.dvc")
+    return versioning.data_version(dvc_file) if dvc_file.is_file() else None
 
 
 class CatalogIds:
@@ -140,8 +149,8 @@ class Validator:
         result.status = "quarantined" if result.failed else ("warning" if result.warnings else "passed")
 
         previous = self.entries.get(day, {})
-        version = data_version(self.settings, day)
-        if previous.get("status") == "released" and previous.get("data_version") == version:
+        version = partition_sha256(self.settings, day)
+        if previous.get("status") == "released" and previous.get("partition_sha256") == version:
             result.status = "released"  # an operator accepted these very bytes
             result.notes.append(f"released by {previous.get('released_by')}: {previous.get('reason')}")
 
@@ -154,7 +163,8 @@ class Validator:
                 "status": result.status,
                 "profile": cfg.profile_name,
                 "checked_at": checked_at,
-                "data_version": version,
+                "data_version": dvc_data_version(self.settings, day),
+                "partition_sha256": version,
                 "checks": [asdict(o) | {"examples": failed_examples.get(o.check, [])} for o in outcomes],
                 "notes": result.notes,
                 "great_expectations": {"events": gx_events, "catalog": gx_catalog},
@@ -165,7 +175,8 @@ class Validator:
             "status": result.status,
             "checked_at": checked_at,
             "result": result.result_path,
-            "data_version": version,
+            "data_version": dvc_data_version(self.settings, day),
+            "partition_sha256": version,
             "failed": result.failed,
             "warnings": result.warnings,
         }
@@ -179,7 +190,7 @@ class Validator:
         """Ingested days never validated, or whose partitions changed since."""
         return [
             d for d in schema.list_days(self.settings.paths.events)
-            if self.entries.get(d, {}).get("data_version") != data_version(self.settings, d)
+            if self.entries.get(d, {}).get("partition_sha256") != partition_sha256(self.settings, d)
         ]
 
 

@@ -115,7 +115,11 @@ def test_three_days_end_to_end_then_a_quarantined_day(project):
 
     mlflow.set_tracking_uri(tracking.tracking_uri(s.paths.var))
     runs_u = mlflow.search_runs(experiment_names=["precise-universal"], filter_string="tags.stage = 'train_universal'")
-    assert set(runs_u["tags.data_md5_latest"]) == set(md5s.values())
+    # One meaning of data_version: a day's DVC md5, the same in MLflow, the manifest and the registry.
+    assert set(runs_u["tags.data_version"]) == set(md5s.values())
+    entries = json.loads(s.paths.manifest.read_text())["days"]
+    assert {d: entries[d]["data_version"] for d in days[:3]} == md5s
+    assert {r["data_version"] for r in registry.listing(s) if r["model"] == "precise-universal"} <= set(md5s.values())
     # Models registered; warm-up on the cadence day only (every 2 days: d1, d3).
     rows = registry.listing(s)
     assert {r["model"] for r in rows} == {"precise-universal", "precise-click_article", "precise-share_all"}

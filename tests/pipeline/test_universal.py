@@ -92,7 +92,7 @@ def test_train_continue_and_evaluate(world):
     mlflow.set_tracking_uri(tracking.tracking_uri(world.paths.var))
     runs = mlflow.search_runs(experiment_names=["precise-universal"])
     assert {"universal-" + d1, "universal-" + d2, "evaluate-" + d2} <= set(runs["tags.mlflow.runName"])
-    assert runs["tags.data_version"].dropna().str.len().eq(16).all()
+    assert runs["tags.inputs_fingerprint"].dropna().str.len().eq(16).all()
     assert json.loads((world.paths.metrics / "train_universal.json").read_text())["date"] == d2
     assert (world.paths.data / "plots" / "train_universal.csv").is_file()
 
