@@ -47,6 +47,7 @@ repro: landing
 	 $(PRECISE) ingest --all --until $$prev && $(DVC_REPRO)
 	$(PRECISE) ingest --all
 	$(DVC_REPRO)
+	$(BIN)/dvc push -q  # stage outputs too: `dvc pull` on a clone of this state restores them
 
 run: repro
 	@echo

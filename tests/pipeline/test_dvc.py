@@ -80,6 +80,20 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     second = _run([sys.executable, "-m", "dvc", "repro"], repo_copy)
     assert "Running stage" not in second and "up to date" in second
 
+    # A pinned deployment: push the stage outputs, commit the pins, clone elsewhere: `dvc pull`
+    # restores every partition and output, and `dvc status` has nothing to do.
+    _run([sys.executable, "-m", "dvc", "push", "-q"], repo_copy)
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    _run(git + ["add", "-A"], repo_copy)
+    _run(git + ["commit", "-q", "-m", "pinned"], repo_copy)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo_copy), str(clone)], tmp_path)
+    _run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path / "remote")], clone)
+    _run([sys.executable, "-m", "dvc", "pull"], clone)  # exit 0 is asserted by _run
+    assert (clone / "data" / "validation" / "manifest.json").is_file() and (clone / "data" / "sequences").is_dir()
+    status = _run([sys.executable, "-m", "dvc", "status"], clone)
+    assert "up to date" in status.lower() and "changed" not in status, status
+
     # A new day changes data/events: the stage runs again, and only then.
     run_cli("data", "synth", "--days", "4", cwd=repo_copy)
     again = run_cli("ingest", "--all", cwd=repo_copy)
