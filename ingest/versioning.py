@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
+from precise import schema
 from precise.errors import PreciseError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,4 @@ def push(root: Path, paths: list[Path]) -> None:
         _dvc(Path(root), "push", *[r + ".dvc" for r in _relative(root, paths)])
 
 
-def data_version(dvc_file: Path) -> str:
-    """The md5 recorded in a `.dvc` file (for a folder: the md5 of its listing, ending `.dir`)."""
-    meta = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))
-    return str(meta["outs"][0]["md5"])
+data_version = schema.data_version  # the md5 a `.dvc` file records

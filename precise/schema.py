@@ -124,3 +124,12 @@ def day_bounds(day: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of a UTC data day."""
     start = pd.Timestamp(dt.date.fromisoformat(day), tz="UTC")
     return start, start + pd.Timedelta(days=1)
+
+
+def data_version(dvc_file: Path) -> str:
+    """The md5 a `.dvc` file records (for a partition folder: the md5 of its listing, ending
+    `.dir`): a day's data version, the same string in the manifest, MLflow and the registry."""
+    import yaml
+
+    meta = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))
+    return str(meta["outs"][0]["md5"])

@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +55,10 @@ from precise import schema
 from precise.atomic import write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, TargetedConfig, Task, parse_date
-from training import registry, sequences, text, tracking, universal
+from training import registry, runs, sequences, text, universal
 from training.data import Index, pad_left
 from training.model import Precise
-from training.trainer import (
-    AlternateConfig,
-    TrainConfig,
-    fit,
-    load_checkpoint,
-    save_model,
-)
+from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -277,16 +270,11 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     day = manifest.resolve_day(settings, date)
     days = manifest.good_days(settings, up_to=day)
     out = schema.partition_dir(checkpoint_root(settings, task.name), day)
-    final = out / "final"
-    if (final / "state.json").is_file() and not (force or force_warmup):
+    done = None if (force or force_warmup) else _finished(settings, task.name, out, day)
+    if done is not None:
         log.info("targeted model %s for %s exists; not retraining (use --force)", task.name, day)
-        meta = json.loads((final / "state.json").read_text())
-        m = meta["metrics"]
-        registry.register(settings, task.name, m["mlflow_run_id"], final, day, m["mode"],  # idempotent
-                          {"data_version": m["data_version"], "parent_universal": m["universal"],
-                           "parent_universal_run_id": m["universal_run_id"]})
-        write_json(metrics_path(settings, task.name), meta["metrics"])
-        return meta["metrics"]
+        write_json(metrics_path(settings, task.name), done)
+        return done
 
     champion = universal_champion(settings, day)
     if champion is None:
@@ -328,45 +316,33 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
         valid = (train[0][-cfg.valid_users:], train[1][-cfg.valid_users:])
 
     torch.manual_seed(tcfg.seed)
-    params = {"date": day, "task": dataclasses.asdict(task), "mode": mode, "since": since,
-              "targeted": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"},
-              "train": tcfg.to_dict(), **source}
-    data_version = tracking.data_md5s(settings.paths.data, days[-1:]).get(days[-1]) if days else None
-    tags = {"inputs_fingerprint": tracking.inputs_fingerprint(settings.paths.data, days),
-            "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_targeted",
-            "task": task.name, "mode": mode, "parent_universal": str(source["universal"]),
-            "parent_universal_run_id": str(source["universal_run_id"])}
-    with tracking.run(settings.paths.var, f"precise-{task.name}", f"{task.name}-{day}", params, tags) as mlflow:
-        tracking.log_data_versions(mlflow, settings.paths.data, days)
-        fit_state = fit(model, train, valid, tcfg, run_dir=out / "run", evaluate_first=True,
-                        on_eval=lambda m: mlflow.log_metrics(
-                            {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
-        best = max(fit_state.history, key=lambda m: m["R@10"])
-        if fit_state.best_epoch < 0:  # no epoch beat the starting weights: they are kept
-            best = {"R@10": fit_state.start_r10}
-        metrics = {
+    run = runs.RunSpec(
+        out, day, f"precise-{task.name}", f"{task.name}-{day}", task.name, mode,
+        params={"date": day, "task": dataclasses.asdict(task), "mode": mode, "since": since,
+                "targeted": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train"},
+                "train": tcfg.to_dict(), **source},
+        tags={"stage": "train_targeted", "task": task.name, "mode": mode, "parent_universal": str(source["universal"]),
+              "parent_universal_run_id": str(source["universal_run_id"])},
+        register_tags={"parent_universal": source["universal"], "parent_universal_run_id": source["universal_run_id"]})
+
+    def summarize(state, mlflow) -> dict:
+        best = max(state.history, key=lambda m: m["R@10"])
+        if state.best_epoch < 0:  # no epoch beat the starting weights: they are kept
+            best = {"R@10": state.start_r10}
+        coverage = coverage_on(settings, task, day, _universal_day(source["universal"]), days)
+        mlflow.log_metrics({"coverage": coverage["share"]})
+        return {
             "date": day, "task": task.name, "mode": mode, "last_warmup": last_warmup, **source,
             "examples": len(train[1]), "valid_examples": len(valid[1]), "users": int(train_ex["user_id"].nunique()),
-            "items": len(index), "new_items": n_new, "epochs": len(fit_state.history), "best_epoch": fit_state.best_epoch,
-            "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))},
-            "coverage": coverage_on(settings, task, day, _universal_day(source["universal"]), days),
-            "data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"],
+            "items": len(index), "new_items": n_new, "epochs": len(state.history), "best_epoch": state.best_epoch,
+            "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))}, "coverage": coverage,
         }
-        mlflow.log_metrics({"coverage": metrics["coverage"]["share"]} | {
-            f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
-        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
-        save_model(final, model, {
-            "state": dataclasses.asdict(fit_state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
-            "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "input": cfg.input, "task": task.name,
-            "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens, "metrics": metrics,
-        })
-        mlflow.log_artifacts(str(final), artifact_path="model")
-    shutil.rmtree(out / "run", ignore_errors=True)
-    (out / "run-best.safetensors").unlink(missing_ok=True)
-    metrics["registered_version"] = registry.register(
-        settings, task.name, metrics["mlflow_run_id"], final, day, mode,
-        {"data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"], "parent_universal": source["universal"],
-         "parent_universal_run_id": source["universal_run_id"]})
+
+    metrics, _ = runs.train_and_register(
+        settings, run, model, train, valid, tcfg, days, summarize,
+        {"model": model.cfg.to_dict(), "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "input": cfg.input,
+         "task": task.name, "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens},
+        evaluate_first=True)
     state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
     state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}
     latest = max(state["days"])
@@ -374,6 +350,17 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     write_json(state_path(settings, task.name), state)
     write_json(metrics_path(settings, task.name), metrics)
     return metrics
+
+
+def _finished(settings: Settings, task: str, out: Path, day: str) -> dict | None:
+    """The day's finished task model's metrics (registration repaired), or None."""
+    state = out / "final" / "state.json"
+    if not state.is_file():
+        return None
+    m = json.loads(state.read_text())["metrics"]
+    spec = runs.RunSpec(out, day, f"precise-{task}", f"{task}-{day}", task, m["mode"], params={},
+                        register_tags={"parent_universal": m["universal"], "parent_universal_run_id": m["universal_run_id"]})
+    return runs.finished(settings, spec)
 
 
 def _universal_day(version: str | None) -> str | None:

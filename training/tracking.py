@@ -38,12 +38,10 @@ def inputs_fingerprint(data: Path, days: list[str]) -> str:
 
 def data_md5s(data: Path, days: list[str]) -> dict[str, str | None]:
     """The DVC md5 (data version) of each day's events partition; None when not versioned."""
-    import yaml
-
     out = {}
     for day in days:
         dvc_file = Path(f"{schema.partition_dir(Path(data) / 'events', day)}.dvc")
-        out[day] = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"] if dvc_file.is_file() else None
+        out[day] = schema.data_version(dvc_file) if dvc_file.is_file() else None
     return out
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +37,10 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
-from training import diagnostics, registry, sequences, text, tracking
+from training import diagnostics, runs, sequences, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
-from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, fit, load_checkpoint, save_model
+from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +166,14 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     u = settings.universal
     tcfg, spec = train_config(u), model_spec(u)
     out = schema.partition_dir(checkpoint_root(settings), day)
-    final = out / "final"
-    if (final / "state.json").is_file() and not force:
+    run = runs.RunSpec(out, day, "precise-universal", f"universal-{day}", None, "universal", params={},
+                       tags={"stage": "train_universal"})
+    done = None if force else runs.finished(settings, run)
+    if done is not None:
         log.info("universal model for %s exists; not retraining (use --force)", day)
-        meta = json.loads((final / "state.json").read_text())
-        if meta["metrics"].get("mlflow_run_id"):  # registration is idempotent: a crash after saving is repaired
-            registry.register(settings, None, meta["metrics"]["mlflow_run_id"], final, day, "universal",
-                              {"data_version": meta["metrics"]["data_version"]})
-        write_reports(settings, meta["metrics"], meta["state"]["history"])  # DVC may have removed them
-        write_fig4b(settings, load(final)[0], day)
-        return meta["metrics"]
+        write_reports(settings, done, json.loads((run.final / "state.json").read_text())["state"]["history"])
+        write_fig4b(settings, load(run.final)[0], day)  # DVC may have removed the reports
+        return done
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
     seqs = sequences.read(settings.paths.sequences)
@@ -205,36 +202,22 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
 
-    params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
-              "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
-    data_version = tracking.data_md5s(settings.paths.data, days[-1:]).get(days[-1]) if days else None
-    tags = {"inputs_fingerprint": tracking.inputs_fingerprint(settings.paths.data, days),
-            "git_revision": tracking.git_revision(settings.paths.root), "stage": "train_universal"}
-    with tracking.run(settings.paths.var, "precise-universal", f"universal-{day}", params, tags) as mlflow:
-        tracking.log_data_versions(mlflow, settings.paths.data, days)
-        state = fit(model, train, valid, tcfg, run_dir=out / "run",
-                    on_eval=lambda m: mlflow.log_metrics(
-                        {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
+    run.params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
+                  "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
+
+    def summarize(state, _mlflow) -> dict:
         best = max(state.history, key=lambda m: m["R@10"])
-        metrics = {
+        return {
             "date": day, "users": len(seqs), "train_sequences": int(len(train[0])), "valid_users": int(len(valid[1])),
             "items": len(item_index), "new_items": n_new, "tokens": len(token_index),
             "epochs": len(state.history), "best_epoch": state.best_epoch, "phase_switch_step": state.switched_at,
             "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))} | {"val_loss": best["val_loss"]},
-            "data_version": data_version, "inputs_fingerprint": tags["inputs_fingerprint"],
+            "fig4b": write_fig4b(settings, model, day),
         }
-        metrics["fig4b"] = write_fig4b(settings, model, day)
-        mlflow.log_metrics({f"best_{k.replace('@', '_at_')}": v for k, v in metrics["valid"].items()})
-        metrics["mlflow_run_id"] = mlflow.active_run().info.run_id
-        save_model(final, model, {
-            "state": dataclasses.asdict(state), "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
-            "item_ids": item_index.ids, "token_ids": token_index.ids, "metrics": metrics, "max_tokens": max_tokens,
-        })
-        mlflow.log_artifacts(str(final), artifact_path="model")
-    shutil.rmtree(out / "run", ignore_errors=True)
-    (out / "run-best.safetensors").unlink(missing_ok=True)
-    metrics["registered_version"] = registry.register(settings, None, metrics["mlflow_run_id"], final, day, "universal",
-                                                      {"data_version": str(data_version)})
+
+    metrics, state = runs.train_and_register(
+        settings, run, model, train, valid, tcfg, days, summarize,
+        {"model": model.cfg.to_dict(), "item_ids": item_index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens})
     write_reports(settings, metrics, state.history)
     return metrics
 

@@ -74,10 +74,8 @@ def partition_sha256(settings: Settings, day: str) -> dict[str, str | None]:
 
 def dvc_data_version(settings: Settings, day: str) -> str | None:
     """The DVC md5 of the day's events partition (the data version everywhere), None unversioned."""
-    from ingest import versioning
-
     dvc_file = Path(f"{schema.partition_dir(settings.paths.events, day)}.dvc")
-    return versioning.data_version(dvc_file) if dvc_file.is_file() else None
+    return schema.data_version(dvc_file) if dvc_file.is_file() else None
 
 
 class CatalogIds:
