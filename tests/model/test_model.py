@@ -188,3 +188,21 @@ def test_exported_vectors_reproduce_the_training_score():
     seqs = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 7, 9]])
     expected = m.score(m.users(seqs), m.all_item_embeddings()[1:]).detach().numpy()
     np.testing.assert_allclose(users @ items.T, expected, atol=1e-5)
+
+
+def test_items_without_text_train_and_score_on_their_id_side():
+    """Own logs have items without a title or text: an all-padding token row. They must get
+    finite, trainable embeddings (ID side) and a finite loss, in the fused and the text model."""
+    for kind in ("fused", "text"):
+        model = tiny(kind).train()
+        model.item_tokens[5:15] = 0  # ten items with no token at all
+        seq = torch.tensor([[0, 5, 6, 7, 8, 9], [1, 2, 3, 10, 11, 12]])
+        target = torch.tensor([[5, 6, 7, 8, 9, 10], [2, 3, 10, 11, 12, 13]])
+        loss, _ = model.loss(seq, target)
+        assert torch.isfinite(loss), kind
+        loss.backward()
+        vectors = model.all_item_embeddings()[5:15]
+        assert torch.isfinite(vectors).all(), kind
+        if kind == "fused":  # the ID side carries them: distinct, trainable vectors
+            assert model.id_emb.weight.grad[5:15].abs().sum() > 0
+            assert torch.cdist(vectors, vectors).fill_diagonal_(1).min() > 0
