@@ -170,9 +170,18 @@ def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train_universal(args: argparse.Namespace, settings: Settings) -> int:
-    from training import universal
+    from training import distributed, universal
 
-    _print(universal.main(settings, args.date, force=args.force))
+    nproc = args.nproc or settings.universal.nproc
+    if (nproc > 1 or args.nnodes > 1) and not distributed.in_worker():  # start the workers, each runs this verb
+        argv = [*(["--params", args.params] if args.params else []), "train", "universal",
+                *(["--date", args.date] if args.date else []), *(["--force"] if args.force else [])]
+        distributed.launch(argv, nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
+        return 0
+    with distributed.process_group():
+        metrics = universal.main(settings, args.date, force=args.force)
+        if distributed.rank() == 0:
+            _print(metrics)
     return 0
 
 
@@ -349,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     tu = train_kinds.add_parser("universal", help="daily universal training (continues from the previous day)")
     tu.add_argument("--date", help="data day (default: run.date)")
     tu.add_argument("--force", action="store_true", help="retrain even if the day's model exists")
+    tu.add_argument("--nproc", type=int, help="data-parallel worker processes on this node (default: train_universal.nproc)")
+    tu.add_argument("--nnodes", type=int, default=1, help="machines taking part (multi-node: the same command on each)")
+    tu.add_argument("--node-rank", type=int, default=0, help="this machine's rank, 0..nnodes-1")
+    tu.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous (multi-node)")
     tu.set_defaults(func=cmd_train_universal)
     tt = train_kinds.add_parser("targeted", help="daily targeted training per task (warm-up or incremental)")
     tt.add_argument("--task", action="append", help="task name from params.yaml (repeatable; default: every task)")

@@ -164,9 +164,12 @@ def gate_day(day: str, task: str | None = None) -> list[dict]:
 
 
 def train_universal_day(day: str) -> dict:
-    from training import universal
+    from training import distributed, universal
 
-    m = universal.main(settings(), day)
+    s = settings()
+    if s.universal.nproc > 1:  # train_universal.nproc workers; then read the finished day's metrics
+        distributed.launch(["--params", str(s.params_path), "train", "universal", "--date", day], s.universal.nproc)
+    m = universal.main(s, day)
     return {k: m[k] for k in ("date", "epochs", "valid", "registered_version", "mlflow_run_id", "data_version") if k in m}
 
 

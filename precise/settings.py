@@ -122,6 +122,7 @@ class UniversalConfig:
     train: tuple[tuple[str, object], ...] = ()
     replay_days: int = 7          # a daily run trains on users active in the last N days
     continue_min_steps: int = 100 # train.min_steps of a run that continues yesterday's model
+    nproc: int = 1                # data-parallel worker processes (torchrun, training/distributed.py)
     valid_users: int = 1000       # users whose last item is held out for early stopping
     new_item_neighbours: int = 10 # new items: ID row = mean ID row of the k nearest items by text
     eval_ks: tuple[int, ...] = (10, 30, 50)

@@ -58,8 +58,10 @@ def finished(settings: Settings, spec: RunSpec) -> dict | None:
     state = spec.final / "state.json"
     if not state.is_file():
         return None
+    from training import distributed
+
     metrics = json.loads(state.read_text())["metrics"]
-    if metrics.get("mlflow_run_id"):  # a crash between saving and registering is repaired here
+    if metrics.get("mlflow_run_id") and distributed.rank() == 0:  # a crash between saving and registering is repaired
         registry.register(settings, spec.task, metrics["mlflow_run_id"], spec.final, spec.day, spec.kind,
                           {"data_version": str(metrics.get("data_version"))} | spec.register_tags)
     return metrics
@@ -74,6 +76,11 @@ def train_and_register(settings: Settings, spec: RunSpec, model: torch.nn.Module
     and may log more to the active MLflow run; the data versions and the run id are added here.
     `meta` is saved with the weights beside the state, the train config and the metrics.
     """
+    from training import distributed
+
+    if distributed.rank() != 0:  # data-parallel: rank 0 alone saves, logs and registers
+        state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", evaluate_first=evaluate_first)
+        return {}, state
     version, fingerprint = data_versions(settings, days)
     tags = {"inputs_fingerprint": fingerprint, "git_revision": tracking.git_revision(settings.paths.root)} | spec.tags
     with tracking.run(settings.paths.var, spec.experiment, spec.run_name, spec.params, tags) as mlflow:

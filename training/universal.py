@@ -37,7 +37,7 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
-from training import diagnostics, runs, sequences, text
+from training import diagnostics, distributed, runs, sequences, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
 from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, load_checkpoint
@@ -169,6 +169,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     run = runs.RunSpec(out, day, "precise-universal", f"universal-{day}", None, "universal", params={},
                        tags={"stage": "train_universal"})
     done = None if force else runs.finished(settings, run)
+    if done is not None and distributed.rank() != 0:
+        return done
     if done is not None:
         log.info("universal model for %s exists; not retraining (use --force)", day)
         write_reports(settings, done, json.loads((run.final / "state.json").read_text())["state"]["history"])
@@ -218,7 +220,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     metrics, state = runs.train_and_register(
         settings, run, model, train, valid, tcfg, days, summarize,
         {"model": model.cfg.to_dict(), "item_ids": item_index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens})
-    write_reports(settings, metrics, state.history)
+    if metrics:  # rank 0 (or a single process) writes the reports
+        write_reports(settings, metrics, state.history)
     return metrics
 
 
