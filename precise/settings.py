@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from precise.errors import PreciseError
 
@@ -134,8 +136,8 @@ class TargetedConfig:
     universal model and re-warm-started every `warmup_every_days`. `train` becomes the trainer's
     TrainConfig (training/targeted.py); the encoder's sizes are the universal model's."""
 
-    input: str = "task"           # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
-    negatives: str = "user"       # user: other users of the batch (eq. 6) | item: other targets of the batch
+    input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
+    negatives: Literal["user", "item"] = "user"   # user: other users of the batch (eq. 6) | item: other targets of the batch
     samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
     head_hidden: int = 256        # hidden width of the MLP over all positions
     reset_head_at_warmup: bool = True
@@ -176,7 +178,7 @@ class PublishConfig:
 class RecallConfig:
     """FAISS recall (recall/index.py)."""
 
-    index: str = "auto"           # flat | hnsw | ivf | auto (flat up to `exact_max_items`, else hnsw)
+    index: Literal["flat", "hnsw", "ivf", "auto"] = "auto"  # auto: flat up to `exact_max_items`, else hnsw
     exact_max_items: int = 50000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
@@ -293,36 +295,32 @@ def find_params(params_path: str | Path | None = None) -> Path:
     )
 
 
-def _section(raw: dict, name: str, cls: type, path: Path) -> Any:
-    """Build one frozen dataclass from a section, rejecting unknown keys (typos)."""
+_ADAPTERS: dict[type, TypeAdapter] = {}
+# What a pydantic error type means in a params file, in our words (the key is named before it).
+_MEANING = {"extra_forbidden": "unknown key", "unexpected_keyword_argument": "unknown key", "bool_type": "must be true or false", "int_type": "must be a number",
+            "float_type": "must be a number", "tuple_type": "must be a list", "list_type": "must be a list",
+            "string_type": "must be a string", "literal_error": "must be one of {expected}"}
+
+
+def _section(raw: dict, name: str, cls: type, path: Path, label: str | None = None) -> Any:
+    """One frozen dataclass from a section: pydantic checks the types of the dataclass's own
+    annotations (strictly: no "yes" for true, no "3" for 3), unknown keys (typos) and Literal
+    choices; an error names `section.key`. The dataclass defaults are the only defaults."""
     values = raw.get(name) or {}
     if not isinstance(values, dict):
         raise PreciseError(f"{path}: section {name!r} must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise PreciseError(f"{path}: unknown key(s) in section {name!r}: {', '.join(unknown)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = fields[key].default
-        if value is None and "None" in str(fields[key].type):
-            kwargs[key] = None  # a switched-off bound
-            continue
-        if isinstance(default, tuple):
-            if not isinstance(value, list):
-                raise PreciseError(f"{path}: {name}.{key} must be a list")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise PreciseError(f"{path}: {name}.{key} must be true or false")
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-            raise PreciseError(f"{path}: {name}.{key} must be a number, got {value!r}")
-        elif isinstance(default, float):
-            value = float(value)
-        elif isinstance(default, str):
-            value = str(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+    if cls not in _ADAPTERS:
+        cls.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    try:
+        return _ADAPTERS[cls].validate_json(json.dumps(values, default=str))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(x) for x in err["loc"][:1])
+            meaning = _MEANING.get(err["type"], err["msg"]).format(**(err.get("ctx") or {}))
+            problems.append(f"{label or name}.{key} {meaning}" + ("" if "unknown" in meaning else f", got {err['input']!r}"))
+        raise PreciseError(f"{path}: " + "; ".join(problems)) from None
 
 
 def _ingest(raw: dict, path: Path) -> IngestConfig:
@@ -374,7 +372,7 @@ def _validate(raw: dict, path: Path) -> ValidateConfig:
         raise PreciseError(f"{path}: validate.severity values must be error or warning, got {bad}")
     return ValidateConfig(
         profile_name=name,
-        profile=_section(profiles, name, ValidationProfile, path),
+        profile=_section(profiles, name, ValidationProfile, path, label=f"validate.profiles.{name}"),
         severity=tuple(sorted(severity.items())),
         examples=int(examples),
     )
@@ -398,9 +396,6 @@ def _targeted(raw: dict, path: Path) -> TargetedConfig:
     if not isinstance(train, dict):
         raise PreciseError(f"{path}: train_targeted.train must be a mapping")
     cfg = _section({"train_targeted": section}, "train_targeted", TargetedConfig, path)
-    for key, allowed in (("input", ("task", "all_scene")), ("negatives", ("user", "item"))):
-        if getattr(cfg, key) not in allowed:
-            raise PreciseError(f"{path}: train_targeted.{key} must be one of {', '.join(allowed)}")
     return dataclasses.replace(cfg, train=tuple(sorted((k, _freeze(v)) for k, v in train.items())))
 
 
