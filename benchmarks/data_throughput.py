@@ -15,32 +15,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest import importers, ingest, synth  # noqa: E402
-from precise.settings import Settings  # noqa: E402
-
-
-def project(folder: Path, dvc: bool) -> Settings:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["ingest"]["dvc"] = dvc
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    if dvc:
-        shutil.copytree(REPO / ".dvc", folder / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-        subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
-        subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local",
-                        str(folder / "remote")], cwd=folder, check=True)
-    return Settings.load(folder / "params.yaml")
+from benchmarks.common import project  # noqa: E402
 
 
 def timed(label: str, fn, n_events: int | None = None, reference: float | None = None) -> float:

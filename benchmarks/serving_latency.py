@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,31 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import free_port, project, wait_for  # noqa: E402
 from precise.settings import RecallConfig, Settings  # noqa: E402
 from recall.index import make_index  # noqa: E402
 from serving import publish  # noqa: E402
 from training.export import table  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, seconds: float = 60) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(port)
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -92,10 +75,7 @@ def fake_export(root: Path, users: int, items: int, dim: int, day: str) -> None:
 def feast_part(args) -> dict:
     results = {}
     tmp = Path(tempfile.mkdtemp(prefix="precise-serving-"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["tasks"] = []
-    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(REPO / "features", tmp / "features")
+    project(tmp, features=True, tasks=[])
     day = "2026-01-14"
     fake_export(tmp, args.users, args.users, 64, day)
     settings = Settings.load(tmp / "params.yaml")

@@ -28,9 +28,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import project  # noqa: E402
+
 from ingest import ingest, synth  # noqa: E402
 from precise import schema  # noqa: E402
-from precise.settings import Settings  # noqa: E402
 from training import sequences, targeted, text, universal  # noqa: E402
 from validation import validate  # noqa: E402
 
@@ -41,14 +42,12 @@ def main() -> None:
     parser.add_argument("--universal-epochs", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["ingest"]["dvc"] = False
-        params["train_universal"]["train"]["epochs"] = args.universal_epochs
-        params["train_universal"]["train"]["checkpoint_every"] = 0
-        params["train_targeted"]["train"]["checkpoint_every"] = 0
-        params["paths"]["var"] = str(REPO / "var" / "bench-targeted")  # keeps the text cache between runs
-        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
-        s = Settings.load(Path(tmp) / "params.yaml")
+        base = yaml.safe_load((REPO / "params.yaml").read_text())
+        s = project(Path(tmp),
+                    train_universal={"train": base["train_universal"]["train"] | {"epochs": args.universal_epochs,
+                                                                                  "checkpoint_every": 0}},
+                    train_targeted={"train": base["train_targeted"]["train"] | {"checkpoint_every": 0}},
+                    paths=base["paths"] | {"var": str(REPO / "var" / "bench-targeted")})  # keeps the text cache
         for sub in ("checkpoints", "targeted", "mlflow"):
             import shutil
 

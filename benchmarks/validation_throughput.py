@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.common import project  # noqa: E402
 
 from ingest import synth  # noqa: E402
 from precise import schema  # noqa: E402
@@ -48,10 +49,7 @@ def best(fn, repeat: int) -> float:
 
 
 def build(root: Path, users: int) -> tuple[Settings, str, int]:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["ingest"]["dvc"] = False
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    s = Settings.load(root / "params.yaml")
+    s = project(root)
     cfg = dataclasses.replace(s.synth, users=users, days=2)
     world = synth.build_world(cfg)
     day = world.day(1)

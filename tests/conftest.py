@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks.common import free_port, wait_for  # noqa: F401 (shared with the benchmarks)
 from precise.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,19 +110,3 @@ def tiny_qwen2(folder: Path) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     Qwen2Model(config).save_pretrained(folder)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, seconds: float = 30.0) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {port}")

@@ -1,0 +1,61 @@
+"""What the benchmark scripts (and tests/conftest.py) share: a temporary project with the repo's
+params.yaml and overrides, local ports. Scripts run from a checkout put that checkout first on
+sys.path (`sys.path.insert(0, REPO)`), so a benchmark in a `git worktree` measures that worktree's
+code, not whichever checkout the virtual environment was installed from."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def project(folder: Path, dvc: bool = False, features: bool = False, **sections) -> "Settings":
+    """A project in `folder`: the repo's params.yaml with `sections` merged in (a dict updates a
+    section, anything else replaces it); with `dvc`, a git + DVC repository with a local remote;
+    with `features`, a copy of the Feast repository folder."""
+    from precise.settings import Settings
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["dvc"] = dvc
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(params.get(name), dict):
+            params[name].update(values)
+        else:
+            params[name] = values
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if dvc:
+        shutil.copytree(REPO / ".dvc", folder / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+        subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local",
+                        str(folder / "remote")], cwd=folder, check=True)
+    if features:
+        shutil.copytree(REPO / "features", folder / "features")
+    return Settings.load(folder / "params.yaml")
+
+
+def free_port() -> int:
+    """A free TCP port on localhost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int, seconds: float = 60.0) -> None:
+    """Until something listens on localhost:`port`, or TimeoutError."""
+    end = time.time() + seconds
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
