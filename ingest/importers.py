@@ -119,14 +119,16 @@ def write_drops(
         "events": len(events),
         "items": len(catalog),
         "rejected": n_rejects,
-        "seen": describe(events, catalog, event_day),
+        "seen": describe(events, catalog, event_day, catalog_day),
     }
 
 
-def describe(events: pd.DataFrame, catalog: pd.DataFrame, event_day: pd.Series) -> dict:
-    """What an import saw: scenes, actions, events per day, items with text, busiest user-day."""
+def describe(events: pd.DataFrame, catalog: pd.DataFrame, event_day: pd.Series, catalog_day: np.ndarray) -> dict:
+    """What an import saw: scenes, actions, events per day, items with text (overall and the
+    lowest share of a day's catalog delta, which the gate judges), busiest user-day."""
     per_day = event_day.value_counts()
     has_text = (catalog["title"].fillna("").str.strip() != "") | (catalog["text"].fillna("").str.strip() != "")
+    daily_text = has_text.groupby(np.asarray(catalog_day)).mean() if len(catalog) else pd.Series(dtype=float)
     per_user_day = events.groupby([events["user_id"], event_day]).size()
     return {
         "scenes": events["scene"].value_counts().to_dict(),
@@ -135,6 +137,7 @@ def describe(events: pd.DataFrame, catalog: pd.DataFrame, event_day: pd.Series) 
         "events_per_day": {"min": int(per_day.min()), "median": float(per_day.median()), "max": int(per_day.max())},
         "items_in_catalog": len(catalog),
         "items_with_text": round(float(has_text.mean()), 4) if len(catalog) else 0.0,
+        "items_with_text_lowest_day": round(float(daily_text.min()), 4) if len(daily_text) else 0.0,
         "event_items_in_catalog": round(float(events["item_id"].isin(set(catalog["item_id"])).mean()), 4),
         "max_events_per_user_day": int(per_user_day.max()),
     }
@@ -143,8 +146,8 @@ def describe(events: pd.DataFrame, catalog: pd.DataFrame, event_day: pd.Series) 
 def suggested_params(name: str, seen: dict) -> dict:
     """A validation profile and task list for params.yaml that fit what the import saw.
 
-    Bounds leave room around the observed values (text share minus 0.1; twice the busiest
-    user-day); the daily-volume check is switched off when days differ by more than 2x from the
+    Bounds leave room around the observed values (the lowest daily text share minus 0.1, and the
+    items without text allowed outside the length bounds; twice the busiest user-day); the daily-volume check is switched off when days differ by more than 2x from the
     median; one task per scene for the most common action, and one over every scene for each
     other action.
     """
@@ -156,7 +159,10 @@ def suggested_params(name: str, seen: dict) -> dict:
         "scenes": scenes,
         "actions": sorted(actions),
         "max_events_per_user": max(100, 2 * seen["max_events_per_user_day"]),
-        "min_text_non_empty_rate": max(0.0, round(seen["items_with_text"] - 0.1, 2)),
+        # Judged per day's catalog delta: below the lowest day seen, with room for smaller days.
+        "min_text_non_empty_rate": max(0.0, round(seen["items_with_text_lowest_day"] - 0.1, 2)),
+        # Items without any text are outside the length bounds too: allow for them.
+        "max_text_length_violation_rate": min(1.0, round(1.0 - seen["items_with_text_lowest_day"] + 0.1, 2)),
         # No catalog at all: every item is unknown, so the check is switched off.
         "max_unknown_item_rate": None if not seen["items_in_catalog"] else
         0.02 if seen["event_items_in_catalog"] >= 0.98 else min(1.0, round(1.05 - seen["event_items_in_catalog"], 2)),

@@ -22,6 +22,16 @@ ROWS = [f"u{i % 5},it-{i % 7},news,view,2026-01-05T{10 + i % 10:02d}:00:00Z\n" f
 MAP = ["--map", "user_id=user_id,item_id=item_id,scene=scene,action=action,ts=ts"]
 
 
+def cli(*args: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """`precise ARGS` in this process (the same `main()`, its `error:` handling and exit codes)."""
+    from precise.cli import main
+
+    monkeypatch.chdir(cwd)
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def _project(tmp_path: Path) -> Path:
     write_params(tmp_path)
     return tmp_path
@@ -37,7 +47,7 @@ def test_gzip_csv_is_read_whatever_its_name(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["zip", "bzip2"])
-def test_archives_are_refused_with_an_error_line(tmp_path, kind):
+def test_archives_are_refused_with_an_error_line(tmp_path, kind, monkeypatch, capsys):
     project = _project(tmp_path)
     path = tmp_path / "log.csv"
     if kind == "zip":
@@ -48,9 +58,9 @@ def test_archives_are_refused_with_an_error_line(tmp_path, kind):
 
         path.write_bytes(bz2.compress((HEADER + "".join(ROWS)).encode()))
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    out = run_cli("data", "import", "csv", "--events", str(path), *MAP, cwd=project, check=False)
-    assert out.returncode == 2
-    assert out.stderr.startswith("error:") and f"{kind} archive" in out.stderr and "Traceback" not in out.stderr
+    code, _, err = cli("data", "import", "csv", "--events", str(path), *MAP, cwd=project, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert err.startswith("error:") and f"{kind} archive" in err and "Traceback" not in err
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert not (project / "landing").exists() or not any((project / "landing").glob("date=*"))
 
@@ -84,14 +94,15 @@ def test_the_null_token_list_is_configurable(settings, tmp_path):
     assert report["rejected"] == {"log.csv": 1}
 
 
-def test_implausible_times_are_rejected_never_a_1970_drop(tmp_path):
+def test_implausible_times_are_rejected_never_a_1970_drop(tmp_path, monkeypatch, capsys):
     project = _project(tmp_path)
     path = tmp_path / "log.csv"
     bad = ["u1,it-1,news,view,1970-01-01T00:00:00Z\n", "u2,it-2,news,view,0\n",
            "u3,it-3,news,view,2999-01-01T00:00:00Z\n", "u4,it-4,news,view,1994-12-31T23:59:59Z\n"]
     path.write_text(HEADER + "".join(ROWS) + "".join(bad))
-    out = run_cli("data", "import", "csv", "--events", str(path), *MAP, cwd=project)
-    assert '"events": 20' in out.stdout
+    code, stdout, _ = cli("data", "import", "csv", "--events", str(path), *MAP, cwd=project, monkeypatch=monkeypatch,
+                          capsys=capsys)
+    assert code == 0 and '"events": 20' in stdout
     assert sorted(p.name for p in (project / "landing").glob("date=*")) == ["date=2026-01-05"]
     rejects = pd.read_parquet(project / "landing" / "_rejects" / "log.parquet")
     assert rejects["reason"].tolist() == ["implausible ts"] * 4

@@ -28,7 +28,7 @@ from validation import validate
 
 pytestmark = pytest.mark.slow
 TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20}
-TRAIN = {"epochs": 3, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 2}
+TRAIN = {"epochs": 2, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 2}
 
 
 @pytest.fixture(scope="module")
