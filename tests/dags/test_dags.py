@@ -135,13 +135,12 @@ def test_three_days_end_to_end_then_a_quarantined_day(project):
     assert len(Recall(s, "click_article").u2i(user, 5)) == 5
 
     # The quarantined day: training refuses it and the published version stays served.
-    [again] = run_dags(project, days[3], "--dag", "precise_universal_daily")
+    [again, idle] = run_dags(project, days[3], "--dag", "precise_universal_daily", "--idle-data")
     assert again["state"] == "failed" and again["tasks"]["sequences"] == "failed"
     assert publish.read_state(s)["date"] == days[2]
     assert publish.read_online(s, [{"user_id": user, "item_id": "none"}]) == got
 
     # Every drop is ingested: a run without a date has nothing to do and is skipped, not failed.
-    [idle] = run_dags(project, "none", "--dag", "precise_data_daily")
     assert idle["state"] == "success" and set(idle["tasks"].values()) == {"skipped"}, idle
 
 

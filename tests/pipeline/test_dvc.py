@@ -109,11 +109,15 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
         assert row and row["R@10"] is not None and row["counting R@10"] is not None, (model, row)
         assert row["popularity R@10"] is not None and row["users"] > 0, (model, row)
     assert status["gate"]["passed"]["days"] == 4 and status["served"]["serving"]["click_article"]
-    screen = run_cli("status", cwd=repo_copy).stdout
+    from precise.settings import Settings
+    from precise.status import render
+    from recall.index import Recall
+
+    screen = render(status)
     user = status["examples"]["click_article"]["user_id"]
     assert f"precise recall u2i --task click_article --user {user}" in screen and "counting" in screen
-    recall = json.loads(run_cli("recall", "u2i", "--task", "click_article", "--user", user, cwd=repo_copy).stdout)
-    assert recall["items"] and not any(x.get("fallback") for x in recall["items"]), "the printed hint works"
+    items = Recall(Settings.load(repo_copy / "params.yaml"), "click_article").u2i(user)
+    assert items and not any(x.get("fallback") for x in items), "the printed hint works"
 
     # An operator's release changes the manifest: the gate keeps it, sequences rebuild.
     manifest_path = repo_copy / "data" / "validation" / "manifest.json"
