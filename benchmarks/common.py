@@ -1,5 +1,5 @@
-"""What the benchmark scripts (and tests/conftest.py) share: a temporary project with the repo's
-params.yaml and overrides, local ports. Scripts run from a checkout put that checkout first on
+"""What the benchmark scripts (and tests/conftest.py) share: params.yaml and a temporary project
+with the repo's settings and overrides, local ports. Scripts run from a checkout put that checkout first on
 sys.path (`sys.path.insert(0, REPO)`), so a benchmark in a `git worktree` measures that worktree's
 code, not whichever checkout the virtual environment was installed from."""
 
@@ -17,22 +17,30 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def project(folder: Path, dvc: bool = False, features: bool = False, **sections) -> "Settings":
-    """A project in `folder`: the repo's params.yaml with `sections` merged in (a dict updates a
-    section, anything else replaces it); with `dvc`, a git + DVC repository with a local remote;
-    with `features`, a copy of the Feast repository folder."""
-    from precise.settings import Settings
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def write_params(folder: Path, **sections) -> Path:
+    """`folder/params.yaml`: the repo's own (with `ingest.dvc: false`), `sections` merged in (a dict
+    updates a section, anything else replaces it)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["ingest"]["dvc"] = dvc
+    params["ingest"]["dvc"] = False
     for name, values in sections.items():
         if isinstance(values, dict) and isinstance(params.get(name), dict):
             params[name].update(values)
         else:
             params[name] = values
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path = Path(folder) / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def project(folder: Path, dvc: bool = False, features: bool = False, **sections) -> "Settings":
+    """A project in `folder`: `write_params` with `sections`; with `dvc`, a git + DVC repository
+    with a local remote; with `features`, a copy of the Feast repository folder."""
+    from precise.settings import Settings
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ingest = sections.pop("ingest", {}) | {"dvc": dvc}
+    path = write_params(folder, ingest=ingest, **sections)
     if dvc:
         shutil.copytree(REPO / ".dvc", folder / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
         subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
@@ -40,7 +48,7 @@ def project(folder: Path, dvc: bool = False, features: bool = False, **sections)
                         str(folder / "remote")], cwd=folder, check=True)
     if features:
         shutil.copytree(REPO / "features", folder / "features")
-    return Settings.load(folder / "params.yaml")
+    return Settings.load(path)
 
 
 def free_port() -> int:

@@ -178,7 +178,7 @@ def ingest_day(settings: Settings, day: str, force: bool = False) -> tuple[DayRe
             unversioned = [
                 schema.partition_dir(table, day)
                 for table in (paths.rejects, paths.catalog, paths.events)
-                if not Path(f"{schema.partition_dir(table, day)}.dvc").exists()
+                if not schema.dvc_file(table, day).exists()
             ]
             return report, unversioned if settings.ingest.dvc else []
 

@@ -123,7 +123,7 @@ def version_day(day: str) -> dict:
     s = settings()
     out = {}
     for table, root in (("events", s.paths.events), ("catalog", s.paths.catalog)):
-        dvc_file = Path(f"{schema.partition_dir(root, day)}.dvc")
+        dvc_file = schema.dvc_file(root, day)
         if s.ingest.dvc and not dvc_file.is_file():
             raise PreciseError(f"{dvc_file} is missing: ingest {day} again (`precise ingest --date {day}`) to version it")
         out[table] = versioning.data_version(dvc_file) if dvc_file.is_file() else None

@@ -126,6 +126,17 @@ def day_bounds(day: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     return start, start + pd.Timedelta(days=1)
 
 
+def dvc_file(table_root: Path, day: str) -> Path:
+    """The `.dvc` file `dvc add` writes beside a day's partition (`<table>/date=D.dvc`)."""
+    return Path(f"{partition_dir(table_root, day)}.dvc")
+
+
+def day_data_version(table_root: Path, day: str) -> str | None:
+    """A day's data version (the md5 of its partition's `.dvc` file); None when not versioned."""
+    path = dvc_file(table_root, day)
+    return data_version(path) if path.is_file() else None
+
+
 def data_version(dvc_file: Path) -> str:
     """The md5 a `.dvc` file records (for a partition folder: the md5 of its listing, ending
     `.dir`): a day's data version, the same string in the manifest, MLflow and the registry."""

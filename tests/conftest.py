@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from benchmarks import common
 from benchmarks.common import free_port, wait_for  # noqa: F401 (shared with the benchmarks)
 from precise.settings import Settings
 
@@ -46,18 +46,8 @@ TINY_SYNTH = {
 
 
 def write_params(folder: Path, **sections) -> Path:
-    """A params.yaml in `folder`: the repo's own, with sections updated from `sections`."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synth"].update(TINY_SYNTH)
-    params["ingest"]["dvc"] = False
-    for name, values in sections.items():
-        if isinstance(values, dict) and isinstance(params.get(name), dict):
-            params[name].update(values)
-        else:
-            params[name] = values
-    path = Path(folder) / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
+    """A params.yaml in `folder`: the repo's own with the tiny world, sections updated from `sections`."""
+    return common.write_params(folder, synth=TINY_SYNTH | sections.pop("synth", {}), **sections)
 
 
 @pytest.fixture

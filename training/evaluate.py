@@ -63,18 +63,6 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
     return ranks
 
 
-def histories_before(seqs: pd.DataFrame, day: str) -> list[list[str]]:
-    """Every user's item ids before `day` (oldest first; users with none left out): what the
-    baselines learn from, the same information the model was trained on."""
-    start = pd.Timestamp(day, tz="UTC")
-    out = []
-    for items, ts in zip(seqs["item_ids"], seqs["ts"]):
-        before = np.asarray(pd.to_datetime(ts, utc=True) < start)
-        if before.any():
-            out.append(list(np.asarray(items)[before]))
-    return out
-
-
 def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks) -> dict:
     """Counting (last 3 items) and popularity on the same users and targets as a model."""
     train_idx = [index.lookup(h) for h in train]
@@ -83,20 +71,34 @@ def baseline_metrics(index: Index, train: list[list[str]], histories: list, targ
             "popularity": from_ranks(Popularity(train_idx, len(index)).ranks(hist_idx, targets), ks)}
 
 
-def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
-    """Users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
-    possibly empty), target (the first item of the day)."""
+def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str]]]:
+    """One pass over the sequences as of `day`:
+
+    * the users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
+      possibly empty), target (the first item of the day);
+    * every user's item ids before the day (users with none left out): what the baselines learn
+      from, the same information the model was trained on.
+    """
     start = pd.Timestamp(day, tz="UTC")
-    rows = []
+    rows, before_day = [], []
     for user, items, ts, last_day in zip(seqs["user_id"], seqs["item_ids"], seqs["ts"], seqs["last_day"]):
-        if last_day < day:
+        if last_day < day:  # the whole sequence is before the day: no time to parse
+            before_day.append(list(items))
             continue
         ts = pd.to_datetime(ts, utc=True)
         before = np.asarray(ts < start)
+        history = list(np.asarray(items)[before])
+        if history:
+            before_day.append(history)
         on_day = np.flatnonzero(~before & (ts < start + pd.Timedelta(days=1)))
         if len(on_day):
-            rows.append((user, list(np.asarray(items)[before]), items[on_day[0]]))
-    return pd.DataFrame(rows, columns=["user_id", "history", "target"])
+            rows.append((user, history, items[on_day[0]]))
+    return pd.DataFrame(rows, columns=["user_id", "history", "target"]), before_day
+
+
+def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
+    """Users with a behaviour on `day`: user_id, history, target (see `split_day`)."""
+    return split_day(seqs, day)[0]
 
 
 def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
@@ -108,7 +110,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     model, index, _, n_new = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"],
                                             settings.universal.new_item_neighbours)
     seqs = sequences.read(settings.paths.sequences)
-    split = next_day_targets(seqs, day)
+    split, before_day = split_day(seqs, day)
     with_history = split[split["history"].str.len() > 0]
     skipped = len(split) - len(with_history)
     histories, targets = [index.lookup(h) for h in with_history["history"]], index.lookup(with_history["target"])
@@ -121,7 +123,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     return {"date": day, "model": ckpt.parent.name, "users": len(targets),
             "users_without_history": skipped, "new_items_in_catalog": n_new,
             **breakdown(ranks, targets, np.maximum(freq, 0), ks),
-            "baselines": baseline_metrics(index, histories_before(seqs, day), histories, targets, ks)}
+            "baselines": baseline_metrics(index, before_day, histories, targets, ks)}
 
 
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:
@@ -158,7 +160,7 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     items, tok_ids, tok_init = text.read(settings.paths.text)
     model, index, _, n_new = targeted.grow(meta, weights, items, tok_ids, tok_init, settings.universal.new_item_neighbours)
     task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
-    split = next_day_targets(task_seqs, day)
+    split, before_day = split_day(task_seqs, day)
     has_task = split["history"].str.len() > 0
     users, fallback = split[has_task], split[~has_task]
     all_scene_before: dict = {}  # user -> all-scene history before the day, read once if needed
@@ -175,7 +177,7 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         targets = index.lookup(users["target"])
         histories = [index.lookup(h) for h in users["history"]]
         metrics |= breakdown(rank_targets(model, histories, targets), targets, freq, ks)
-        metrics["baselines"] = baseline_metrics(index, histories_before(task_seqs, day), histories, targets, ks)
+        metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks)
     metrics["fallback"] = {"users": len(fallback)}
     u_ckpt = universal.latest_checkpoint(settings, before=day)
     if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones

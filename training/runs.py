@@ -1,7 +1,7 @@
 """One training run of a stage (universal or targeted), the part both stages share:
 
-* a day already trained is not retrained: its registration is repaired (idempotent) and its
-  metrics returned (`finished`);
+* a day already trained is not retrained: the stage reads what it saved (`finished`) and its
+  registration is repaired (`repair_registration`, idempotent);
 * otherwise an MLflow run with the data versions, `fit` with every evaluation logged, the summary
   metrics, the model saved (safetensors + JSON) and logged as artifacts, the resumable run folder
   removed, the version registered (`train_and_register`).
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from precise.settings import Settings
-from training import registry, tracking
+from training import distributed, registry, tracking
 from training.trainer import State, TrainConfig, fit, save_model
 
 log = logging.getLogger(__name__)
@@ -47,24 +47,17 @@ class RunSpec:
         return self.out / "final"
 
 
-def data_versions(settings: Settings, days: list[str]) -> tuple[str | None, str]:
-    """(data_version: the newest day's DVC md5, inputs_fingerprint: a hash of every partition read)."""
-    version = tracking.data_md5s(settings.paths.data, days[-1:]).get(days[-1]) if days else None
-    return version, tracking.inputs_fingerprint(settings.paths.data, days)
+def finished(final: Path) -> dict | None:
+    """What a finished run saved beside its weights (state, metrics, ...), or None."""
+    path = Path(final) / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def finished(settings: Settings, spec: RunSpec) -> dict | None:
-    """The metrics of the day's finished model (its registration repaired), or None."""
-    state = spec.final / "state.json"
-    if not state.is_file():
-        return None
-    from training import distributed
-
-    metrics = json.loads(state.read_text())["metrics"]
-    if metrics.get("mlflow_run_id") and distributed.rank() == 0:  # a crash between saving and registering is repaired
+def repair_registration(settings: Settings, spec: RunSpec, metrics: dict) -> None:
+    """Register a finished run again (idempotent): a crash between saving and registering is repaired."""
+    if metrics.get("mlflow_run_id") and distributed.rank() == 0:
         registry.register(settings, spec.task, metrics["mlflow_run_id"], spec.final, spec.day, spec.kind,
                           {"data_version": str(metrics.get("data_version"))} | spec.register_tags)
-    return metrics
 
 
 def train_and_register(settings: Settings, spec: RunSpec, model: torch.nn.Module, train, valid, tcfg: TrainConfig,
@@ -76,15 +69,14 @@ def train_and_register(settings: Settings, spec: RunSpec, model: torch.nn.Module
     and may log more to the active MLflow run; the data versions and the run id are added here.
     `meta` is saved with the weights beside the state, the train config and the metrics.
     """
-    from training import distributed
-
     if distributed.rank() != 0:  # data-parallel: rank 0 alone saves, logs and registers
         state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", evaluate_first=evaluate_first)
         return {}, state
-    version, fingerprint = data_versions(settings, days)
+    fingerprint = tracking.inputs_fingerprint(settings.paths.data, days)
     tags = {"inputs_fingerprint": fingerprint, "git_revision": tracking.git_revision(settings.paths.root)} | spec.tags
     with tracking.run(settings.paths.var, spec.experiment, spec.run_name, spec.params, tags) as mlflow:
-        tracking.log_data_versions(mlflow, settings.paths.data, days)
+        md5s = tracking.log_data_versions(mlflow, settings.paths.data, days)
+        version = md5s[days[-1]] if days else None  # the data_version: the newest day's md5
         state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", evaluate_first=evaluate_first,
                     on_eval=lambda m: mlflow.log_metrics(
                         {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))

@@ -270,11 +270,15 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     day = manifest.resolve_day(settings, date)
     days = manifest.good_days(settings, up_to=day)
     out = schema.partition_dir(checkpoint_root(settings, task.name), day)
-    done = None if (force or force_warmup) else _finished(settings, task.name, out, day)
+    done = None if (force or force_warmup) else runs.finished(out / "final")
     if done is not None:
+        m = done["metrics"]
+        runs.repair_registration(settings, runs.RunSpec(
+            out, day, f"precise-{task.name}", f"{task.name}-{day}", task.name, m["mode"], params={},
+            register_tags={"parent_universal": m["universal"], "parent_universal_run_id": m["universal_run_id"]}), m)
         log.info("targeted model %s for %s exists; not retraining (use --force)", task.name, day)
-        write_json(metrics_path(settings, task.name), done)
-        return done
+        write_json(metrics_path(settings, task.name), m)
+        return m
 
     champion = universal_champion(settings, day)
     if champion is None:
@@ -350,17 +354,6 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     write_json(state_path(settings, task.name), state)
     write_json(metrics_path(settings, task.name), metrics)
     return metrics
-
-
-def _finished(settings: Settings, task: str, out: Path, day: str) -> dict | None:
-    """The day's finished task model's metrics (registration repaired), or None."""
-    state = out / "final" / "state.json"
-    if not state.is_file():
-        return None
-    m = json.loads(state.read_text())["metrics"]
-    spec = runs.RunSpec(out, day, f"precise-{task}", f"{task}-{day}", task, m["mode"], params={},
-                        register_tags={"parent_universal": m["universal"], "parent_universal_run_id": m["universal_run_id"]})
-    return runs.finished(settings, spec)
 
 
 def _universal_day(version: str | None) -> str | None:

@@ -28,7 +28,7 @@ def inputs_fingerprint(data: Path, days: list[str]) -> str:
     of their bytes when unversioned). Not a data version: `data_version` is a DVC md5."""
     h = hashlib.sha256()
     for day in days:
-        dvc_file = Path(f"{schema.partition_dir(Path(data) / 'events', day)}.dvc")
+        dvc_file = schema.dvc_file(Path(data) / "events", day)
         if dvc_file.is_file():
             h.update(dvc_file.read_bytes())
         else:
@@ -38,20 +38,17 @@ def inputs_fingerprint(data: Path, days: list[str]) -> str:
 
 def data_md5s(data: Path, days: list[str]) -> dict[str, str | None]:
     """The DVC md5 (data version) of each day's events partition; None when not versioned."""
-    out = {}
-    for day in days:
-        dvc_file = Path(f"{schema.partition_dir(Path(data) / 'events', day)}.dvc")
-        out[day] = schema.data_version(dvc_file) if dvc_file.is_file() else None
-    return out
+    return {day: schema.day_data_version(Path(data) / "events", day) for day in days}
 
 
-def log_data_versions(mlflow, data: Path, days: list[str]) -> None:
+def log_data_versions(mlflow, data: Path, days: list[str]) -> dict[str, str | None]:
     """Every partition's DVC md5 as a run artifact, the newest day's as a tag: restore a run's
-    exact inputs with `dvc pull` of those versions (README)."""
+    exact inputs with `dvc pull` of those versions (README). Returns the md5s by day."""
     md5s = data_md5s(data, days)
     mlflow.log_dict(md5s, "data_versions.json")
     if days:  # the newest day's md5: the `data_version` of that day's Asset event and manifest entry
         mlflow.set_tag("data_version", str(md5s[days[-1]]))
+    return md5s
 
 
 def git_revision(root: Path) -> str:

@@ -25,7 +25,6 @@ killed midway resumes from `var/checkpoints/universal/date=D/run/`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -168,14 +167,14 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     out = schema.partition_dir(checkpoint_root(settings), day)
     run = runs.RunSpec(out, day, "precise-universal", f"universal-{day}", None, "universal", params={},
                        tags={"stage": "train_universal"})
-    done = None if force else runs.finished(settings, run)
-    if done is not None and distributed.rank() != 0:
-        return done
+    done = None if force else runs.finished(run.final)
     if done is not None:
-        log.info("universal model for %s exists; not retraining (use --force)", day)
-        write_reports(settings, done, json.loads((run.final / "state.json").read_text())["state"]["history"])
-        write_fig4b(settings, load(run.final)[0], day)  # DVC may have removed the reports
-        return done
+        runs.repair_registration(settings, run, done["metrics"])
+        if distributed.rank() == 0:
+            log.info("universal model for %s exists; not retraining (use --force)", day)
+            write_reports(settings, done["metrics"], done["state"]["history"])  # DVC may have removed them
+            write_fig4b(settings, load(run.final)[0], day)
+        return done["metrics"]
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
     seqs = sequences.read(settings.paths.sequences)

@@ -72,12 +72,6 @@ def partition_sha256(settings: Settings, day: str) -> dict[str, str | None]:
     return version
 
 
-def dvc_data_version(settings: Settings, day: str) -> str | None:
-    """The DVC md5 of the day's events partition (the data version everywhere), None unversioned."""
-    dvc_file = Path(f"{schema.partition_dir(settings.paths.events, day)}.dvc")
-    return schema.data_version(dvc_file) if dvc_file.is_file() else None
-
-
 class CatalogIds:
     """Item ids of the catalog as of a day, loaded incrementally while days advance."""
 
@@ -148,6 +142,7 @@ class Validator:
 
         previous = self.entries.get(day, {})
         version = partition_sha256(self.settings, day)
+        data_version = schema.day_data_version(paths.events, day)
         if previous.get("status") == "released" and previous.get("partition_sha256") == version:
             result.status = "released"  # an operator accepted these very bytes
             result.notes.append(f"released by {previous.get('released_by')}: {previous.get('reason')}")
@@ -161,7 +156,7 @@ class Validator:
                 "status": result.status,
                 "profile": cfg.profile_name,
                 "checked_at": checked_at,
-                "data_version": dvc_data_version(self.settings, day),
+                "data_version": data_version,
                 "partition_sha256": version,
                 "checks": [asdict(o) | {"examples": failed_examples.get(o.check, [])} for o in outcomes],
                 "notes": result.notes,
@@ -173,7 +168,7 @@ class Validator:
             "status": result.status,
             "checked_at": checked_at,
             "result": result.result_path,
-            "data_version": dvc_data_version(self.settings, day),
+            "data_version": data_version,
             "partition_sha256": version,
             "failed": result.failed,
             "warnings": result.warnings,
