@@ -5,11 +5,12 @@
 Writes `docs/targeted_results.md` (and benchmarks/out/targeted_results.json). Rows, all on one
 test set per dataset (full ranking over every item):
 
-* UT then TT: the universal model (fused, alternate training) fine-tuned by targeted training,
-  with user-side negatives (eq. 6) and with item-side negatives;
+* UT then TT: the universal model (fused, alternate training) fine-tuned by targeted training:
+  BPR against every catalog item (the default), the softmax over the catalog, BPR with
+  user-side negatives (the paper's eq. 6) and with the batch's other targets (`VARIANTS`);
 * UT only: the universal model's user embedding (its all-scene history) and item embeddings;
-* TT only: targeted training from a freshly initialised model on the task data alone, both
-  negative variants.
+* TT only: targeted training from a freshly initialised model on the task data alone;
+* counting (last 3 items) and popularity, learnt from the task's training sequences.
 
 Tasks and protocols:
 * synthetic (the embedded default world): task = clicks in the `article` scene. Everything is
@@ -42,6 +43,7 @@ from ingest import synth  # noqa: E402
 from precise.settings import Settings  # noqa: E402
 from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
+from training.baselines import Popularity, Transitions  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
@@ -142,29 +144,40 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     rows["UT only"] = breakdown(rank_targets(ut, test[1], test[2]), test[2], freq, ks)
     print(f"{name} UT only: R@10 {rows['UT only']['all']['R@10']:.4f}", flush=True)
 
+    # The non-learned baselines on the same test users: task histories, task training sequences.
+    for label, baseline in (("counting (last 3 items)", Transitions), ("popularity", Popularity)):
+        ranks = baseline(task_seqs, len(index)).ranks([np.asarray(h) for h in test[0]], test[2])
+        rows[label] = breakdown(ranks, test[2], freq, ks)
+
     train = task_examples(d["task"], per_user, index, max_len)
     valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
-    for negatives in ("user", "item"):
-        for start in ("UT then TT", "TT only"):
-            torch.manual_seed(tcfg.seed)
-            base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
-                                                                         settings.encode.max_tokens, index, tokens)
-            model = targeted.Targeted(base, settings.targeted.head_hidden, negatives)
-            label = f"{start} ({negatives}-side negatives)"
-            t1 = time.perf_counter()
-            state = fit(model, train, valid_t, tcfg, evaluate_first=True)
-            seconds[label] = round(time.perf_counter() - t1, 1)
-            rows[label] = breakdown(rank_targets(model, test[0], test[2]), test[2], freq, ks) | {
-                "valid_R@10": state.best_r10, "start_valid_R@10": state.start_r10,
-                "epochs": len(state.history), "best_epoch": state.best_epoch}
-            print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
+    for label, (start, negatives, loss) in VARIANTS.items():
+        torch.manual_seed(tcfg.seed)
+        base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
+                                                                     settings.encode.max_tokens, index, tokens)
+        model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss)
+        t1 = time.perf_counter()
+        state = fit(model, train, valid_t, tcfg, evaluate_first=True)
+        seconds[label] = round(time.perf_counter() - t1, 1)
+        rows[label] = breakdown(rank_targets(model, test[0], test[2]), test[2], freq, ks) | {
+            "valid_R@10": state.best_r10, "start_valid_R@10": state.start_r10,
+            "epochs": len(state.history), "best_epoch": state.best_epoch}
+        print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
     return {"rows": rows, "seconds": seconds, "items": len(index), "task_sequences": len(task_seqs),
             "task_examples": int(len(train[1])), "test_users": int(len(test[2])), "valid_users": int(len(valid[2])),
             "total_seconds": round(time.perf_counter() - t0, 1)}
 
 
-ORDER = ["UT then TT (user-side negatives)", "UT then TT (item-side negatives)", "UT only",
-         "TT only (user-side negatives)", "TT only (item-side negatives)"]
+# label -> (start, negatives, loss). The params.yaml default first.
+VARIANTS = {
+    "UT then TT (BPR, catalog negatives: default)": ("UT then TT", "catalog", "bpr"),
+    "UT then TT (softmax over the catalog)": ("UT then TT", "catalog", "softmax"),
+    "UT then TT (BPR, user-side negatives: eq. 6)": ("UT then TT", "user", "bpr"),
+    "UT then TT (BPR, item-side in-batch negatives)": ("UT then TT", "item", "bpr"),
+    "TT only (BPR, catalog negatives)": ("TT only", "catalog", "bpr"),
+    "TT only (BPR, user-side negatives: eq. 6)": ("TT only", "user", "bpr"),
+}
+ORDER = [*list(VARIANTS)[:4], "UT only", *list(VARIANTS)[4:], "counting (last 3 items)", "popularity"]
 
 
 def markdown(results: dict, epochs: int) -> str:
@@ -180,8 +193,9 @@ def markdown(results: dict, epochs: int) -> str:
         for label in ORDER:
             row = r["rows"][label]
             t, c = row["all"], row["cold"]
-            secs = r["seconds"].get(label, r["seconds"]["universal"])
-            lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | {secs:.0f} |")
+            secs = r["seconds"].get(label, r["seconds"]["universal"] if label == "UT only" else None)
+            lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | "
+                         f"{'-' if secs is None else f'{secs:.0f}'} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -137,7 +137,8 @@ class TargetedConfig:
     TrainConfig (training/targeted.py); the encoder's sizes are the universal model's."""
 
     input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
-    negatives: Literal["user", "item"] = "user"   # user: other users of the batch (eq. 6) | item: other targets of the batch
+    loss: Literal["bpr", "softmax"] = "bpr"       # softmax needs negatives: catalog
+    negatives: Literal["catalog", "user", "item"] = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
     samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
     head_hidden: int = 256        # hidden width of the MLP over all positions
     reset_head_at_warmup: bool = True
@@ -396,6 +397,9 @@ def _targeted(raw: dict, path: Path) -> TargetedConfig:
     if not isinstance(train, dict):
         raise PreciseError(f"{path}: train_targeted.train must be a mapping")
     cfg = _section({"train_targeted": section}, "train_targeted", TargetedConfig, path)
+    if cfg.loss == "softmax" and cfg.negatives != "catalog":
+        raise PreciseError(f"{path}: train_targeted.loss softmax needs train_targeted.negatives: catalog "
+                           f"(it normalises over the whole catalog), got {cfg.negatives!r}")
     return dataclasses.replace(cfg, train=tuple(sorted((k, _freeze(v)) for k, v in train.items())))
 
 

@@ -8,10 +8,14 @@
   concatenation of all L final-layer positions, of the item embedding's width D, plus a skip
   from the latest slot (the MLP's output layer starts at zero, so a warm start begins at the
   universal model's user embedding; see `Targeted.users`).
-* **Loss** (eq. 6): `-log sigma(h'_u.e - h'_u'.e)` with e the embedding of u's next task item and
-  u' every other user of the batch, pairs where u' has the same target masked (`negatives:
-  user`); or item-side `-log sigma(h'_u.e - h'_u.e')` with e' the other targets of the batch
-  (`negatives: item`). Scores are dot products, as in universal training, evaluation and recall.
+* **Loss** (`loss`, `negatives`): BPR, `-log sigma(s(u, e) - s(u', e'))`, with e the embedding of
+  u's next task item and, as negatives, every item of the catalog (`negatives: catalog`, e' over
+  all items but e: the default, see docs/quality.md), or u' every other user of the batch with
+  e' = e (`user`, the paper's eq. 6: it ranks users for an item, which never pushes the user's
+  own ranking of items, and loses to popularity on our worlds), or e' the other targets of the
+  batch (`item`). `loss: softmax` is the cross-entropy over the whole catalog instead of BPR.
+  Scores are the universal model's (its similarity and temperature), as in evaluation and recall.
+  `catalog` and `softmax` score every item each step (B x N, like the universal exact softmax).
 * **Input**: the task sequence S'_u (default) or, with `input: all_scene`, the user's all-scene
   clicks before the target's time.
 * **Warm start and periodic warm-up**: the first model of a task, and every run on which
@@ -66,14 +70,20 @@ log = logging.getLogger(__name__)
 # --- the model --------------------------------------------------------------------------------------
 
 
+NEGATIVES = ("catalog", "user", "item")
+LOSSES = ("bpr", "softmax")
+
+
 class Targeted(nn.Module):
     """The universal encoder, bidirectional, with an MLP over all positions (PRECISE IV-D)."""
 
-    def __init__(self, base: Precise, hidden: int, negatives: str = "user"):
+    def __init__(self, base: Precise, hidden: int, negatives: str = "catalog", loss: str = "bpr"):
         super().__init__()
-        if negatives not in ("user", "item"):
-            raise ValueError("negatives must be user or item")
-        self.base, self.negatives, self.hidden = base, negatives, hidden
+        if negatives not in NEGATIVES or loss not in LOSSES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}; loss one of {', '.join(LOSSES)}")
+        if loss == "softmax" and negatives != "catalog":
+            raise ValueError("loss softmax needs negatives: catalog (it normalises over the whole catalog)")
+        self.base, self.negatives, self.loss_kind, self.hidden = base, negatives, loss, hidden
         L, D = base.cfg.max_len, base.cfg.dim
         self.head = nn.Sequential(nn.Linear(L * D, hidden), nn.GELU(), nn.Linear(hidden, D))
         nn.init.zeros_(self.head[-1].weight)  # starts as the latest slot's state: see users()
@@ -109,10 +119,18 @@ class Targeted(nn.Module):
     def forward(self, seq, target, negatives, item_logq=None):
         return self.loss(seq, target, negatives)
 
-    def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """BPR (eq. 6). seq (B, L), target (B,) next task item, negatives (M,) for `item` mode."""
+    def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode."""
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
         u = self.users(seq) * scale  # (B, D)
+        if self.negatives == "catalog":
+            s = u @ self.base.all_item_embeddings().T  # (B, N+1), column 0 = padding
+            if self.loss_kind == "softmax":
+                return F.cross_entropy(s.masked_fill(self._padding(s), float("-inf")), target), dict(self.base.last_stats)
+            pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
+            keep = ~self._padding(s)
+            keep[torch.arange(len(target)), target] = False
+            return -F.logsigmoid(pos - s)[keep].mean(), dict(self.base.last_stats)
         e = self.base.item_embeddings(target)  # (B, D)
         pos = (u * e).sum(-1)  # (B,)
         if self.negatives == "user":
@@ -126,6 +144,12 @@ class Targeted(nn.Module):
         if not keep.any():
             return (u.sum() + e.sum()) * 0.0, dict(self.base.last_stats)
         return -F.logsigmoid(diff[keep]).mean(), dict(self.base.last_stats)
+
+    @staticmethod
+    def _padding(scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        mask[:, 0] = True
+        return mask
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -182,7 +206,7 @@ def split_valid(examples: pd.DataFrame, n_users: int, seed: int) -> tuple[pd.Dat
 # --- checkpoints and state ----------------------------------------------------------------------------
 
 
-# Targeted training decides these itself (BPR over in-batch pairs, eq. 6; no alternate phase):
+# Targeted training decides these itself (train_targeted.loss and .negatives; no alternate phase):
 # setting them under train_targeted.train is an error, not silently ignored.
 FIXED_KEYS = ("loss", "negatives", "num_negatives", "logq", "softmax_max_items", "alternate")
 
@@ -194,9 +218,10 @@ def train_config(cfg: TargetedConfig) -> TrainConfig:
         raise PreciseError(f"unknown key(s) in train_targeted.train: {', '.join(unknown)}")
     fixed = sorted(set(raw) & set(FIXED_KEYS))
     if fixed:
-        raise PreciseError(f"train_targeted.train: {', '.join(fixed)} cannot be set: targeted training is BPR over "
-                           "in-batch pairs without alternate training; remove the key(s)")
-    # BPR over sampled pairs (eq. 6), not the universal model's softmax; no logQ correction.
+        raise PreciseError(f"train_targeted.train: {', '.join(fixed)} cannot be set: targeted training's loss is "
+                           "train_targeted.loss and .negatives, without alternate training; remove the key(s)")
+    # The model computes its own loss (Targeted.loss); the trainer's sampler only hands it the
+    # batch's other targets (used by negatives: item). No logQ correction.
     return TrainConfig(**raw, loss="sampled", negatives="in_batch", logq=False, alternate=AlternateConfig(enabled=False))
 
 
@@ -236,11 +261,13 @@ def split_weights(weights: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 
 
 def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_ids: np.ndarray,
-         tok_init: np.ndarray, neighbours: int) -> tuple[Targeted, Index, Index, int]:
-    """A targeted checkpoint over today's catalog; new items get text-driven ID rows."""
+         tok_init: np.ndarray, neighbours: int, cfg: TargetedConfig | None = None) -> tuple[Targeted, Index, Index, int]:
+    """A targeted checkpoint over today's catalog; new items get text-driven ID rows. With `cfg`
+    (a day that trains on), the loss is today's settings', else the checkpoint's."""
     base_w, head_w = split_weights(weights)
     base, index, token_index, n_new = universal.grow(meta, base_w, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
-    model = Targeted(base, meta["head_hidden"], meta["negatives"])
+    negatives, loss = (cfg.negatives, cfg.loss) if cfg else (meta["negatives"], meta.get("loss", "bpr"))
+    model = Targeted(base, meta["head_hidden"], negatives, loss)
     model.head.load_state_dict(head_w)
     return model, index, token_index, n_new
 
@@ -252,7 +279,7 @@ def load(folder: Path) -> tuple[Targeted, dict]:
     meta, weights = load_checkpoint(folder)
     base_w, _ = split_weights(weights)
     base = Precise(ModelConfig(**meta["model"]), base_w["item_tokens"])
-    model = Targeted(base, meta["head_hidden"], meta["negatives"])
+    model = Targeted(base, meta["head_hidden"], meta["negatives"], meta.get("loss", "bpr"))
     model.load_state_dict(weights)
     return model.eval(), meta
 
@@ -294,7 +321,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
         u_meta, u_weights = load_checkpoint(champion)
         base, index, token_index, n_new = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, max_tokens,
                                                          settings.universal.new_item_neighbours)
-        model = Targeted(base, cfg.head_hidden, cfg.negatives)
+        model = Targeted(base, cfg.head_hidden, cfg.negatives, cfg.loss)
         if p_meta is not None and not cfg.reset_head_at_warmup:
             model.head.load_state_dict(split_weights(p_weights)[1])
         since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.replay_days - 1)).strftime("%Y-%m-%d")
@@ -302,7 +329,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
         last_warmup = day
     else:
         model, index, token_index, n_new = grow(p_meta, p_weights, items, tok_ids, tok_init,
-                                                settings.universal.new_item_neighbours)
+                                                settings.universal.new_item_neighbours, cfg)
         since = day
         source = {k: p_meta["metrics"][k] for k in ("universal", "universal_run_id")}
     mode = "warmup" if warmup else "incremental"
@@ -344,7 +371,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
 
     metrics, _ = runs.train_and_register(
         settings, run, model, train, valid, tcfg, days, summarize,
-        {"model": model.cfg.to_dict(), "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "input": cfg.input,
+        {"model": model.cfg.to_dict(), "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "loss": cfg.loss, "input": cfg.input,
          "task": task.name, "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens},
         evaluate_first=True)
     state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth

@@ -52,7 +52,7 @@ def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
     torch.manual_seed(0)
     base = Precise(ModelConfig(n_items=30, n_tokens=10, llm_dim=8, id_dim=8, sem_dim=8, layers=1, heads=2,
                                max_len=6, dropout=0.0), torch.randint(0, 11, (31, 4)))
-    model = targeted.Targeted(base, hidden=16).eval()
+    model = targeted.Targeted(base, hidden=16, negatives="user").eval()
     seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 3, 9, 5, 6]])
     torch.testing.assert_close(model.users(seq), base.encode(seq, causal=False)[:, -1])  # a fresh head: the latest slot
     torch.nn.init.normal_(model.head[-1].weight)  # as after training: the MLP over all positions counts
@@ -77,6 +77,24 @@ def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
     terms = [-torch.nn.functional.logsigmoid(u[b] @ e[b] - u[b] @ base.item_embeddings(torch.tensor(n)))
              for b in range(3) for n in (7, 8) if n != target[b]]
     torch.testing.assert_close(loss, torch.stack(terms).mean())
+    # The default: BPR against every item of the catalog (padding and the target itself left out),
+    # and the softmax over the catalog.
+    catalog = targeted.Targeted(base, hidden=16).eval()
+    assert (catalog.negatives, catalog.loss_kind) == ("catalog", "bpr")
+    catalog.head.load_state_dict(model.head.state_dict())
+    loss, _ = catalog.loss(seqs, target, None)
+    scale = 1.0 / base.cfg.temperature
+    every = base.item_embeddings(torch.arange(1, 31))  # (30, D), items 1..30
+    terms = [-torch.nn.functional.logsigmoid(scale * (u[b] @ e[b] - u[b] @ every[n - 1]))
+             for b in range(3) for n in range(1, 31) if n != target[b]]
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+    softmax = targeted.Targeted(base, hidden=16, loss="softmax").eval()
+    softmax.head.load_state_dict(model.head.state_dict())
+    loss, _ = softmax.loss(seqs, target, None)
+    logits = scale * u @ every.T  # (3, 30)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, target - 1))
+    with pytest.raises(ValueError, match="needs negatives: catalog"):
+        targeted.Targeted(base, hidden=16, negatives="user", loss="softmax")
 
 
 def test_samples_use_only_the_past():
