@@ -179,13 +179,14 @@ class PublishConfig:
 class RecallConfig:
     """FAISS recall (recall/index.py)."""
 
-    index: Literal["flat", "hnsw", "ivf", "auto"] = "auto"  # auto: flat up to `exact_max_items`, else hnsw
+    index: Literal["flat", "hnsw", "ivf", "ivfpq", "auto"] = "auto"  # auto: flat up to `exact_max_items`, else ivfpq
     exact_max_items: int = 50000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 256
-    ivf_lists: int = 1024
-    ivf_probe: int = 32
+    ivf_lists: int = 4096        # at most; never more than items / 39 (FAISS's k-means needs 39 points a list)
+    ivf_probe: int = 128
+    rerank_factor: int = 10      # ivfpq: k x this candidates from the compressed codes, re-ranked exactly
     top_k: int = 50
     exclude_consumed: bool = True
 

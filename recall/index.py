@@ -3,7 +3,12 @@
 Similarity = inner product of the exported vectors, the score the model was trained and evaluated
 with (they are L2-normalised when the model uses cosine similarity, so the inner product is the cosine).
 Index kinds (`recall.index`): `flat` (exact, IndexFlatIP), `hnsw` (IndexHNSWFlat, inner product),
-`ivf` (IndexIVFFlat, inner product), `auto` = flat up to `exact_max_items`, else hnsw.
+`ivf` (IndexIVFFlat, inner product), `ivfpq` (IVF over 4-bit PQ codes scanned with SIMD "fast
+scan", the best `rerank_factor` x k candidates re-ranked with the exact vectors: IndexRefineFlat),
+`auto` = flat up to `exact_max_items`, else ivfpq. Why ivfpq: on 1M clustered inner-product items
+(`benchmarks/serving_latency.py`) HNSW stalls near recall@100 0.91-0.94 whatever efSearch (the
+top 100 of an inner product reach into many clusters, which a greedy graph walk misses), while
+ivfpq scans many lists cheaply and reaches >= 0.95 within the 2 ms budget (figures in the README).
 Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own format),
 `ids.json` (item ids in row order), `meta.json` (kind, dim, version, popular items).
 
@@ -44,22 +49,41 @@ def make_index(vectors: np.ndarray, cfg: RecallConfig):
     import faiss
 
     n, d = vectors.shape
-    kind = cfg.index if cfg.index != "auto" else ("flat" if n <= cfg.exact_max_items else "hnsw")
+    kind = cfg.index if cfg.index != "auto" else ("flat" if n <= cfg.exact_max_items else "ivfpq")
+    lists = max(1, min(cfg.ivf_lists, n // 39))
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.hnsw_ef_construction
-        index.hnsw.efSearch = cfg.hnsw_ef_search
     elif kind == "ivf":
-        lists = max(1, min(cfg.ivf_lists, n // 39))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(cfg.ivf_probe, lists)
+    elif kind == "ivfpq":
+        if d % 4:
+            raise PreciseError(f"recall.index ivfpq needs a vector width divisible by 4, got {d}; use hnsw or ivf")
+        # Two dimensions per 4-bit sub-quantizer; the exact vectors re-rank the candidates.
+        index = faiss.index_factory(d, f"IVF{lists},PQ{d // 2}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
     else:
-        raise PreciseError(f"recall.index must be flat, hnsw, ivf or auto, got {cfg.index!r}")
+        raise PreciseError(f"recall.index must be flat, hnsw, ivf, ivfpq or auto, got {cfg.index!r}")
+    if not index.is_trained:
+        sample = np.random.default_rng(0).choice(n, min(n, 200_000), replace=False)
+        index.train(vectors[np.sort(sample)])
     index.add(vectors)
+    tune(index, cfg)
     return index, kind
+
+
+def tune(index, cfg: RecallConfig) -> None:
+    """Search-time settings of an index, from params (FAISS saves them, but params may change)."""
+    import faiss
+
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(cfg.ivf_probe, ivf.nlist)
+    if isinstance(index, faiss.IndexRefine):
+        index.k_factor = float(cfg.rerank_factor)
 
 
 def embeddings(path: str | Path, key: str) -> tuple[list[str], np.ndarray]:
@@ -116,8 +140,7 @@ class Recall:
             raise PreciseError(f"no FAISS index at {folder}; run `precise publish`")
         self.meta = json.loads((folder / "meta.json").read_text())
         self.index = faiss.read_index(str(folder / "index.faiss"))
-        if hasattr(self.index, "hnsw"):
-            self.index.hnsw.efSearch = settings.recall.hnsw_ef_search
+        tune(self.index, settings.recall)
         self.ids = json.loads((folder / "ids.json").read_text())
         self.row = {x: i for i, x in enumerate(self.ids)}
         files = state["versions"][model][self.version]

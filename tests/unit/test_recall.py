@@ -16,7 +16,7 @@ def clustered(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
     return x * rng.uniform(0.5, 1.5, size=(n, 1)).astype(np.float32)  # norms vary: inner product, not cosine
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
 def test_ann_recall_at_100_against_exact(kind):
     items = clustered(20_000, 64, 200, seed=0)
     queries = clustered(200, 64, 200, seed=1)
@@ -29,6 +29,32 @@ def test_ann_recall_at_100_against_exact(kind):
     assert recall >= 0.95, f"{kind} recall@100 = {recall:.3f}"
 
 
+def test_ivfpq_reranks_exactly_and_keeps_its_search_settings(tmp_path):
+    """The re-ranked scores are the exact inner products; search settings survive a save/load and
+    follow params when they change; added items are searchable (the new-items path)."""
+    import faiss
+
+    from recall.index import tune
+
+    items = clustered(5_000, 32, 50, seed=3)
+    cfg = RecallConfig(index="ivfpq", ivf_lists=64, ivf_probe=8, rerank_factor=5)
+    index, _ = make_index(items[:4_000], cfg)
+    q = items[:5]
+    scores, rows = index.search(q, 10)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ items[:4_000].T, rows, axis=1), rtol=1e-4)
+    faiss.write_index(index, str(tmp_path / "i.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "i.faiss"))
+    assert faiss.extract_index_ivf(loaded).nprobe == 8 and loaded.k_factor == 5
+    tune(loaded, RecallConfig(ivf_probe=16, rerank_factor=2))
+    assert faiss.extract_index_ivf(loaded).nprobe == 16 and loaded.k_factor == 2
+    grown = np.vstack([items[:4_000], items[4_000:] * 3.0])  # long new vectors: they top the inner products
+    loaded.add(grown[4_000:])
+    _, rows = loaded.search(items[4_500:4_501], 1)
+    best = int(np.argmax(grown @ items[4_500]))
+    assert best >= 4_000 and rows[0, 0] == best
+    np.testing.assert_allclose(loaded.reconstruct(4_500), items[4_500] * 3.0, rtol=1e-6)
+
+
 def test_auto_is_exact_for_small_catalogs():
     items = clustered(1000, 16, 10, seed=2)
     index, kind = make_index(items, RecallConfig(index="auto", exact_max_items=5000))
@@ -36,3 +62,5 @@ def test_auto_is_exact_for_small_catalogs():
     q = items[:3]
     _, found = index.search(q, 5)
     np.testing.assert_array_equal(found, np.argsort(-(items @ q.T), axis=0)[:5].T)
+    _, kind = make_index(items, RecallConfig(index="auto", exact_max_items=500, ivf_lists=16))
+    assert kind == "ivfpq", "above exact_max_items: the index that meets the recall goal at 1M"
