@@ -61,7 +61,7 @@ from precise.errors import PreciseError
 from precise.settings import Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, sequences, text, universal
 from training.data import Index, pad_left
-from training.model import Precise
+from training.model import Precise, softmax_cross_entropy
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,12 @@ class Targeted(nn.Module):
     def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode."""
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
+        if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
+            loss = softmax_cross_entropy(self.users(seq), self.base.all_item_embeddings(), target, scale)
+            return loss, dict(self.base.last_stats)
         u = self.users(seq) * scale  # (B, D)
         if self.negatives == "catalog":
             s = u @ self.base.all_item_embeddings().T  # (B, N+1), column 0 = padding
-            if self.loss_kind == "softmax":
-                return F.cross_entropy(s.masked_fill(self._padding(s), float("-inf")), target), dict(self.base.last_stats)
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
             keep = ~self._padding(s)
             keep[torch.arange(len(target)), target] = False
