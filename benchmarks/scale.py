@@ -1,6 +1,6 @@
 """How the daily cycle's cost grows with the data: wall time and peak memory per stage.
 
-    python benchmarks/scale.py [--scales 1 10 50] [--days 14]
+    python benchmarks/scale.py [--scales 1 10 50] [--days 14] [--stages ingest validate sequences]
 
 For each scale s, a temporary project on the synthetic world with s x the default users (events
 grow with them; the catalog x10 at 50x), then the stages of a first build of every day, one at a
@@ -62,7 +62,7 @@ def run_stage(args: list[str], cwd: Path, log: Path) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}  # Linux: KiB
 
 
-def one_scale(scale: float, days: int, root: Path) -> dict:
+def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
     from precise.settings import Settings
 
     base = Settings.load(REPO / "params.yaml").synth
@@ -78,6 +78,8 @@ def one_scale(scale: float, days: int, root: Path) -> dict:
     generated = time.perf_counter() - t
     rows = {}
     for name, args in STAGES:
+        if name.split(" ")[0] not in stages:  # a stage left out, and every stage after it
+            break
         rows[name] = run_stage(args, folder, log)
         print(f"x{scale:g} {name}: {rows[name]}", flush=True)
     events = ds.dataset(folder / "data" / "events", format="parquet", partitioning="hive").count_rows()
@@ -111,11 +113,13 @@ def report(results: list[dict]) -> None:
     lines += [f"| {r['scale']:g}x | {r['users']:,} | {r['events']:,} | {r['catalog_rows']:,} |" for r in results]
     lines += ["", "| stage | " + " | ".join(f"{r['scale']:g}x s (MiB)" for r in results) + " | time exponent | memory exponent |",
               "| --- | " + " | ".join("---" for _ in results) + " | --- | --- |"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for name, _ in STAGES:
-        cells = [f"{r['stages'][name]['seconds']:.1f} ({r['stages'][name]['peak_rss_mib']:.0f})" for r in results]
-        t_exp = exponent([(r["events"], r["stages"][name]["seconds"]) for r in results]) if len(results) > 1 else None
-        m_exp = exponent([(r["events"], r["stages"][name]["peak_rss_mib"]) for r in results]) if len(results) > 1 else None
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        cells = [f"{r['stages'][name]['seconds']:.1f} ({r['stages'][name]['peak_rss_mib']:.0f})" if name in r["stages"]
+                 else "not run" for r in results]
+        ran = [r for r in results if name in r["stages"]]
+        t_exp = exponent([(r["events"], r["stages"][name]["seconds"]) for r in ran]) if len(ran) > 1 else None
+        m_exp = exponent([(r["events"], r["stages"][name]["peak_rss_mib"]) for r in ran]) if len(ran) > 1 else None
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {fmt(t_exp)} | {fmt(m_exp)} |")
     (REPO / "docs" / "scale.md").write_text("\n".join(lines) + "\n")
     _plot(results)
@@ -128,10 +132,10 @@ def _plot(results: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
-    events = [r["events"] for r in results]
     for name, _ in STAGES:
-        ax_t.plot(events, [r["stages"][name]["seconds"] for r in results], marker="o", label=name)
-        ax_m.plot(events, [r["stages"][name]["peak_rss_mib"] for r in results], marker="o", label=name)
+        ran = [r for r in results if name in r["stages"]]
+        ax_t.plot([r["events"] for r in ran], [r["stages"][name]["seconds"] for r in ran], marker="o", label=name)
+        ax_m.plot([r["events"] for r in ran], [r["stages"][name]["peak_rss_mib"] for r in ran], marker="o", label=name)
     for ax, label in ((ax_t, "wall seconds"), (ax_m, "peak RSS, MiB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -149,13 +153,15 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 50])
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    parser.add_argument("--stages", nargs="+", default=[n.split(" ")[0] for n, _ in STAGES],
+                        help="the first stages to run (the cycle stops at the first one left out)")
     args = parser.parse_args()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     done = {r["scale"]: r for r in json.loads(OUT.read_text())} if OUT.is_file() else {}
     root = Path(tempfile.mkdtemp(prefix="precise-scale-"))
     try:
         for scale in args.scales:
-            done[scale] = one_scale(scale, args.days, root)
+            done[scale] = one_scale(scale, args.days, root, args.stages)
             OUT.write_text(json.dumps(list(done.values()), indent=1))
             report(list(done.values()))
     finally:
