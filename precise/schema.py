@@ -87,21 +87,24 @@ def write_partition(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> None:
     pq.write_table(table, Path(folder) / PART_FILE, compression="zstd")
 
 
-def read_days(table_root: Path, days: Iterable[str], schema: pa.Schema) -> pd.DataFrame:
-    """Concatenate the partitions of `days` (each must exist) into one frame with a `date` column."""
-    frames = []
+def read_days_table(table_root: Path, days: Iterable[str], schema: pa.Schema) -> pa.Table:
+    """The partitions of `days` (each must exist) as one Arrow table with a string `date` column,
+    in day order and file order within a day."""
+    tables = []
     for day in days:
         path = partition_dir(table_root, day) / PART_FILE
         if not path.is_file():
             raise PreciseError(f"no partition for {day} at {path}; ingest it first")
-        frame = pq.read_table(path, schema=schema).to_pandas()
-        frame["date"] = day
-        frames.append(frame)
-    if not frames:
-        empty = schema.empty_table().to_pandas()
-        empty["date"] = pd.Series(dtype=str)
-        return empty
-    return pd.concat(frames, ignore_index=True)
+        table = pq.read_table(path, schema=schema)
+        tables.append(table.append_column("date", pa.array([day] * table.num_rows, type=pa.string())))
+    if not tables:
+        return schema.empty_table().append_column("date", pa.array([], type=pa.string()))
+    return pa.concat_tables(tables)
+
+
+def read_days(table_root: Path, days: Iterable[str], schema: pa.Schema) -> pd.DataFrame:
+    """Concatenate the partitions of `days` (each must exist) into one frame with a `date` column."""
+    return read_days_table(table_root, days, schema).to_pandas()
 
 
 def read_events(data_root: Path, days: Iterable[str]) -> pd.DataFrame:

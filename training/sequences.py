@@ -43,41 +43,46 @@ from validation import manifest
 log = logging.getLogger(__name__)
 
 
-def build(events: pd.DataFrame, max_len: int) -> pa.Table:
-    """Events (user_id, item_id, scene, action, ts, date) -> one row per user, lists oldest first."""
-    if events.empty:
-        users = np.array([], dtype=object)
-        offsets = np.zeros(1, dtype=np.int32)
-        kept = events
-        n_total = np.array([], dtype=np.int64)
-    else:
-        order = np.lexsort((np.arange(len(events)), events["ts"].to_numpy(), events["user_id"].to_numpy()))
-        ev = events.iloc[order]
-        user = ev["user_id"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-        ends = np.r_[starts[1:], len(ev)]
-        n_total = (ends - starts).astype(np.int64)
-        # Position from the end of each user's run; keep the max_len most recent.
-        from_end = np.repeat(ends, n_total) - np.arange(len(ev)) - 1
-        keep = from_end < max_len
-        kept = ev[keep]
-        lengths = np.minimum(n_total, max_len)
-        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
-        users = user[starts]
+def build(events: pa.Table | pd.DataFrame, max_len: int) -> pa.Table:
+    """Events (user_id, item_id, scene, action, ts, date) -> one row per user, lists oldest first.
+
+    Arrow throughout (no Python objects per event): the sequences stage holds every event of
+    every readable day, and Arrow strings take a fraction of pandas' object columns (peak RSS
+    in docs/scale.md)."""
+    if isinstance(events, pd.DataFrame):
+        events = pa.Table.from_pandas(events, preserve_index=False)
+    n = events.num_rows
+    if n == 0:
+        return pa.table({"user_id": pa.array([], pa.string()), **{c: pa.array([], pa.list_(t)) for c, t in (
+            ("item_ids", pa.string()), ("scenes", pa.string()), ("actions", pa.string()), ("ts", schema.TS))},
+            "n_total": pa.array([], pa.int64()), "last_day": pa.array([], pa.string())})
+    # Order: user, then time, then position in the input (day order, file order): ties kept.
+    order = pc.sort_indices(events.append_column("_row", pa.array(np.arange(n, dtype=np.int64))),
+                            sort_keys=[("user_id", "ascending"), ("ts", "ascending"), ("_row", "ascending")])
+    user = events["user_id"].take(order).combine_chunks()
+    changed = pc.not_equal(user[1:], user[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, changed])
+    ends = np.r_[starts[1:], n]
+    n_total = (ends - starts).astype(np.int64)
+    # Position from the end of each user's run; keep the max_len most recent.
+    from_end = np.repeat(ends, n_total) - np.arange(n) - 1
+    kept = pa.array(order.to_numpy()[from_end < max_len])
+    lengths = np.minimum(n_total, max_len)
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
 
     def lists(column: str, typ: pa.DataType) -> pa.ListArray:
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(kept[column].to_numpy(), type=typ))
+        return pa.ListArray.from_arrays(offsets, events[column].take(kept).combine_chunks().cast(typ))
 
-    last_day = kept["date"].to_numpy()[offsets[1:] - 1] if len(users) else np.array([], dtype=object)
+    last_day = events["date"].take(kept).take(pa.array(np.cumsum(lengths) - 1))
     return pa.table(
         {
-            "user_id": pa.array(users, type=pa.string()),
+            "user_id": user.take(pa.array(starts)),
             "item_ids": lists("item_id", pa.string()),
             "scenes": lists("scene", pa.string()),
             "actions": lists("action", pa.string()),
             "ts": lists("ts", schema.TS),
             "n_total": pa.array(n_total, type=pa.int64()),
-            "last_day": pa.array(last_day, type=pa.string()),
+            "last_day": last_day.cast(pa.string()),
         }
     )
 
@@ -96,11 +101,11 @@ def stats(table: pa.Table, max_len: int) -> dict:
     }
 
 
-def select(events: pd.DataFrame, actions: tuple[str, ...], scenes: tuple[str, ...] | None) -> pd.DataFrame:
-    keep = events["action"].isin(actions)
+def select(events: pa.Table, actions: tuple[str, ...], scenes: tuple[str, ...] | None) -> pa.Table:
+    keep = pc.is_in(events["action"], value_set=pa.array(list(actions), type=pa.string()))
     if scenes is not None:
-        keep &= events["scene"].isin(scenes)
-    return events[keep]
+        keep = pc.and_(keep, pc.is_in(events["scene"], value_set=pa.array(list(scenes), type=pa.string())))
+    return events.filter(keep)
 
 
 def run(
@@ -119,12 +124,12 @@ def run(
     """
     if not days:
         raise PreciseError("no readable days to build sequences from (none ingested, or all quarantined)")
-    events = schema.read_events(data, days)
-    sets = {"all_scene": select(events, cfg.universal_actions, None)}
-    for task in tasks:
-        sets[f"task={task.name}"] = select(events, task.actions, task.scenes)
+    events = schema.read_days_table(Path(data) / "events", days, schema.EVENTS_SCHEMA)
+    selections = {"all_scene": (cfg.universal_actions, None), **{f"task={t.name}": (t.actions, t.scenes) for t in tasks}}
     summary = {"date": days[-1], "days": days, "max_len": cfg.max_len, "sequences": {}}
-    tables = {name: build(frame, cfg.max_len) for name, frame in sets.items()}
+    # One selection at a time: only the events and one selection's copy are held at once.
+    tables = {name: build(select(events, *keep), cfg.max_len) for name, keep in selections.items()}
+    del events
     summary["sequences"] = {name: stats(table, cfg.max_len) for name, table in tables.items()}
     if check is not None:
         summary["checks"] = check(summary)
