@@ -161,7 +161,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="precise-scale-"))
     try:
         for scale in args.scales:
-            done[scale] = one_scale(scale, args.days, root, args.stages)
+            result = one_scale(scale, args.days, root, args.stages)
+            if scale in done:  # a rerun of some stages replaces those stages' rows only
+                result["stages"] = done[scale]["stages"] | result["stages"]
+            done[scale] = result
             OUT.write_text(json.dumps(list(done.values()), indent=1))
             report(list(done.values()))
     finally:
