@@ -127,6 +127,7 @@ def report(results: list[dict]) -> None:
 
 def _plot(results: list[dict]) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -139,6 +140,11 @@ def _plot(results: list[dict]) -> None:
     for ax, label in ((ax_t, "wall seconds"), (ax_m, "peak RSS, MiB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks([r["events"] for r in results], [f"{r['events'] / 1e6:.2g}M" for r in results])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("events")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
