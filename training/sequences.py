@@ -66,14 +66,15 @@ def build(events: pa.Table | pd.DataFrame, max_len: int) -> pa.Table:
     n_total = (ends - starts).astype(np.int64)
     # Position from the end of each user's run; keep the max_len most recent.
     from_end = np.repeat(ends, n_total) - np.arange(n) - 1
-    kept = pa.array(order.to_numpy()[from_end < max_len])
+    kept = order.to_numpy()[from_end < max_len]  # input rows, user by user, oldest first
     lengths = np.minimum(n_total, max_len)
-    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    ends_kept = np.cumsum(lengths)
+    offsets = pa.array(np.r_[0, ends_kept].astype(np.int32))
 
     def lists(column: str, typ: pa.DataType) -> pa.ListArray:
-        return pa.ListArray.from_arrays(offsets, events[column].take(kept).combine_chunks().cast(typ))
+        return pa.ListArray.from_arrays(offsets, events[column].take(pa.array(kept)).combine_chunks().cast(typ))
 
-    last_day = events["date"].take(kept).take(pa.array(np.cumsum(lengths) - 1))
+    last_day = events["date"].take(pa.array(kept[ends_kept - 1]))  # the latest kept row of each user
     return pa.table(
         {
             "user_id": user.take(pa.array(starts)),

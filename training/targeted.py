@@ -129,7 +129,8 @@ class Targeted(nn.Module):
         if self.negatives == "catalog":
             s = u @ self.base.all_item_embeddings().T  # (B, N+1), column 0 = padding
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
-            keep = ~self._padding(s)
+            keep = torch.ones_like(s, dtype=torch.bool)
+            keep[:, 0] = False  # padding
             keep[torch.arange(len(target)), target] = False
             return -F.logsigmoid(pos - s)[keep].mean(), dict(self.base.last_stats)
         e = self.base.item_embeddings(target)  # (B, D)
@@ -145,12 +146,6 @@ class Targeted(nn.Module):
         if not keep.any():
             return (u.sum() + e.sum()) * 0.0, dict(self.base.last_stats)
         return -F.logsigmoid(diff[keep]).mean(), dict(self.base.last_stats)
-
-    @staticmethod
-    def _padding(scores: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask[:, 0] = True
-        return mask
 
 
 # --- data -------------------------------------------------------------------------------------------
