@@ -92,14 +92,18 @@ def food_kitchen(folder: Path) -> dict:
             "universal_valid": (uv["user_id"].tolist(), tokens[uv.index].str[-1].tolist())}
 
 
-def task_examples(task: pd.Series, per_user: int, index: Index, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training examples through the pipeline's own preparation (`targeted.samples`, then
-    `targeted.to_tensors`): each task sequence's `per_user` most recent items as targets, the items
-    before as input. The benchmark's sequences carry order but no time: one minute per position."""
+def task_samples(task: pd.Series, per_user: int) -> pd.DataFrame:
+    """Examples through the pipeline's own preparation (`targeted.samples`): each task sequence's
+    `per_user` most recent items as targets, the items before as input. Sequences here carry
+    order but no time: one minute per position."""
     frame = pd.DataFrame({"user_id": task.index, "item_ids": task.to_numpy(),
                           "ts": [pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC") for s in task]})
-    examples = targeted.samples(frame, "2026-01-01", "2100-01-01", per_user)
-    return targeted.to_tensors(examples, index, max_len)
+    return targeted.samples(frame, "2026-01-01", "2100-01-01", per_user)
+
+
+def task_examples(task: pd.Series, per_user: int, index: Index, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`task_samples` as tensors (`targeted.to_tensors`)."""
+    return targeted.to_tensors(task_samples(task, per_user), index, max_len)
 
 
 def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int) -> dict:

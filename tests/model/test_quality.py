@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.targeted_results import task_samples
 from ingest import synth
 from precise.settings import Settings
 from tests.conftest import REPO
@@ -69,31 +70,29 @@ def world(tmp_path_factory):
     fit_on = [s[:-1] if i in held else s for i, s in enumerate(train)]
     # Test: every click of the last day, from the user's history before it (more targets than the
     # results table's first click only, so that the comparison has the power to fail).
-    hist = dict(zip(past.index, train))
+    test = every_click(clicks[clicks["day"] == last], dict(zip(past.index, train)), index)
+    # The article-click task (targeted training): task sequences of days 1..N-1; test = every
+    # article click of day N from the user's article clicks before it.
+    articles = clicks[clicks["scene"] == "article"]
+    task = articles[articles["day"] < last].groupby("user_id")["item_id"].agg(list)
+    task_test = every_click(articles[articles["day"] == last], {u: index.lookup(s) for u, s in task.items()}, index)
+    return {"settings": settings, "items": items, "tok_ids": tok_ids, "tok_init": tok_init, "index": index,
+            "tokens": Index(sorted(str(t) for t in tok_ids)), "train": fit_on, "valid": valid,
+            "test": test, "task": task, "task_test": task_test}
+
+
+def every_click(day: pd.DataFrame, history: dict, index: Index) -> tuple[list[np.ndarray], np.ndarray]:
+    """(histories, targets): each of the day's clicks with what the user did before it (their
+    `history`, then the day's earlier clicks); clicks with nothing before them left out."""
     histories, targets = [], []
-    for user, day_items in clicks[clicks["day"] == last].groupby("user_id")["item_id"]:
-        seen = list(hist.get(user, []))
+    for user, day_items in day.groupby("user_id")["item_id"]:
+        seen = list(history.get(user, []))
         for item in index.lookup(day_items):
             if seen:
                 histories.append(np.array(seen))
                 targets.append(item)
             seen.append(item)
-    # The article-click task (targeted training): task sequences of days 1..N-1; test = every
-    # article click of day N from the user's article clicks before it.
-    articles = clicks[clicks["scene"] == "article"]
-    task = articles[articles["day"] < last].groupby("user_id")["item_id"].agg(list)
-    task_hist = {u: list(index.lookup(s)) for u, s in task.items()}
-    t_histories, t_targets = [], []
-    for user, day_items in articles[articles["day"] == last].groupby("user_id")["item_id"]:
-        seen = list(task_hist.get(user, []))
-        for item in index.lookup(day_items):
-            if seen:
-                t_histories.append(np.array(seen))
-                t_targets.append(item)
-            seen.append(item)
-    return {"settings": settings, "items": items, "tok_ids": tok_ids, "tok_init": tok_init, "index": index,
-            "tokens": Index(sorted(str(t) for t in tok_ids)), "train": fit_on, "valid": valid,
-            "test": (histories, np.array(targets)), "task": task, "task_test": (t_histories, np.array(t_targets))}
+    return histories, np.array(targets)
 
 
 def train_default(world, seed: int | None = None, model_over: dict | None = None, train_over: dict | None = None):
@@ -135,9 +134,7 @@ def test_targeted_training_beats_counting_and_popularity_on_its_task(world, defa
     s, index = world["settings"], world["index"]
     _, universal_model = default_model
     L = universal_model.cfg.max_len
-    frame = pd.DataFrame({"user_id": world["task"].index, "item_ids": world["task"].to_numpy(),
-                          "ts": [pd.date_range("2026-01-01", periods=len(x), freq="min", tz="UTC") for x in world["task"]]})
-    examples = targeted.samples(frame, "2026-01-01", "2100-01-01", s.targeted.samples_per_user)
+    examples = task_samples(world["task"], s.targeted.samples_per_user)
     train_ex, valid_ex = targeted.split_valid(examples, 200, seed=0)
     cfg = dataclasses.replace(targeted.train_config(s.targeted), checkpoint_every=0)
     torch.manual_seed(cfg.seed)
