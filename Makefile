@@ -7,6 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 PRECISE := $(BIN)/precise
 
 export PYTHONDONTWRITEBYTECODE := 1
@@ -28,6 +29,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# PySpark (~430 MB) only where the Spark engine runs (sequences.engine: spark) and for the tests.
+$(SPARK_STAMP): $(STAMP)
+	$(PIP) install --quiet -c constraints.txt -e ".[test,spark]"
+	touch $(SPARK_STAMP)
 
 landing: install
 	@if [ -z "$$(ls -A landing 2>/dev/null)" ]; then $(PRECISE) data synth; \
@@ -78,13 +84,13 @@ airflow: landing
 	@echo
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-test: install
+test: $(SPARK_STAMP)
 	CI=$${CI:-} $(BIN)/python -m pytest
 
 # Refresh constraints.txt from a clean environment with the top-level pins of pyproject.toml.
 lock:
 	rm -rf /tmp/precise-lock && $(PYTHON) -m venv /tmp/precise-lock
-	/tmp/precise-lock/bin/pip install --quiet "torch==2.13.0" .[test]
+	/tmp/precise-lock/bin/pip install --quiet "torch==2.13.0" .[test,spark]
 	{ head -2 constraints.txt; /tmp/precise-lock/bin/pip freeze --exclude precise | sed 's/+cpu$$//'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 

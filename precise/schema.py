@@ -59,6 +59,19 @@ EVENT_COLUMNS = tuple(EVENTS_SCHEMA.names)
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 CATALOG_REQUIRED = ("item_id", "scene", "title", "published_at")
 
+# data/sequences/{all_scene,task=<name>}.parquet (training/sequences.py): one row per user.
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string()),
+        pa.field("item_ids", pa.list_(pa.string())),
+        pa.field("scenes", pa.list_(pa.string())),
+        pa.field("actions", pa.list_(pa.string())),
+        pa.field("ts", pa.list_(TS)),
+        pa.field("n_total", pa.int64()),
+        pa.field("last_day", pa.string()),
+    ]
+)
+
 PART_FILE = "part-0.parquet"
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
@@ -147,3 +160,11 @@ def data_version(dvc_file: Path) -> str:
 
     meta = yaml.safe_load(Path(dvc_file).read_text(encoding="utf-8"))
     return str(meta["outs"][0]["md5"])
+
+
+def read_sequences(folder: Path, name: str = "all_scene") -> pd.DataFrame:
+    """One sequence file of the sequences stage (`all_scene` or `task=<name>`) from its folder."""
+    path = Path(folder) / f"{name}.parquet"
+    if not path.is_file():
+        raise PreciseError(f"no sequences at {path}; run `precise sequences` first")
+    return pq.read_table(path).to_pandas()

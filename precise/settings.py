@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +99,18 @@ class IngestConfig:
 class SequencesConfig:
     max_len: int = 200
     universal_actions: tuple[str, ...] = ("click",)
+    engine: Literal["local", "spark"] = "local"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Where `sequences.engine: spark` runs (training/spark.py): `master` is `local[N]` on one
+    machine or a cluster URL; `conf` passes any other Spark setting through."""
+
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 8
+    conf: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -249,6 +261,7 @@ class Settings:
     synth: SynthConfig
     ingest: IngestConfig
     sequences: SequencesConfig
+    spark: SparkConfig
     tasks: tuple[Task, ...]
     validate: ValidateConfig
     encode: EncodeConfig
@@ -435,6 +448,7 @@ def from_dict(raw: dict, path: Path) -> Settings:
         synth=_section(raw, "synth", SynthConfig, path),
         ingest=_ingest(raw, path),
         sequences=_section(raw, "sequences", SequencesConfig, path),
+        spark=_section(raw, "spark", SparkConfig, path),
         tasks=_tasks(raw, path),
         validate=_validate(raw, path),
         encode=_section(raw, "encode", EncodeConfig, path),

@@ -24,7 +24,7 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings
-from training import sequences, text, tracking
+from training import text, tracking
 from training.baselines import Popularity, Transitions
 from training.data import Index, pad_left
 from training.metrics import from_ranks, target_ranks
@@ -109,7 +109,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     items, tok_ids, tok_init = text.read(settings.paths.text)
     model, index, _, n_new = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"],
                                             settings.universal.new_item_neighbours)
-    seqs = sequences.read(settings.paths.sequences)
+    seqs = schema.read_sequences(settings.paths.sequences)
     split, before_day = split_day(seqs, day)
     with_history = split[split["history"].str.len() > 0]
     skipped = len(split) - len(with_history)
@@ -159,13 +159,13 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     meta, weights = targeted.load_checkpoint(ckpt)
     items, tok_ids, tok_init = text.read(settings.paths.text)
     model, index, _, n_new = targeted.grow(meta, weights, items, tok_ids, tok_init, settings.universal.new_item_neighbours)
-    task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
+    task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
     split, before_day = split_day(task_seqs, day)
     has_task = split["history"].str.len() > 0
     users, fallback = split[has_task], split[~has_task]
     all_scene_before: dict = {}  # user -> all-scene history before the day, read once if needed
     if meta.get("input") == "all_scene" or len(fallback):
-        context = next_day_targets(sequences.read(settings.paths.sequences), day)
+        context = next_day_targets(schema.read_sequences(settings.paths.sequences), day)
         all_scene_before = dict(zip(context["user_id"], context["history"]))
     if meta.get("input") == "all_scene":
         users = users.assign(history=[all_scene_before.get(u, h) for u, h in zip(users["user_id"], users["history"])])

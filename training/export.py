@@ -43,7 +43,7 @@ from precise import schema
 from precise.atomic import atomic_dir, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, Task
-from training import registry, sequences, targeted, text, universal
+from training import registry, targeted, text, universal
 from training.data import Index, pad_left
 from training.trainer import load_checkpoint
 
@@ -132,7 +132,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             return done
     cfg = settings.export
     items, tok_ids, tok_init = text.read(settings.paths.text)
-    all_scene = sequences.read(settings.paths.sequences)
+    all_scene = schema.read_sequences(settings.paths.sequences)
     since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.lookback_days - 1)).strftime("%Y-%m-%d")
     active = all_scene[all_scene["last_day"] >= since]
     ts = publish_time(settings)
@@ -147,7 +147,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         _write(tmp, "universal_user", table("user_id", list(active["user_id"]), u_users, u_version, ts), manifest_out)
         _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
         for task in settings.tasks:
-            task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
+            task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
             recent = task_seqs[task_seqs["user_id"].isin(set(active["user_id"]))]
             _write(tmp, f"{task.name}_recent_items", pa.table({
                 "user_id": pa.array(list(recent["user_id"]), pa.string()),

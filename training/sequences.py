@@ -9,7 +9,10 @@ manifest decides; validation/manifest.py) and writes, atomically, into `data/seq
 and `data/metrics/sequences.json` (DVC metrics): date, days used, and per file: users, events,
 length quantiles, share of users truncated.
 
-Schema of every sequence file, one row per user with at least one behaviour, sorted by user_id:
+Two engines (`sequences.engine`): `local`, Arrow in this process, and `spark`, the same tables
+computed by Spark (training/spark.py; `spark.master` in params). Consumers read the files with
+`schema.read_sequences`. Schema of every sequence file (`schema.SEQUENCES_SCHEMA`), one row per
+user with at least one behaviour, sorted by user_id:
 
     user_id    string
     item_ids   list<string>        oldest first, the `sequences.max_len` most recent behaviours
@@ -37,7 +40,7 @@ import pyarrow.parquet as pq
 from precise import schema
 from precise.atomic import atomic_dir, write_json
 from precise.errors import PreciseError
-from precise.settings import SequencesConfig, Settings, Task
+from precise.settings import SequencesConfig, Settings, SparkConfig, Task
 from validation import manifest
 
 log = logging.getLogger(__name__)
@@ -53,9 +56,7 @@ def build(events: pa.Table | pd.DataFrame, max_len: int) -> pa.Table:
         events = pa.Table.from_pandas(events, preserve_index=False)
     n = events.num_rows
     if n == 0:
-        return pa.table({"user_id": pa.array([], pa.string()), **{c: pa.array([], pa.list_(t)) for c, t in (
-            ("item_ids", pa.string()), ("scenes", pa.string()), ("actions", pa.string()), ("ts", schema.TS))},
-            "n_total": pa.array([], pa.int64()), "last_day": pa.array([], pa.string())})
+        return schema.SEQUENCES_SCHEMA.empty_table()
     # Order: user, then time, then position in the input (day order, file order): ties kept.
     order = pc.sort_indices(events.append_column("_row", pa.array(np.arange(n, dtype=np.int64))),
                             sort_keys=[("user_id", "ascending"), ("ts", "ascending"), ("_row", "ascending")])
@@ -109,6 +110,26 @@ def select(events: pa.Table, actions: tuple[str, ...], scenes: tuple[str, ...] |
     return events.filter(keep)
 
 
+def build_local(events_root: Path, days: list[str], selections: dict, max_len: int) -> dict[str, pa.Table]:
+    """The local engine: every readable day's events in one Arrow table, one selection at a time
+    (only the events and one selection's copy are held at once)."""
+    events = schema.read_days_table(events_root, days, schema.EVENTS_SCHEMA)
+    return {name: build(select(events, *keep), max_len) for name, keep in selections.items()}
+
+
+def build_spark(events_root: Path, days: list[str], selections: dict, max_len: int, spark_cfg: SparkConfig) -> dict[str, pa.Table]:
+    """The Spark engine (training/spark.py): the same tables, sorted and typed as the local ones."""
+    from training.spark import build_all, session
+
+    files = [schema.partition_dir(events_root, day) / schema.PART_FILE for day in days]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise PreciseError(f"no partition at {missing[0]}; ingest it first")
+    with session(spark_cfg) as spark:
+        tables = build_all(spark, files, selections, max_len)
+    return {name: t.select(schema.SEQUENCES_SCHEMA.names).cast(schema.SEQUENCES_SCHEMA).sort_by("user_id") for name, t in tables.items()}
+
+
 def run(
     cfg: SequencesConfig,
     tasks: tuple[Task, ...],
@@ -117,20 +138,22 @@ def run(
     out: Path,
     metrics: Path,
     check: Callable[[dict], dict] | None = None,
+    spark_cfg: SparkConfig | None = None,
 ) -> dict:
-    """Build the all-scene and per-task sequences from `days` of `data/events` into `out`.
+    """Build the all-scene and per-task sequences from `days` of `data/events` into `out`, on
+    `cfg.engine` (`local`, or `spark` with `spark_cfg`).
 
     `check(summary)` runs before anything is written; it may raise to keep the last good output,
     and what it returns is recorded under `checks` in the metrics.
     """
     if not days:
         raise PreciseError("no readable days to build sequences from (none ingested, or all quarantined)")
-    events = schema.read_days_table(Path(data) / "events", days, schema.EVENTS_SCHEMA)
     selections = {"all_scene": (cfg.universal_actions, None), **{f"task={t.name}": (t.actions, t.scenes) for t in tasks}}
-    summary = {"date": days[-1], "days": days, "max_len": cfg.max_len, "sequences": {}}
-    # One selection at a time: only the events and one selection's copy are held at once.
-    tables = {name: build(select(events, *keep), cfg.max_len) for name, keep in selections.items()}
-    del events
+    summary = {"date": days[-1], "days": days, "max_len": cfg.max_len, "engine": cfg.engine, "sequences": {}}
+    if cfg.engine == "spark":
+        tables = build_spark(Path(data) / "events", days, selections, cfg.max_len, spark_cfg or SparkConfig())
+    else:
+        tables = build_local(Path(data) / "events", days, selections, cfg.max_len)
     summary["sequences"] = {name: stats(table, cfg.max_len) for name, table in tables.items()}
     if check is not None:
         summary["checks"] = check(summary)
@@ -152,7 +175,8 @@ def main(settings: Settings, date: str | None = None) -> dict:
                     day, days[-1] if days else "nothing")
     paths = settings.paths
     return run(settings.sequences, settings.tasks, days, paths.data, paths.sequences,
-               paths.metrics / "sequences.json", check=lambda summary: _check(settings, summary))
+               paths.metrics / "sequences.json", check=lambda summary: _check(settings, summary),
+               spark_cfg=settings.spark)
 
 
 def _check(settings: Settings, summary: dict) -> dict:
@@ -170,11 +194,3 @@ def _check(settings: Settings, summary: dict) -> dict:
     if errors:
         raise PreciseError(f"sequences as of {summary['date']} fail: {', '.join(errors)}; outputs left as they were")
     return {o.check: {"success": o.success, "severity": o.severity, "observed": o.observed} for o in outcomes}
-
-
-def read(out: Path, name: str = "all_scene") -> pd.DataFrame:
-    """Read one sequence file (`all_scene` or `task=<name>`)."""
-    path = Path(out) / f"{name}.parquet"
-    if not path.is_file():
-        raise PreciseError(f"no sequences at {path}; run `precise sequences` first")
-    return pq.read_table(path).to_pandas()

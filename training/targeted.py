@@ -59,7 +59,7 @@ from precise import schema
 from precise.atomic import write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, TargetedConfig, Task, parse_date
-from training import registry, runs, sequences, text, universal
+from training import registry, runs, text, universal
 from training.data import Index, pad_left
 from training.model import Precise, softmax_cross_entropy
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
@@ -331,8 +331,8 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     mode = "warmup" if warmup else "incremental"
     log.info("targeted %s %s: %s (universal %s), %d new items", task.name, day, mode, source["universal"], n_new)
 
-    task_seqs = sequences.read(settings.paths.sequences, f"task={task.name}")
-    context = sequences.read(settings.paths.sequences) if cfg.input == "all_scene" else None
+    task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
+    context = schema.read_sequences(settings.paths.sequences) if cfg.input == "all_scene" else None
     examples = samples(task_seqs, since, day, cfg.samples_per_user, context)
     train_ex, valid_ex = split_valid(examples, cfg.valid_users, tcfg.seed)
     max_len = model.cfg.max_len

@@ -36,7 +36,7 @@ from precise import schema
 from precise.atomic import atomic_path, write_json
 from precise.errors import PreciseError
 from precise.settings import Settings, UniversalConfig
-from training import diagnostics, distributed, runs, sequences, text
+from training import diagnostics, distributed, runs, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
 from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, load_checkpoint
@@ -177,7 +177,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         return done["metrics"]
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
-    seqs = sequences.read(settings.paths.sequences)
+    seqs = schema.read_sequences(settings.paths.sequences)
     max_tokens = settings.encode.max_tokens
     previous = latest_checkpoint(settings, day)
     if previous is not None:

@@ -148,7 +148,7 @@ def test_food_kitchen_fixture_orders_times_and_holds_out_targets(tmp_path):
     ingest.run(settings)
     validate.run_all(settings)
     sequences.main(settings)
-    seqs = sequences.read(settings.paths.sequences).set_index("user_id")
+    seqs = schema.read_sequences(settings.paths.sequences).set_index("user_id")
     assert list(seqs.loc["mixed-1", "item_ids"]) == ["F1", "K1", "F2", "K2"], "order is kept"
     assert list(seqs.loc["test-1", "item_ids"]) == ["K1", "F1"], "the held-out target is not an event"
     ts = seqs.loc["mixed-1", "ts"]

@@ -52,11 +52,11 @@ def test_stage_on_synthetic_days(settings):
     assert metrics == json.loads(json.dumps(summary, default=str))
     assert metrics["checks"]["sequences_median_length"]["success"]
     events = schema.read_events(settings.paths.data, days)
-    allseq = sequences.read(settings.paths.sequences)
+    allseq = schema.read_sequences(settings.paths.sequences)
     clicks = events[events["action"] == "click"]
     assert allseq["n_total"].sum() == len(clicks)
     for task in settings.tasks:
-        seq = sequences.read(settings.paths.sequences, f"task={task.name}")
+        seq = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
         kept = [task.keeps(s, a) for s, a in zip(events["scene"], events["action"])]
         assert seq["n_total"].sum() == sum(kept)
         flat_actions = {a for actions in seq["actions"] for a in actions}

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 OWN = ("precise", "ingest", "training", "validation", "serving", "recall", "features")
 # `settings.<attribute>` -> the params.yaml section it comes from.
 SECTIONS = {"encode": "encode", "universal": "train_universal", "targeted": "train_targeted", "tasks": "tasks",
-            "sequences": "sequences", "validate": "validate", "export": "export", "publish": "publish",
+            "sequences": "sequences", "spark": "spark", "validate": "validate", "export": "export", "publish": "publish",
             "recall": "recall", "registry": "registry", "run_date": "run.date", "task": "tasks"}
 
 

@@ -32,6 +32,8 @@ def test_repo_params_load():
         ({"train_targeted": {"input": "tasks"}}, "train_targeted.input must be one of 'task' or 'all_scene'"),
         ({"train_targeted": {"loss": "softmax", "negatives": "user"}}, "train_targeted.loss softmax needs train_targeted.negatives: catalog"),
         ({"recall": {"index": "brute"}}, "recall.index must be one of"),
+        ({"sequences": {"engine": "dask"}}, "sequences.engine must be one of 'local' or 'spark'"),
+        ({"spark": {"shuffle_partitions": "8"}}, "spark.shuffle_partitions must be a number"),
         ({"synth": {"users": "300"}}, "synth.users must be a number, got '300'"),
         ({"ingest": {"null_tokens": "null"}}, "must be a list"),
         ({"tasks": [{"name": "a"}]}, "needs at least"),
