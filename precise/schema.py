@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -100,15 +100,19 @@ def write_partition(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> None:
     pq.write_table(table, Path(folder) / PART_FILE, compression="zstd")
 
 
-def read_days_table(table_root: Path, days: Iterable[str], schema: pa.Schema) -> pa.Table:
+def read_days_table(table_root: Path, days: Iterable[str], schema: pa.Schema,
+                    where: Callable[[pa.Table], pa.Array] | None = None) -> pa.Table:
     """The partitions of `days` (each must exist) as one Arrow table with a string `date` column,
-    in day order and file order within a day."""
+    in day order and file order within a day; `where(day_table)`, a boolean mask, keeps only some
+    rows of each day before the days are put together."""
     tables = []
     for day in days:
         path = partition_dir(table_root, day) / PART_FILE
         if not path.is_file():
             raise PreciseError(f"no partition for {day} at {path}; ingest it first")
         table = pq.read_table(path, schema=schema)
+        if where is not None:
+            table = table.filter(where(table))
         tables.append(table.append_column("date", pa.array([day] * table.num_rows, type=pa.string())))
     if not tables:
         return schema.empty_table().append_column("date", pa.array([], type=pa.string()))

@@ -12,10 +12,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from precise.errors import PreciseError
 
@@ -100,6 +100,7 @@ class SequencesConfig:
     max_len: int = 200
     universal_actions: tuple[str, ...] = ("click",)
     engine: Literal["local", "spark"] = "local"
+    batch_events: Annotated[int, Field(gt=0)] = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,8 @@ _ADAPTERS: dict[type, TypeAdapter] = {}
 # What a pydantic error type means in a params file, in our words (the key is named before it).
 _MEANING = {"extra_forbidden": "unknown key", "unexpected_keyword_argument": "unknown key", "bool_type": "must be true or false", "int_type": "must be a number",
             "float_type": "must be a number", "tuple_type": "must be a list", "list_type": "must be a list",
-            "string_type": "must be a string", "literal_error": "must be one of {expected}"}
+            "string_type": "must be a string", "literal_error": "must be one of {expected}",
+            "greater_than": "must be greater than {gt}"}
 
 
 def _section(raw: dict, name: str, cls: type, path: Path, label: str | None = None) -> Any:

@@ -110,11 +110,50 @@ def select(events: pa.Table, actions: tuple[str, ...], scenes: tuple[str, ...] |
     return events.filter(keep)
 
 
-def build_local(events_root: Path, days: list[str], selections: dict, max_len: int) -> dict[str, pa.Table]:
-    """The local engine: every readable day's events in one Arrow table, one selection at a time
-    (only the events and one selection's copy are held at once)."""
-    events = schema.read_days_table(events_root, days, schema.EVENTS_SCHEMA)
-    return {name: build(select(events, *keep), max_len) for name, keep in selections.items()}
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: uint64 -> well-spread uint64 (wrapping arithmetic)."""
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+    return x ^ (x >> np.uint64(31))
+
+
+def user_bucket(users: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """A bucket in [0, buckets) for each user id, from a hash of its UTF-8 bytes (each byte times a
+    pseudo-random weight of its position, summed, then mixed): the same for a user on every day,
+    so that a bucket holds whole users."""
+    users = users.combine_chunks() if isinstance(users, pa.ChunkedArray) else users
+    users = users.cast(pa.large_string())
+    offsets = np.frombuffer(users.buffers()[1], dtype=np.int64)[users.offset:users.offset + len(users) + 1]
+    data = np.frombuffer(users.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].astype(np.uint64)
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    with np.errstate(over="ignore"):
+        weighted = np.append((data + np.uint64(1)) * _mix(position.astype(np.uint64) + np.uint64(1)), np.uint64(0))
+        sums = np.add.reduceat(weighted, np.minimum(starts, len(data)))
+        sums[lengths == 0] = 0
+        return (_mix(sums + lengths.astype(np.uint64)) % np.uint64(buckets)).astype(np.int64)
+
+
+def build_local(events_root: Path, days: list[str], selections: dict, max_len: int, batch_events: int) -> dict[str, pa.Table]:
+    """The local engine, Arrow in this process. The users are split into buckets of about
+    `batch_events` events (a hash of the user id, the same every day); a bucket at a time, every
+    readable day's events of its users are read and each selection built, so peak memory follows
+    `batch_events` and the output, not the length of the log. One bucket when the log is smaller."""
+    total = sum(pq.ParquetFile(schema.partition_dir(events_root, d) / schema.PART_FILE).metadata.num_rows
+                for d in days if (schema.partition_dir(events_root, d) / schema.PART_FILE).is_file())
+    buckets = max(1, -(-total // batch_events))
+    parts: dict[str, list[pa.Table]] = {name: [] for name in selections}
+    for b in range(buckets):
+        where = None if buckets == 1 else (lambda t, b=b: pa.array(user_bucket(t["user_id"], buckets) == b))
+        events = schema.read_days_table(events_root, days, schema.EVENTS_SCHEMA, where)
+        for name, keep in selections.items():
+            parts[name].append(build(select(events, *keep), max_len))
+        del events
+    if buckets == 1:
+        return {name: tables[0] for name, tables in parts.items()}
+    log.info("local engine: %d events in %d user buckets", total, buckets)
+    return {name: pa.concat_tables([t.cast(schema.SEQUENCES_SCHEMA) for t in tables]).sort_by("user_id")
+            for name, tables in parts.items()}
 
 
 def build_spark(events_root: Path, days: list[str], selections: dict, max_len: int, spark_cfg: SparkConfig) -> dict[str, pa.Table]:
@@ -153,7 +192,7 @@ def run(
     if cfg.engine == "spark":
         tables = build_spark(Path(data) / "events", days, selections, cfg.max_len, spark_cfg or SparkConfig())
     else:
-        tables = build_local(Path(data) / "events", days, selections, cfg.max_len)
+        tables = build_local(Path(data) / "events", days, selections, cfg.max_len, cfg.batch_events)
     summary["sequences"] = {name: stats(table, cfg.max_len) for name, table in tables.items()}
     if check is not None:
         summary["checks"] = check(summary)

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ingest import ingest, synth
@@ -90,3 +92,23 @@ def test_unvalidated_days_are_not_read(settings):
     ingest.run(settings)
     with pytest.raises(PreciseError, match="run `precise validate --all` first"):
         sequences.main(settings)
+
+
+def test_local_engine_in_user_buckets_gives_the_same_tables(settings):
+    """Bounded memory: users split into buckets of about `batch_events` events, a bucket at a time,
+    give the tables of one pass (whole users per bucket, rows sorted by user)."""
+    synth.run(settings.synth, settings.paths.landing)
+    ingest.run(settings)
+    days = schema.list_days(settings.paths.events)
+    selections = {"all_scene": (("click",), None), "task": (("click", "share"), ("article",))}
+    one = sequences.build_local(settings.paths.events, days, selections, 5, batch_events=10**9)
+    events = sum(len(pd.read_parquet(schema.partition_dir(settings.paths.events, d))) for d in days)
+    many = sequences.build_local(settings.paths.events, days, selections, 5, batch_events=events // 4)
+    for name in selections:
+        assert many[name].equals(one[name]), name
+    users = pa.array([f"u{i}" for i in range(3000)])
+    buckets = sequences.user_bucket(users, 4)
+    assert set(buckets.tolist()) == {0, 1, 2, 3} and np.bincount(buckets).min() > 600  # spread out
+    # A user's bucket does not depend on where its id sits (slices, chunks, other rows).
+    assert sequences.user_bucket(users.slice(7, 5), 4).tolist() == buckets[7:12].tolist()
+    assert sequences.user_bucket(pa.chunked_array([users[:2], users[2:4]]), 4).tolist() == buckets[:4].tolist()

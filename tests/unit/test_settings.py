@@ -34,6 +34,7 @@ def test_repo_params_load():
         ({"recall": {"index": "brute"}}, "recall.index must be one of"),
         ({"sequences": {"engine": "dask"}}, "sequences.engine must be one of 'local' or 'spark'"),
         ({"spark": {"shuffle_partitions": "8"}}, "spark.shuffle_partitions must be a number"),
+        ({"sequences": {"batch_events": 0}}, "sequences.batch_events must be greater than 0, got 0"),
         ({"synth": {"users": "300"}}, "synth.users must be a number, got '300'"),
         ({"ingest": {"null_tokens": "null"}}, "must be a list"),
         ({"tasks": [{"name": "a"}]}, "needs at least"),
