@@ -1,13 +1,14 @@
 """How the daily cycle's cost grows with the data: wall time and peak memory per stage.
 
-    python benchmarks/scale.py [--scales 1 10 50] [--days 14] [--stages ingest validate sequences]
+    python benchmarks/scale.py [--scales 1 10 50] [--days 14] [--stages ingest validate sequences sequences-spark]
 
 For each scale s, a temporary project on the synthetic world with s x the default users (events
 grow with them; the catalog x10 at 50x), then the stages of a first build of every day, one at a
-time, each as its own `precise` process: ingest, validate, sequences, encode (an empty text
-cache: every item is encoded), one universal epoch, export, publish (Feast, SQLite). Generating
+time, each as its own `precise` process: ingest, validate, sequences (then again on the Spark
+engine, `local[2]`), encode (an empty text cache: every item is encoded), one universal epoch,
+export, publish (Feast, SQLite). Generating
 the world (`precise data synth`) is not a stage and is not timed. Each stage's wall
-time and peak RSS (the process's own, from `os.wait4`) are recorded; every scale's rows are
+time and peak RSS (the process's own from `os.wait4`, or its process tree's where larger) are recorded; every scale's rows are
 written as soon as the scale ends (`benchmarks/out/scale.json`), then `docs/scale.md` (a table and
 each stage's growth exponent, the slope of log time against log events between the smallest and
 largest scale measured) and `docs/scale.png` (log-log plot).
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,6 +42,7 @@ STAGES = [
     ("ingest", ["ingest", "--all"]),
     ("validate", ["validate", "--all"]),
     ("sequences", ["sequences"]),
+    ("sequences-spark (local[2])", ["--params", "params-spark.yaml", "sequences"]),
     ("encode", ["encode"]),
     ("train_universal (1 epoch)", ["train", "universal"]),
     ("export", ["export"]),
@@ -48,18 +51,32 @@ STAGES = [
 
 
 def run_stage(args: list[str], cwd: Path, log: Path) -> dict:
-    """One `precise` process: wall seconds and its peak resident memory (MiB)."""
+    """One `precise` process: wall seconds and peak resident memory (MiB): the process's own peak
+    (`os.wait4`), or the process tree's summed RSS sampled every 0.2 s where that is larger (the
+    Spark engine's JVM is a child process)."""
+    import psutil
+
     with open(log, "a") as out:
         out.write(f"\n$ precise {' '.join(args)}\n")
         out.flush()
         t = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "precise.cli", *args], cwd=cwd, stdout=out, stderr=out)
-        _, status, usage = os.wait4(proc.pid, 0)
+        tree_peak, parent = 0, psutil.Process(proc.pid)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                tree_peak = max(tree_peak, sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]))
+            except psutil.Error:  # a process ended between listing and reading
+                pass
+            time.sleep(0.2)
         seconds = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"error: precise {' '.join(args)} failed at this scale (exit {proc.returncode}); see {log}")
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}  # Linux: KiB
+    peak = max(usage.ru_maxrss * 1024, tree_peak)  # Linux: ru_maxrss in KiB
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20, 1)}
 
 
 def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
@@ -71,6 +88,9 @@ def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
     project(folder, features=True, tasks=[],
             synth={"users": int(base.users * scale), "days": days, "items_per_scene": items},
             train_universal={"train": {**_universal_train(), "epochs": 1, "min_steps": 0}})
+    on_spark = yaml.safe_load((folder / "params.yaml").read_text())
+    on_spark["sequences"]["engine"] = "spark"
+    (folder / "params-spark.yaml").write_text(yaml.safe_dump(on_spark, sort_keys=False))
     log = folder / "stages.log"
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "precise.cli", "data", "synth"], cwd=folder, check=True,
@@ -89,8 +109,6 @@ def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
 
 
 def _universal_train() -> dict:
-    import yaml
-
     return dict(yaml.safe_load((REPO / "params.yaml").read_text())["train_universal"]["train"])
 
 
