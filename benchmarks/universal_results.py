@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import datasets  # noqa: E402
+from precise.atomic import write_text  # noqa: E402
 from precise.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
@@ -157,7 +158,9 @@ def mean_rows(rows: list[dict]) -> dict:
     return out
 
 
-def run_dataset(name: str, settings: Settings, args) -> dict:
+def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -> dict:
+    """Every row of one dataset's table; `save(result so far)` after the baselines and each row,
+    so that a long run stopped midway keeps the rows it finished."""
     t0 = time.perf_counter()
     data = prepare(name, settings, args.sample, REPO / "var" / "text_cache")
     ks = settings.universal.eval_ks
@@ -168,6 +171,14 @@ def run_dataset(name: str, settings: Settings, args) -> dict:
                          ("popularity", Popularity(data["train"], len(data["item_index"])))):
         rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
     fig4b = {}
+
+    def snapshot() -> dict:
+        return {"rows": dict(rows), "fig4b": {k: diagnostics.summary(v) for k, v in fig4b.items()},
+                "items": len(data["item_index"]), "train_sequences": len(data["train"]), "test_users": len(data["test"][1]),
+                "valid_users": len(data["valid"][1]), "no_text_share": data["no_text"], "encode": data["encode"],
+                "sample": args.sample, "sets": args.set, "seconds": round(time.perf_counter() - t0, 1)}
+
+    save(snapshot())
     sets = parse_sets(args.set)
     for key in args.variants:
         label = VARIANTS[key][0]
@@ -183,14 +194,12 @@ def run_dataset(name: str, settings: Settings, args) -> dict:
             if model.cfg.item_embedding == "fused" and seed == args.seeds[0]:
                 fig4b[label] = diagnostics.neighbour_id_similarity(model)
         rows[label] = mean_rows(runs)
+        save(snapshot())
     if fig4b and not args.tune:
         curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
         curves["random pairs"] = next(iter(fig4b.values()))["random"]
         diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png", f"{name}: ID similarity of nearest neighbours by fused embedding")
-    return {"rows": rows, "fig4b": {k: diagnostics.summary(v) for k, v in fig4b.items()},
-            "items": len(data["item_index"]), "train_sequences": len(data["train"]), "test_users": len(data["test"][1]),
-            "valid_users": len(data["valid"][1]), "no_text_share": data["no_text"], "encode": data["encode"],
-            "sample": args.sample, "sets": args.set, "seconds": round(time.perf_counter() - t0, 1)}
+    return snapshot()
 
 
 def fmt_overrides(over: dict) -> str:
@@ -255,13 +264,17 @@ def main() -> None:
     settings = Settings.load(REPO / "params.yaml")
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
-        new = run_dataset(name, settings, args)
-        if name in results and args.sample == results[name].get("sample"):  # another run's rows stay
-            new["rows"] = results[name]["rows"] | new["rows"]
-            new["fig4b"] = results[name].get("fig4b", {}) | new["fig4b"]
-            new["seconds"] = round(results[name]["seconds"] + new["seconds"], 1)
-        results[name] = new
-        out.write_text(json.dumps(results, indent=1, default=str))
+        before = results.get(name) if args.sample == results.get(name, {}).get("sample") else None
+
+        def save(new: dict, name=name, before=before) -> None:
+            if before is not None:  # another run's rows stay
+                new["rows"] = before["rows"] | new["rows"]
+                new["fig4b"] = before.get("fig4b", {}) | new["fig4b"]
+                new["seconds"] = round(before["seconds"] + new["seconds"], 1)
+            results[name] = new
+            write_text(out, json.dumps(results, indent=1, default=str))  # atomic; dict order kept (row order)
+
+        run_dataset(name, settings, args, save)
     if not args.tune and args.tag == "universal_results":
         (REPO / "docs" / "results.md").write_text(markdown(results))
         print(markdown(results))
