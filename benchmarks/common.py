@@ -35,7 +35,7 @@ def write_params(folder: Path, **sections) -> Path:
 def project(folder: Path, dvc: bool = False, features: bool = False, **sections) -> "Settings":
     """A project in `folder`: `write_params` with `sections`; with `dvc`, a git + DVC repository
     with a local remote; with `features`, a copy of the Feast repository folder."""
-    from precise.settings import Settings
+    from core.settings import Settings
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

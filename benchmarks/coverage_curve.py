@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest import synth  # noqa: E402
-from precise.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from training import diagnostics, targeted  # noqa: E402
 
 

@@ -80,7 +80,7 @@ def run_stage(args: list[str], cwd: Path, log: Path) -> dict:
 
 
 def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
-    from precise.settings import Settings
+    from core.settings import Settings
 
     base = Settings.load(REPO / "params.yaml").synth
     folder = root / f"x{scale:g}"

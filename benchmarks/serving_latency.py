@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import free_port, project, wait_for  # noqa: E402
-from precise.settings import RecallConfig, Settings  # noqa: E402
+from core.settings import RecallConfig, Settings  # noqa: E402
 from recall.index import make_index  # noqa: E402
 from serving import publish  # noqa: E402
 from training.export import table  # noqa: E402

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import project  # noqa: E402
 
 from ingest import ingest, synth  # noqa: E402
-from precise import schema  # noqa: E402
+from core import schema  # noqa: E402
 from training import sequences, targeted, text, universal  # noqa: E402
 from validation import validate  # noqa: E402
 

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest import synth  # noqa: E402
-from precise.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402

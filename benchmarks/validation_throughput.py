@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import project  # noqa: E402
 
 from ingest import synth  # noqa: E402
-from precise import schema  # noqa: E402
-from precise.settings import Settings  # noqa: E402
+from core import schema  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from validation import manifest  # noqa: E402
 
 

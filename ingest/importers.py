@@ -30,10 +30,10 @@ import pandas as pd
 
 from ingest.ingest import enforce_catalog, enforce_events
 from ingest.readers import RawFrame, read_raw
-from precise import schema
-from precise.atomic import atomic_dir, atomic_path
-from precise.errors import PreciseError
-from precise.settings import IngestConfig, parse_date
+from core import schema
+from core.atomic import atomic_dir, atomic_path
+from core.errors import PreciseError
+from core.settings import IngestConfig, parse_date
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Ingest: a landing drop -> contract partitions, a rejects file, `dvc add` + `dvc push`.
 
 `precise ingest --date D` reads `landing/date=D/{events,catalog}.{parquet,csv}` (never modifying
-it), enforces the data contract (precise/schema.py) row by row and writes, each atomically:
+it), enforces the data contract (core/schema.py) row by row and writes, each atomically:
 
     data/events/date=D/part-0.parquet     rows that meet the contract
     data/catalog/date=D/part-0.parquet    the day's catalog delta (empty if the drop has none)
@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from ingest import versioning
 from ingest.readers import RawFrame, find_file, missing_values, parse_timestamps, read_raw
-from precise import schema
-from precise.atomic import atomic_dir, write_json
-from precise.errors import PreciseError
-from precise.hashing import sha256_file
-from precise.settings import IngestConfig, Settings, parse_date
+from core import schema
+from core.atomic import atomic_dir, write_json
+from core.errors import PreciseError
+from core.hashing import sha256_file
+from core.settings import IngestConfig, Settings, parse_date
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from precise.errors import PreciseError
+from core.errors import PreciseError
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
 

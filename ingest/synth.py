@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from precise.atomic import atomic_dir
-from precise.settings import SynthConfig
+from core.atomic import atomic_dir
+from core.settings import SynthConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class World:
 
 
 def _check(cfg: SynthConfig) -> None:
-    from precise.errors import PreciseError
+    from core.errors import PreciseError
 
     if len(cfg.scenes) < 1 or len(set(cfg.scenes)) != len(cfg.scenes):
         raise PreciseError("synth.scenes must be a non-empty list of distinct names")

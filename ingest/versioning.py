@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 
-from precise import schema
-from precise.errors import PreciseError
+from core import schema
+from core.errors import PreciseError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """precise: pre-training sequential recommenders across scenes (PRECISE), as an operated system.
 
-The core package holds what every stage shares: settings (`settings`), the data contract
-(`schema`), atomic file writes (`atomic`), errors (`errors`) and the `precise` command (`cli`).
-Stages live in their own rooms: `ingest/`, `validation/`, `training/`.
+This package is the entry layer: the `precise` command (`cli`), the Airflow task bodies (`flows`)
+and the status screen (`status`); nothing imports it. What every stage shares is the ground
+package `core/`; the stages live in their rooms: `ingest/`, `validation/`, `training/`,
+`serving/`, `recall/`, `features/`.
 """
 
 __version__ = "0.1.0"

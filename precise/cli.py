@@ -12,9 +12,9 @@ import logging
 import sys
 from typing import Callable
 
-from precise.atomic import write_json
-from precise.errors import PreciseError
-from precise.settings import Settings, parse_date
+from core.atomic import write_json
+from core.errors import PreciseError
+from core.settings import Settings, parse_date
 
 log = logging.getLogger("precise")
 OWN_PACKAGES = ("precise", "ingest", "training", "validation", "serving", "recall")

@@ -19,8 +19,8 @@ import logging
 import os
 from pathlib import Path
 
-from precise.errors import PreciseError
-from precise.settings import PARAMS_ENV, Settings
+from core.errors import PreciseError
+from core.settings import PARAMS_ENV, Settings
 
 log = logging.getLogger("precise.flows")
 
@@ -74,7 +74,7 @@ def data_day(params: dict | None, triggering_events: dict | None = None) -> str:
 
 
 def schema_date(value: str) -> str:
-    from precise.settings import parse_date
+    from core.settings import parse_date
 
     return parse_date(value).isoformat()
 
@@ -84,7 +84,7 @@ def next_drop(s: Settings) -> str | None:
     drop is ingested (nothing to do: the DAG run is skipped, not failed)."""
     from ingest import ingest
 
-    from precise import schema
+    from core import schema
 
     done = set(schema.list_days(s.paths.events))
     todo = [d for d in ingest.landing_days(s.paths.landing) if d not in done]
@@ -118,7 +118,7 @@ def version_day(day: str) -> dict:
     """The DVC md5s of the day's partitions. Ingest adds and pushes them (and re-adds them if a
     crash left a partition unversioned), so this only reads what it recorded."""
     from ingest import versioning
-    from precise import schema
+    from core import schema
 
     s = settings()
     out = {}
@@ -227,7 +227,7 @@ def new_items_now() -> dict:
     from serving import publish
     from training import export
 
-    from precise import schema
+    from core import schema
 
     s = settings()
     days = schema.list_days(s.paths.events)

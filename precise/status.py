@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from precise import schema
-from precise.settings import Settings
+from core import schema
+from core.settings import Settings
 
 
 def _json(path: Path) -> dict | None:

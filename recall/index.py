@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from precise.atomic import atomic_dir
-from precise.errors import PreciseError
-from precise.settings import RecallConfig, Settings
+from core.atomic import atomic_dir
+from core.errors import PreciseError
+from core.settings import RecallConfig, Settings
 from serving.state import read_state
 
 log = logging.getLogger(__name__)

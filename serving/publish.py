@@ -35,10 +35,10 @@ from pathlib import Path
 
 import yaml
 
-from precise import schema
-from precise.atomic import atomic_path, write_json
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core import schema
+from core.atomic import atomic_path, write_json
+from core.errors import PreciseError
+from core.settings import Settings
 from serving.state import ENV_STORE, feast_dir, online_store, read_state, state_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core.errors import PreciseError
+from core.settings import Settings
 
 ENV_STORE = "PRECISE_ONLINE_STORE"
 

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks.common import free_port, wait_for  # noqa: F401 (shared with the benchmarks)
-from precise.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

@@ -22,7 +22,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from precise.errors import PreciseError
+from core.errors import PreciseError
 
 
 def in_worker() -> bool:

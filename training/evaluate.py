@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precise import schema
-from precise.atomic import atomic_path, write_json
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core import schema
+from core.atomic import atomic_path, write_json
+from core.errors import PreciseError
+from core.settings import Settings
 from training import text, tracking
 from training.baselines import Popularity, Transitions
 from training.data import Index, pad_left

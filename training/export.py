@@ -39,10 +39,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from precise import schema
-from precise.atomic import atomic_dir, write_json
-from precise.errors import PreciseError
-from precise.settings import Settings, Task
+from core import schema
+from core.atomic import atomic_dir, write_json
+from core.errors import PreciseError
+from core.settings import Settings, Task
 from training import registry, targeted, text, universal
 from training.data import Index, pad_left
 from training.trainer import load_checkpoint

@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from precise.atomic import write_json
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core.atomic import write_json
+from core.errors import PreciseError
+from core.settings import Settings
 from training import evaluate
 from training.registry import CHALLENGER, CHAMPION, champion, client, model_name, versions
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core.errors import PreciseError
+from core.settings import Settings
 from training import tracking
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from precise.settings import Settings
+from core.settings import Settings
 from training import distributed, registry, tracking
 from training.trainer import State, TrainConfig, fit, save_model
 

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from precise import schema
-from precise.atomic import atomic_dir, write_json
-from precise.errors import PreciseError
-from precise.settings import SequencesConfig, Settings, SparkConfig, Task
+from core import schema
+from core.atomic import atomic_dir, write_json
+from core.errors import PreciseError
+from core.settings import SequencesConfig, Settings, SparkConfig, Task
 from validation import manifest
 
 log = logging.getLogger(__name__)

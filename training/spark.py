@@ -25,8 +25,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from precise.errors import PreciseError
-from precise.settings import SparkConfig
+from core.errors import PreciseError
+from core.settings import SparkConfig
 
 log = logging.getLogger(__name__)
 

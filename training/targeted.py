@@ -55,10 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from precise import schema
-from precise.atomic import write_json
-from precise.errors import PreciseError
-from precise.settings import Settings, TargetedConfig, Task, parse_date
+from core import schema
+from core.atomic import write_json
+from core.errors import PreciseError
+from core.settings import Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, text, universal
 from training.data import Index, pad_left
 from training.model import Precise, softmax_cross_entropy

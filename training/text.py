@@ -38,10 +38,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from precise import schema
-from precise.atomic import atomic_dir, atomic_path, write_json
-from precise.errors import PreciseError
-from precise.settings import EncodeConfig, Settings
+from core import schema
+from core.atomic import atomic_dir, atomic_path, write_json
+from core.errors import PreciseError
+from core.settings import EncodeConfig, Settings
 from validation import manifest
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from precise import schema
+from core import schema
 
 log = logging.getLogger(__name__)
 

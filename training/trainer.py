@@ -45,7 +45,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from precise.atomic import atomic_dir, atomic_path
+from core.atomic import atomic_dir, atomic_path
 from training.metrics import from_ranks, target_ranks
 from training.model import Precise
 

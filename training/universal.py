@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precise import schema
-from precise.atomic import atomic_path, write_json
-from precise.errors import PreciseError
-from precise.settings import Settings, UniversalConfig
+from core import schema
+from core.atomic import atomic_path, write_json
+from core.errors import PreciseError
+from core.settings import Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left
 from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from precise import schema
-from precise.settings import ValidateConfig
+from core import schema
+from core.settings import ValidateConfig
 
 # Control bytes other than tab/newline/carriage return, DEL, and U+FFFD (a decoder's replacement).
 DIRTY_TEXT = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F\x{FFFD}]"

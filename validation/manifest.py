@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from precise import schema
-from precise.atomic import write_json
-from precise.errors import PreciseError
-from precise.settings import Settings, parse_date
+from core import schema
+from core.atomic import write_json
+from core.errors import PreciseError
+from core.settings import Settings, parse_date
 
 STATUSES = ("passed", "warning", "quarantined", "released")
 READABLE = frozenset({"passed", "warning", "released"})

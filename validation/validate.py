@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from precise import schema
-from precise.atomic import write_json
-from precise.errors import PreciseError
-from precise.hashing import sha256_file
-from precise.settings import Settings, parse_date
+from core import schema
+from core.atomic import write_json
+from core.errors import PreciseError
+from core.hashing import sha256_file
+from core.settings import Settings, parse_date
 from validation import manifest
 from validation.checks import catalog_stats, checks, event_stats
 from validation.suites import Gate, Outcome

@@ -92,7 +92,7 @@ def run_dags(project: Path, *args: str) -> list[dict]:
 
 
 def test_two_days_end_to_end_then_a_quarantined_day(project):
-    from precise.settings import Settings
+    from core.settings import Settings
     from recall.index import Recall
     from serving import publish
     from training import registry, tracking

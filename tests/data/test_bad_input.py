@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from ingest import importers, ingest
-from precise import schema
-from precise.errors import PreciseError
-from precise.settings import IngestConfig
+from core import schema
+from core.errors import PreciseError
+from core.settings import IngestConfig
 from tests.conftest import run_cli, write_params
 
 HEADER = "user_id,item_id,scene,action,ts\n"

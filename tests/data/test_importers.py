@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from ingest import importers, ingest
-from precise import schema
-from precise.errors import PreciseError
+from core import schema
+from core.errors import PreciseError
 from training import sequences
-from precise.settings import Settings
+from core.settings import Settings
 from tests.conftest import write_params
 from validation import manifest, validate
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest import ingest, synth
-from precise import schema
-from precise.errors import PreciseError
+from core import schema
+from core.errors import PreciseError
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -155,7 +155,7 @@ def test_a_failed_reingest_keeps_the_last_good_partition(settings):
 
 def test_interrupted_swap_is_recovered(settings):
     """A crash between the two renames of a partition swap leaves `.old-*`; the next write restores it."""
-    from precise.atomic import atomic_dir
+    from core.atomic import atomic_dir
 
     target = settings.paths.events / "date=2026-01-05"
     target.mkdir(parents=True)

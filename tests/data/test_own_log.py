@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from precise.settings import Settings
+from core.settings import Settings
 from tests.conftest import run_cli, write_params
 from validation import validate
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from ingest import ingest, synth
-from precise import schema
-from precise.errors import PreciseError
+from core import schema
+from core.errors import PreciseError
 from training import sequences
 from validation import manifest, validate
 

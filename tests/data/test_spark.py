@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from precise import schema
-from precise.errors import PreciseError
-from precise.settings import Settings, SparkConfig
+from core import schema
+from core.errors import PreciseError
+from core.settings import Settings, SparkConfig
 from tests.conftest import need
 from training import sequences, spark
 
@@ -79,7 +79,7 @@ def test_spark_engine_keeps_ties_in_day_and_file_order(tmp_path: Path):
         pq.write_table(pa.Table.from_pandas(frame, schema=schema.EVENTS_SCHEMA, preserve_index=False),
                        folder / schema.PART_FILE)
     selections = {"all": (("click", "share"), None), "clicks_in_s": (("click",), ("s",))}
-    local = sequences.build_local(root, list(days), selections, max_len=3)
+    local = sequences.build_local(root, list(days), selections, max_len=3, batch_events=3)  # in user buckets too
     on_spark = sequences.build_spark(root, list(days), selections, 3, SparkConfig())
     for name in selections:
         assert on_spark[name].equals(local[name]), name

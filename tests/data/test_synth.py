@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ingest import synth
-from precise.settings import Settings
+from core.settings import Settings
 from tests.conftest import REPO
 
 

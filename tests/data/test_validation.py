@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest import ingest, synth
-from precise import schema
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core import schema
+from core.errors import PreciseError
+from core.settings import Settings
 from tests.conftest import run_cli, write_params
 from training import sequences
 from validation import manifest, validate

@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.targeted_results import task_samples
 from ingest import synth
-from precise.settings import Settings
+from core.settings import Settings
 from tests.conftest import REPO
 from training import targeted, text
 from training.baselines import Popularity, Transitions

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from ingest import ingest, synth
-from precise import schema
-from precise.settings import Settings
+from core import schema
+from core.settings import Settings
 from tests.conftest import REPO, run_cli, tiny_qwen2, write_params
 from training import registry, sequences, text
 from validation import validate

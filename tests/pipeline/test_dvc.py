@@ -109,7 +109,7 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
         assert row and row["R@10"] is not None and row["counting R@10"] is not None, (model, row)
         assert row["popularity R@10"] is not None and row["users"] > 0, (model, row)
     assert status["gate"]["passed"]["days"] == 4 and status["served"]["serving"]["click_article"]
-    from precise.settings import Settings
+    from core.settings import Settings
     from precise.status import render
     from recall.index import Recall
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest import ingest, synth
-from precise import schema
-from precise.settings import Settings
+from core import schema
+from core.settings import Settings
 from serving import publish
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
 from training import gate, export, registry, sequences, targeted, text, universal

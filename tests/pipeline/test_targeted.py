@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ingest import ingest, synth
-from precise import schema
-from precise.settings import RegistryConfig, Settings
+from core import schema
+from core.settings import RegistryConfig, Settings
 from tests.conftest import run_cli, tiny_qwen2, write_params
 from training import gate, evaluate, registry, sequences, targeted, text, universal
 from training.model import ModelConfig, Precise

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ingest import ingest, synth
-from precise import schema
-from precise.settings import Settings
+from core import schema
+from core.settings import Settings
 from tests.conftest import tiny_qwen2, write_params
 from training import evaluate, sequences, text, tracking, universal
 from training.trainer import load_checkpoint

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-OWN = ("precise", "ingest", "training", "validation", "serving", "recall", "features")
+OWN = ("core", "precise", "ingest", "training", "validation", "serving", "recall", "features")
 # `settings.<attribute>` -> the params.yaml section it comes from.
 SECTIONS = {"encode": "encode", "universal": "train_universal", "targeted": "train_targeted", "tasks": "tasks",
             "sequences": "sequences", "spark": "spark", "validate": "validate", "export": "export", "publish": "publish",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ingest.readers import missing_values, parse_timestamps, read_raw
-from precise.errors import PreciseError
+from core.errors import PreciseError
 
 
 @pytest.mark.parametrize(

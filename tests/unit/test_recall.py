@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precise.settings import RecallConfig
+from core.settings import RecallConfig
 from recall.index import make_index
 
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from precise.errors import PreciseError
-from precise.settings import Settings
+from core.errors import PreciseError
+from core.settings import Settings
 from tests.conftest import REPO, write_params
 
 
@@ -92,7 +92,7 @@ def test_params_yaml_and_the_schema_defaults_agree():
     out of someone's params means what the shipped file says."""
     import yaml
 
-    from precise import settings as S
+    from core import settings as S
     from training.trainer import TrainConfig
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
-from precise.errors import PreciseError
+from core.errors import PreciseError
 
 PARAMS_ENV = "PRECISE_PARAMS"
 

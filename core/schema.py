@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from precise.errors import PreciseError
+from core.errors import PreciseError
 
 TS = pa.timestamp("us", tz="UTC")
 
