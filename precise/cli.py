@@ -231,7 +231,14 @@ def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from training import export
 
-    _print(export.new_items(settings, args.date) if args.new_items else export.main(settings, args.date, force=args.force))
+    if args.what == "item-init":
+        if not args.task:
+            raise PreciseError("export item-init needs --task T (a task of params.yaml) or --task universal")
+        _print(export.item_init(settings, args.task, args.date))
+    elif args.task:
+        raise PreciseError("--task goes with `precise export item-init`; the daily export covers every model")
+    else:
+        _print(export.new_items(settings, args.date) if args.new_items else export.main(settings, args.date, force=args.force))
     return 0
 
 
@@ -386,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     et.set_defaults(func=cmd_evaluate_targeted)
 
     exp = verbs.add_parser("export", help="embeddings of the champion models, per model version")
+    exp.add_argument("what", nargs="?", choices=["item-init"],
+                     help="item-init: one model's exported item vectors as init files for an ID-based model")
+    exp.add_argument("--task", help="with item-init: a task of params.yaml, or universal")
     exp.add_argument("--date", help="data day (default: run.date)")
     exp.add_argument("--new-items", action="store_true", help="the hourly path: only items published since the last export")
     exp.add_argument("--force", action="store_true", help="re-export even if the day's export has the same versions")

@@ -24,6 +24,15 @@ export, embedded by each champion grown to D's catalog (text-driven ID rows), in
 
 Re-running a date whose export holds the same champion versions changes nothing (`--force`
 re-exports with a new timestamp).
+
+`precise export item-init --task T|universal --date D` turns D's exported item vectors of one
+model into files a plain ID-based model starts from (the Elephant-style initialisation,
+docs/ranking.md), in `data/export/item_init/<T|universal>/date=D/`:
+
+    vectors.parquet       item_id, vector list<float32>       (the export's rows and order)
+    vectors.safetensors   `embedding`: (N, D) float32, row i = item_ids.json[i]; metadata:
+                          model_version, date, l2_normalised
+    item_ids.json         the item id of each row
 """
 
 from __future__ import annotations
@@ -216,3 +225,35 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
     write_json(state_path, {"published_until": published.max().isoformat()})
     summary["folder"] = str(out)
     return summary
+
+
+def item_init(settings: Settings, name: str, date: str | None = None) -> dict:
+    """D's exported item vectors of `name` (a task, or `universal`) as initialisation files for an
+    ID-based model (module docstring). The vectors are the export's, in the model's scoring space."""
+    from safetensors.torch import save_file
+
+    from validation import manifest
+
+    if name != "universal":
+        settings.task(name)  # an unknown task is a readable error
+    day = manifest.resolve_day(settings, date)
+    source = schema.partition_dir(export_root(settings), day) / f"{name}_item.parquet"
+    if not source.is_file():
+        raise PreciseError(f"no exported items of {name} for {day} at {source}: run `precise export --date {day}` first")
+    data = pq.read_table(source, columns=["item_id", "embedding", "model_version"])
+    if data.num_rows == 0:
+        raise PreciseError(f"the export of {name} for {day} holds no items")
+    ids = data["item_id"].to_pylist()
+    vectors = np.stack(data["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    version = data["model_version"][0].as_py()
+    normalised = bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3))
+    out = schema.partition_dir(export_root(settings) / "item_init" / name, day)
+    with atomic_dir(out) as tmp:
+        pq.write_table(pa.table({"item_id": data["item_id"], "vector": data["embedding"]}), Path(tmp) / "vectors.parquet")
+        save_file({"embedding": torch.from_numpy(vectors)}, str(Path(tmp) / "vectors.safetensors"),
+                  metadata={"model_version": version, "date": day, "l2_normalised": str(normalised).lower()})
+        (Path(tmp) / "item_ids.json").write_text(json.dumps(ids))
+    log.info("item init of %s (%s): %d items x %d", name, version, len(ids), vectors.shape[1])
+    return {"model": name, "model_version": version, "date": day, "items": len(ids), "dim": int(vectors.shape[1]),
+            "l2_normalised": normalised, "folder": str(out)}
+

@@ -272,3 +272,45 @@ def test_new_items_hourly_path(world):
     every = pq.read_table(Path(out["folder"]) / "universal_item.parquet").to_pandas()
     assert set(every["item_id"]) == set(fresh["item_id"])
     assert export.new_items(world, d2)["items"] == 0, "nothing new since the last run"
+
+
+def test_item_init_export_loads_into_an_id_embedding(world):
+    """`precise export item-init`: the exported item vectors of a model as an ID model's
+    initialisation: a fresh nn.Embedding built from the safetensors file gives, for every item id
+    (through item_ids.json), the export's vector; other ids are absent."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    d2 = schema.list_days(world.paths.events)[-1]
+    export.main(world, d2)
+    folder = schema.partition_dir(world.paths.data / "export", d2)
+    for name in ("click_article", "universal"):
+        out = export.item_init(world, name, d2)
+        init = Path(out["folder"])
+        exported = pq.read_table(folder / f"{name}_item.parquet").to_pandas()
+        expected = dict(zip(exported["item_id"], exported["embedding"]))
+        ids = json.loads((init / "item_ids.json").read_text())
+        embedding = torch.nn.Embedding.from_pretrained(load_file(init / "vectors.safetensors")["embedding"], freeze=False)
+        assert embedding.weight.shape == (len(expected), 32) and sorted(ids) == sorted(expected)
+        rows = {item: i for i, item in enumerate(ids)}
+        for item, vector in expected.items():
+            got = embedding(torch.tensor([rows[item]]))[0].detach().numpy()
+            np.testing.assert_allclose(got, np.asarray(vector, dtype=np.float32), rtol=0, atol=0)
+        parquet = pq.read_table(init / "vectors.parquet").to_pandas()
+        assert list(parquet["item_id"]) == ids
+        np.testing.assert_array_equal(np.stack(parquet["vector"]), embedding.weight.detach().numpy())
+        assert "ghost-item" not in rows
+        with safe_open(init / "vectors.safetensors", "pt") as f:
+            meta = f.metadata()
+        assert meta["model_version"] == out["model_version"] == exported["model_version"].iloc[0]
+        assert meta["date"] == d2 and meta["l2_normalised"] == str(out["l2_normalised"]).lower()
+    scene = dict(zip(*(text.read(world.paths.text)[0][c] for c in ("item_id", "scene"))))
+    assert {scene[i] for i in json.loads((Path(export.item_init(world, "click_article", d2)["folder"]) /
+                                          "item_ids.json").read_text())} == {"article"}
+    bad = run_cli("--params", str(world.params_path), "export", "item-init", "--task", "nope", "--date", d2,
+                  cwd=world.paths.root, check=False)
+    assert bad.returncode == 2 and "unknown task 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run_cli("--params", str(world.params_path), "export", "item-init", "--date", d2,
+                      cwd=world.paths.root, check=False)
+    assert missing.returncode == 2 and "needs --task" in missing.stderr
