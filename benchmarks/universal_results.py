@@ -16,7 +16,9 @@ valid and test users are always kept). Headline rows (PRECISE-UT, the SASRec pee
 
 Rows: counting (items that followed the user's last 3 items, no learning), popularity, the
 SASRec peer (id-only, exact softmax, dot product: SASRec's objective at every position in one
-pass), PRECISE-UT (fused, alternate), fused with joint training, id-only, text-only, mean-pool.
+pass), PRECISE-UT (fused, alternate), fused with joint training, id-only, text-only (token table +
+MoE), mean-pool, and the HLLM-style baseline (a frozen per-item LLM vector through a trained map,
+no ID and no token table).
 Cold = targets among the 80% least frequent items seen in training; new = never seen in training.
 """
 
@@ -58,6 +60,7 @@ VARIANTS = {
     "id": ("id-only", {"item_embedding": "id"}, {}),
     "text": ("text-only", {"item_embedding": "text"}, {}),
     "meanpool": ("mean-pool", {"item_embedding": "meanpool"}, {}),
+    "hllm": ("HLLM-style (frozen item LLM)", {"item_embedding": "llm"}, {}),
 }
 HEADLINE = ("ut", "sasrec")
 

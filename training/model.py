@@ -121,7 +121,7 @@ class ModelConfig:
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
     n_tokens: int  # token ids in use; the token table has n_tokens + 1 rows (row 0 = padding)
     llm_dim: int  # H, width of the language model's states
-    item_embedding: str = "fused"  # fused | id | text | meanpool
+    item_embedding: str = "fused"  # fused | id | text | meanpool | llm
     id_dim: int = 64
     sem_dim: int = 64
     experts: int = 4
@@ -141,7 +141,7 @@ class ModelConfig:
         return asdict(self)
 
 
-ITEM_EMBEDDINGS = ("fused", "id", "text", "meanpool")
+ITEM_EMBEDDINGS = ("fused", "id", "text", "meanpool", "llm")
 SIMILARITIES = ("dot", "cosine")
 
 
@@ -176,7 +176,10 @@ class Precise(nn.Module):
 
     Variants (`item_embedding`), all of width D = id_dim + sem_dim so that ablations compare at
     equal size: `fused` = ID(id_dim) concat MoE(tokens)(sem_dim); `meanpool` = ID concat mean of
-    tokens; `id` = ID(D) only (PRECISE-ID); `text` = MoE(tokens)(D) only (PRECISE-LLM).
+    tokens; `id` = ID(D) only (PRECISE-ID); `text` = MoE(tokens)(D) only (PRECISE-LLM); `llm` =
+    the HLLM-style baseline: a frozen per-item language-model vector (the mean of its tokens'
+    cached LLM states, never trained) through a trained linear map to D, no ID table and no token
+    table (items without text share one vector).
     """
 
     def __init__(self, cfg: ModelConfig, item_tokens: torch.Tensor, token_init: torch.Tensor | None = None):
@@ -187,8 +190,8 @@ class Precise(nn.Module):
         if cfg.similarity not in SIMILARITIES or cfg.temperature <= 0:
             raise ValueError(f"similarity must be one of {SIMILARITIES} and temperature > 0")
         self.cfg = cfg
-        uses_id = cfg.item_embedding != "text"
-        uses_text = cfg.item_embedding != "id"
+        uses_id = cfg.item_embedding not in ("text", "llm")
+        uses_text = cfg.item_embedding in ("fused", "meanpool", "text")  # a trained token table
         id_width = cfg.id_dim if uses_text else cfg.dim
         sem_width = cfg.sem_dim if uses_id else cfg.dim
         self.id_emb = nn.Embedding(cfg.n_items + 1, id_width, padding_idx=0) if uses_id else None
@@ -207,6 +210,14 @@ class Precise(nn.Module):
             self.pool = MeanPool() if cfg.item_embedding == "meanpool" else MoEFusion(sem_width, cfg.experts, cfg.top_k)
         else:
             self.tok_emb = self.tok_proj = self.pool = None
+        if cfg.item_embedding == "llm":  # frozen (N+1, H) item vectors, rebuilt from the catalog at load
+            table = torch.zeros(cfg.n_tokens + 1, cfg.llm_dim)
+            if token_init is not None:
+                table[1:] = token_init
+            self.register_buffer("item_llm", Bags(item_tokens.long()).mean(table), persistent=False)
+            self.llm_proj = nn.Linear(cfg.llm_dim, cfg.dim)
+        else:
+            self.item_llm = self.llm_proj = None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)  # the scale of the ID rows: positions must not drown items
         layer = nn.TransformerEncoderLayer(
@@ -234,6 +245,8 @@ class Precise(nn.Module):
         if self.pool is not None:
             sem, self.last_stats = self.semantic(items)
             parts.append(sem)
+        if self.llm_proj is not None:
+            parts.append(self.llm_proj(self.item_llm[items]))
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
 
     def input_embeddings(self, items: torch.Tensor) -> torch.Tensor:

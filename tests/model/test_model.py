@@ -49,14 +49,38 @@ def test_moe_matches_a_naive_loop():
     assert moe.experts[0].query.grad is not None and moe.experts[0].value.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["fused", "id", "text", "meanpool"])
+@pytest.mark.parametrize("kind", ["fused", "id", "text", "meanpool", "llm"])
 def test_variants_have_equal_width_and_the_right_parts(kind):
     m = tiny(kind)
     e = m.item_embeddings(torch.tensor([[0, 1, 2]]))
     assert e.shape == (1, 3, 16)
     assert torch.all(e[0, 0] == 0), "padding embeds to zeros"
-    assert (m.id_emb is None) == (kind == "text")
-    assert (m.tok_emb is None) == (kind == "id")
+    assert (m.id_emb is None) == (kind in ("text", "llm"))
+    assert (m.tok_emb is None) == (kind in ("id", "llm"))
+
+
+def test_hllm_style_items_are_a_trained_map_of_frozen_llm_vectors_and_no_id_table():
+    """`llm` (the HLLM-style baseline): item = Linear(mean of its tokens' LLM states); nothing
+    per item is trained, no ID or token table exists, and training moves only the map and the
+    transformer."""
+    m = tiny("llm").train()
+    names = [n for n, _ in m.named_parameters()]
+    assert not any(n.startswith(("id_emb", "tok_emb", "pool", "tok_proj")) for n in names), names
+    assert not any(k.startswith("item_llm") or k.startswith("id_emb") for k in m.state_dict()), "the frozen vectors are rebuilt, not saved"
+    tokens = m.item_tokens
+    torch.manual_seed(0)
+    expected_init = torch.randn(12, 16)  # tiny()'s token_init: its first draw after seeding 0
+    table = torch.cat([torch.zeros(1, 16), expected_init])
+    for item in (1, 2, 7):
+        real = tokens[item][tokens[item] > 0]
+        torch.testing.assert_close(m.item_llm[item], table[real].mean(0))
+        torch.testing.assert_close(m.input_embeddings(torch.tensor([item]))[0], m.llm_proj(table[real].mean(0)))
+    before = m.item_llm.clone()
+    seq = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    loss, _ = m.loss(seq[:, :-1], seq[:, 1:])
+    loss.backward()
+    assert m.llm_proj.weight.grad is not None and m.llm_proj.weight.grad.abs().sum() > 0
+    assert torch.equal(m.item_llm, before) and not m.item_llm.requires_grad
 
 
 def test_causal_mask_and_padding():
