@@ -81,3 +81,21 @@ def next_item_pairs(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor,
     inputs = pad_left([w[:-1] for w in windows], max_len)
     targets = pad_left([w[1:] for w in windows], max_len)
     return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def per_scene(seqs: list[np.ndarray], scene_of: np.ndarray) -> list[np.ndarray]:
+    """Each sequence split by the scene of its items, order kept (CPRec's domain-specific
+    sequences). scene_of (N+1,) int: the scene code of each item index."""
+    out = []
+    for s in seqs:
+        codes = scene_of[s]
+        out += [s[codes == c] for c in np.unique(codes)]
+    return out
+
+
+def scene_codes(items: pd.DataFrame, item_index: Index) -> np.ndarray:
+    """(N+1,) int64 scene code of each item index (0 for padding and unknown items)."""
+    scenes = {s: i + 1 for i, s in enumerate(sorted(items["scene"].astype(str).unique()))}
+    by_id = dict(zip(items["item_id"], items["scene"].astype(str)))
+    return np.array([0] + [scenes.get(by_id.get(i), 0) for i in item_index.ids], dtype=np.int64)
+

@@ -4,6 +4,8 @@
 
 * AdamW, gradient clipping, a seed; LR schedules `constant`, `cosine`, `wsd` (CPRec's
   warmup-stable-annealing, eq. 2-3: linear warm-up to lr, stable, cosine annealing to min_lr);
+* CPRec's data curriculum (`curriculum: cprec`, sections 4.3-4.4): domain-specific (per-scene)
+  sequences through the warm-up and stable phases, the mixed all-scene ones in the annealing;
 * the loss: the **exact softmax** over the whole catalog (`loss: softmax`), or a **sampled
   softmax** (`loss: sampled`) with negatives from a registry: `in_batch` (the paper: the other
   targets of the batch), `uniform` (catalog items) or `mixed` (both), with the logQ correction
@@ -83,6 +85,7 @@ class TrainConfig:
     seed: int = 7
     checkpoint_every: int = 200
     patience: int = 2  # epochs without a better valid R@10 before stopping
+    curriculum: str = "mixed"  # mixed: all-scene sequences throughout | cprec: per-scene ones until the annealing
     alternate: AlternateConfig = field(default_factory=AlternateConfig)
 
     def to_dict(self) -> dict:
@@ -261,10 +264,15 @@ def fit(
     on_eval: Callable[[dict], None] | None = None,
     stop_after_steps: int | None = None,
     evaluate_first: bool = False,
+    domain: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> State:
     """Train in place; returns the final state (model left at its best weights).
 
     train: inputs (B, L), targets (B, L); valid: inputs (V, L), targets (V,).
+    domain: with `curriculum: cprec` (CPRec's data curriculum), pairs of domain-specific sequences
+    (each user's per-scene sequences): the warm-up and stable phases of the WSD schedule draw
+    their batches from them, the annealing phase from `train` (the all-scene mixed sequences);
+    the run is not stopped early before the annealing has begun. Epochs count `train`'s batches.
     run_dir: where step checkpoints go; an existing checkpoint there is resumed.
     stop_after_steps: stop (as if killed) after this many steps, for tests.
     evaluate_first: score the starting weights too (a warm start): if no epoch beats them on
@@ -280,6 +288,10 @@ def fit(
     total = steps_per_epoch * epochs
     # Without a cap relative to the run, a short run whose loss keeps falling never unfreezes.
     phase1_cap = min(cfg.alternate.max_phase1_steps, max(int(total * cfg.alternate.max_phase1_fraction), 1))
+    anneal_at = int(total * (1 - cfg.anneal_fraction)) if cfg.curriculum == "cprec" and domain is not None else 0
+    if anneal_at:
+        domain_lengths = (domain[0] > 0).sum(1)
+        domain_batches = max(math.ceil(len(domain[0]) / cfg.batch_size), 1)
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
     if run_dir is not None and (Path(run_dir) / "state.json").is_file():
@@ -326,10 +338,18 @@ def fit(
     while state.epoch < epochs and not state.done:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         order = batch_order(lengths, cfg.batch_size, gen)
+        if anneal_at:  # its own order, from its own generator: the mixed order is the same with or without it
+            domain_order = batch_order(domain_lengths, cfg.batch_size,
+                                       torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch + 500))
         for b in range(state.batch_in_epoch, steps_per_epoch):
             global_b = b * world + rank
-            idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
-            seq, tgt = inputs[idx], targets[idx]
+            if state.step < anneal_at:  # CPRec: per-scene sequences until the annealing
+                d = global_b % domain_batches
+                idx = domain_order[d * cfg.batch_size : (d + 1) * cfg.batch_size]
+                seq, tgt = domain[0][idx], domain[1][idx]
+            else:
+                idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
+                seq, tgt = inputs[idx], targets[idx]
             negatives, logq = (None, None) if softmax else sampler(tgt, freq, cfg, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
@@ -374,7 +394,7 @@ def fit(
             keep_best()
         elif state.phase == 2:
             state.bad_epochs += 1
-            if state.bad_epochs >= cfg.patience and state.step >= cfg.min_steps:
+            if state.bad_epochs >= cfg.patience and state.step >= max(cfg.min_steps, anneal_at + 1):
                 state.done = True
         state.epoch += 1
         state.batch_in_epoch = 0

@@ -37,7 +37,7 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
-from training.data import Index, item_token_matrix, next_item_pairs, pad_left
+from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes
 from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
 from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, load_checkpoint
 
@@ -54,10 +54,14 @@ def train_config(u: UniversalConfig) -> TrainConfig:
     if unknown:
         raise PreciseError(f"unknown key(s) in train_universal.train: {', '.join(unknown)}")
     cfg = TrainConfig(**raw, alternate=AlternateConfig(**alternate))
-    choices = {"loss": LOSSES, "negatives": tuple(NEGATIVES), "schedule": ("constant", "cosine", "wsd")}
+    choices = {"loss": LOSSES, "negatives": tuple(NEGATIVES), "schedule": ("constant", "cosine", "wsd"),
+               "curriculum": ("mixed", "cprec")}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise PreciseError(f"train_universal.train.{key}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if cfg.curriculum == "cprec" and cfg.schedule != "wsd":
+        raise PreciseError("train_universal.train.curriculum cprec switches data at the annealing of schedule: wsd, "
+                           f"got schedule {cfg.schedule!r}")
     return cfg
 
 
@@ -202,6 +206,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     train = next_item_pairs(train_seqs, max_len)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
+    domain = next_item_pairs(per_scene(train_seqs, scene_codes(items, item_index)), max_len) \
+        if tcfg.curriculum == "cprec" else None
 
     run.params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
                   "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
@@ -218,7 +224,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
 
     metrics, state = runs.train_and_register(
         settings, run, model, train, valid, tcfg, days, summarize,
-        {"model": model.cfg.to_dict(), "item_ids": item_index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens})
+        {"model": model.cfg.to_dict(), "item_ids": item_index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens},
+        domain=domain)
     if metrics:  # rank 0 (or a single process) writes the reports
         write_reports(settings, metrics, state.history)
     return metrics

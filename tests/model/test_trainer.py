@@ -88,3 +88,40 @@ def test_a_resumed_warm_start_that_never_improves_ends_on_the_starting_weights(t
     assert state.best_epoch == -1, state.history  # precondition: no epoch beat the start
     for k, v in resumed.state_dict().items():
         assert torch.equal(v, start[k]), f"{k}: ended on mid-run weights, not the starting ones"
+
+
+def test_cprec_curriculum_feeds_per_scene_batches_until_the_annealing_then_mixed():
+    """CPRec: every batch before the WSD schedule's annealing step comes from the per-scene pairs,
+    every batch from it on from the mixed ones (checked on the batches the model receives)."""
+    from training.data import per_scene
+
+    rng = np.random.default_rng(0)
+    scene_of = np.r_[0, np.where(np.arange(1, 31) <= 15, 1, 2)]  # items 1-15 scene 1, 16-30 scene 2
+    mixed = [rng.integers(1, 31, size=int(rng.integers(4, 9))) for _ in range(60)]
+    domain_seqs = per_scene(mixed, scene_of)
+    assert all(len(set(scene_of[s])) == 1 for s in domain_seqs) and sum(map(len, domain_seqs)) == sum(map(len, mixed))
+    train, domain = next_item_pairs(mixed, 6), next_item_pairs(domain_seqs, 6)
+    _, valid = toy_data()
+    cfg = dataclasses.replace(CFG, epochs=4, schedule="wsd", anneal_fraction=0.25, curriculum="cprec", patience=1)
+    model = tiny("id").train()
+    seen = []
+    forward = model.forward
+
+    def recording(seq, target, *rest):
+        seen.append(seq.clone())
+        return forward(seq, target, *rest)
+
+    model.forward = recording
+    state = fit(model, train, valid, cfg, domain=domain)
+    total = state.step
+    anneal_at = int(total * (1 - cfg.anneal_fraction))
+    assert total == 4 * int(np.ceil(len(train[0]) / cfg.batch_size)), "patience never stops a run before its annealing"
+    mixed_rows = {tuple(r.tolist()) for r in train[0]}
+    domain_rows = {tuple(r.tolist()) for r in domain[0]}
+    for step, batch in enumerate(seen):
+        rows = {tuple(r.tolist()) for r in batch}
+        if step < anneal_at:
+            assert rows <= domain_rows and all(len(set(scene_of[r[r > 0]])) <= 1 for r in batch.numpy()), step
+        else:
+            assert rows <= mixed_rows, step
+    assert any(len(set(scene_of[r[r > 0]])) == 2 for r in torch.cat(seen[anneal_at:]).numpy()), "mixed rows span scenes"

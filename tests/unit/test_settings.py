@@ -62,6 +62,8 @@ def test_unknown_task_and_missing_file(tmp_path):
         ({"temperature": 0}, {}, "temperature must be > 0"),
         ({}, {"loss": "full"}, "loss: 'full' is not one of auto, softmax, sampled"),
         ({}, {"negatives": "hard"}, "negatives: 'hard' is not one of"),
+        ({}, {"curriculum": "cprec", "schedule": "cosine"}, "curriculum cprec switches data at the annealing of schedule: wsd"),
+        ({}, {"curriculum": "domains"}, "curriculum: 'domains' is not one of mixed, cprec"),
     ],
 )
 def test_bad_training_choices_are_named(model, train, message):
