@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -124,17 +124,85 @@ class EncodeConfig:
     batch_size: int = 64
 
 
+ItemEmbedding = Literal["fused", "id", "text", "meanpool", "llm"]
+Similarity = Literal["dot", "cosine"]
+ITEM_EMBEDDINGS: tuple[str, ...] = get_args(ItemEmbedding)
+SIMILARITIES: tuple[str, ...] = get_args(Similarity)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The universal model's variant and sizes (`train_universal.model`); the model adds the
+    catalog's sizes at build time (training/model.py ModelConfig)."""
+
+    item_embedding: ItemEmbedding = "fused"  # fused (ID + MoE over tokens) | id | text | meanpool | llm (HLLM-style)
+    id_dim: int = 64
+    sem_dim: int = 64
+    experts: int = 4
+    top_k: int = 2
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    max_len: int = 50
+    similarity: Similarity = "cosine"  # dot | cosine (L2-normalised user and item vectors)
+    temperature: Annotated[float, Field(gt=0)] = 0.1  # logits = similarity / temperature
+
+
+@dataclass(frozen=True)
+class AlternateConfig:
+    """Alternate training (PRECISE IV-E.2): token embeddings frozen until the ID side converged."""
+
+    enabled: bool = True
+    criterion: Literal["val_loss", "id_change"] = "val_loss"
+    patience: int = 1  # evaluations without improvement (val_loss) before the switch
+    min_delta: float = 0.002  # relative improvement of val_loss that counts / id change threshold
+    max_phase1_steps: int = 2000
+    max_phase1_fraction: float = 0.5  # ... and at the latest after this share of the run's steps
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The trainer's settings (training/trainer.py `fit`): `train_universal.train`, and
+    `train_targeted.train` less the keys targeted training decides itself."""
+
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.01
+    schedule: Literal["constant", "cosine", "wsd"] = "wsd"
+    warmup_steps: int = 50
+    anneal_fraction: float = 0.2
+    epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
+    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop before)
+    loss: Literal["auto", "softmax", "sampled"] = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
+    softmax_max_items: int = 200_000
+    negatives: Literal["in_batch", "uniform", "mixed"] = "mixed"  # sampled softmax: in-batch, uniform draws, or both
+    num_negatives: int = 2048  # uniform draws (uniform and mixed samplers)
+    logq: bool = True  # correct sampled logits by the log expected count of each item
+    balance_weight: float = 0.01
+    clip_norm: float = 1.0
+    seed: int = 7
+    checkpoint_every: int = 200
+    patience: int = 2  # epochs without a better valid R@10 before stopping
+    curriculum: Literal["mixed", "cprec"] = "mixed"  # mixed: all-scene sequences throughout | cprec: per-scene ones until the annealing
+    alternate: AlternateConfig = field(default_factory=AlternateConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Targeted training decides these itself (train_targeted.loss and .negatives; no alternate phase):
+# setting them under train_targeted.train is an error, not silently ignored.
+TARGETED_FIXED_KEYS = ("loss", "negatives", "num_negatives", "logq", "softmax_max_items", "alternate")
+
+
 @dataclass(frozen=True)
 class UniversalConfig:
-    """Universal training (PRECISE IV-C): model sizes, the trainer, the daily schedule.
+    """Universal training (PRECISE IV-C): the model, the trainer, the daily schedule; typed and
+    checked when params.yaml is loaded."""
 
-    `model` and `train` are kept as plain mappings here and turned into the model's and the
-    trainer's own frozen configs (training/model.py ModelConfig, training/trainer.py TrainConfig)
-    by training/universal.py, which owns their fields and defaults.
-    """
-
-    model: tuple[tuple[str, object], ...] = ()
-    train: tuple[tuple[str, object], ...] = ()
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
     replay_days: int = 7          # a daily run trains on users active in the last N days
     continue_min_steps: int = 100 # train.min_steps of a run that continues yesterday's model
     nproc: int = 1                # data-parallel worker processes (torchrun, training/distributed.py)
@@ -146,8 +214,9 @@ class UniversalConfig:
 @dataclass(frozen=True)
 class TargetedConfig:
     """Targeted training (PRECISE IV-D, IV-E.1): one model per task, warm-started from the
-    universal model and re-warm-started every `warmup_every_days`. `train` becomes the trainer's
-    TrainConfig (training/targeted.py); the encoder's sizes are the universal model's."""
+    universal model and re-warm-started every `warmup_every_days`. `train` is the trainer's
+    TrainConfig less TARGETED_FIXED_KEYS, which training/targeted.py sets; the encoder's sizes are
+    the universal model's."""
 
     input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
     loss: Literal["bpr", "softmax"] = "bpr"       # softmax needs negatives: catalog
@@ -158,7 +227,7 @@ class TargetedConfig:
     warmup_every_days: int = 7
     replay_days: int = 14         # a warm-up trains on the task behaviours of the last N days
     valid_users: int = 500
-    train: tuple[tuple[str, object], ...] = ()
+    train: TrainConfig = field(default_factory=TrainConfig)  # the trainer, less TARGETED_FIXED_KEYS
 
 
 @dataclass(frozen=True)
@@ -327,17 +396,27 @@ def _section(raw: dict, name: str, cls: type, path: Path, label: str | None = No
     if not isinstance(values, dict):
         raise PreciseError(f"{path}: section {name!r} must be a mapping")
     if cls not in _ADAPTERS:
-        cls.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+        _strict(cls)
         _ADAPTERS[cls] = TypeAdapter(cls)
     try:
         return _ADAPTERS[cls].validate_json(json.dumps(values, default=str))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(x) for x in err["loc"][:1])
+            key = ".".join(str(x) for x in err["loc"] if not isinstance(x, int))
             meaning = _MEANING.get(err["type"], err["msg"]).format(**(err.get("ctx") or {}))
             problems.append(f"{label or name}.{key} {meaning}" + ("" if "unknown" in meaning else f", got {err['input']!r}"))
         raise PreciseError(f"{path}: " + "; ".join(problems)) from None
+
+
+def _strict(cls: type) -> None:
+    """Strict types and no unknown keys, in the dataclass and every dataclass inside it."""
+    cls.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+    for f in dataclasses.fields(cls):
+        if isinstance(f.type, type) and dataclasses.is_dataclass(f.type):
+            _strict(f.type)
+        elif isinstance(f.type, str) and f.type in globals() and dataclasses.is_dataclass(globals()[f.type]):
+            _strict(globals()[f.type])
 
 
 def _ingest(raw: dict, path: Path) -> IngestConfig:
@@ -396,35 +475,24 @@ def _validate(raw: dict, path: Path) -> ValidateConfig:
 
 
 def _universal(raw: dict, path: Path) -> UniversalConfig:
-    section = dict(raw.get("train_universal") or {})
-    nested = {}
-    for key in ("model", "train"):
-        value = section.pop(key, None) or {}
-        if not isinstance(value, dict):
-            raise PreciseError(f"{path}: train_universal.{key} must be a mapping")
-        nested[key] = tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    cfg = _section({"train_universal": section}, "train_universal", UniversalConfig, path)
-    return dataclasses.replace(cfg, **nested)
+    cfg = _section(raw, "train_universal", UniversalConfig, path)
+    if cfg.train.curriculum == "cprec" and cfg.train.schedule != "wsd":
+        raise PreciseError(f"{path}: train_universal.train.curriculum cprec switches data at the annealing of "
+                           f"schedule: wsd, got schedule {cfg.train.schedule!r}")
+    return cfg
 
 
 def _targeted(raw: dict, path: Path) -> TargetedConfig:
-    section = dict(raw.get("train_targeted") or {})
-    train = section.pop("train", None) or {}
-    if not isinstance(train, dict):
-        raise PreciseError(f"{path}: train_targeted.train must be a mapping")
-    cfg = _section({"train_targeted": section}, "train_targeted", TargetedConfig, path)
+    train = (raw.get("train_targeted") or {}).get("train") or {}
+    fixed = sorted(set(train) & set(TARGETED_FIXED_KEYS)) if isinstance(train, dict) else []
+    if fixed:
+        raise PreciseError(f"{path}: train_targeted.train: {', '.join(fixed)} cannot be set: targeted training's loss "
+                           "is train_targeted.loss and .negatives, without alternate training; remove the key(s)")
+    cfg = _section(raw, "train_targeted", TargetedConfig, path)
     if cfg.loss == "softmax" and cfg.negatives != "catalog":
         raise PreciseError(f"{path}: train_targeted.loss softmax needs train_targeted.negatives: catalog "
                            f"(it normalises over the whole catalog), got {cfg.negatives!r}")
-    return dataclasses.replace(cfg, train=tuple(sorted((k, _freeze(v)) for k, v in train.items())))
-
-
-def _freeze(value):
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+    return cfg
 
 
 def from_dict(raw: dict, path: Path) -> Settings:

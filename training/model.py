@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from core.settings import ITEM_EMBEDDINGS, SIMILARITIES
+
 # --- building blocks ------------------------------------------------------------------------------
 
 
@@ -141,8 +143,6 @@ class ModelConfig:
         return asdict(self)
 
 
-ITEM_EMBEDDINGS = ("fused", "id", "text", "meanpool", "llm")
-SIMILARITIES = ("dot", "cosine")
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,

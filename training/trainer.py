@@ -48,48 +48,11 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from core.atomic import atomic_dir, atomic_path
+from core.settings import AlternateConfig, TrainConfig  # noqa: F401 (the trainer's config, typed at load)
 from training.metrics import from_ranks, target_ranks
 from training.model import Precise
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AlternateConfig:
-    enabled: bool = True
-    criterion: str = "val_loss"  # val_loss | id_change
-    patience: int = 1  # evaluations without improvement (val_loss) before the switch
-    min_delta: float = 0.002  # relative improvement of val_loss that counts / id change threshold
-    max_phase1_steps: int = 2000
-    max_phase1_fraction: float = 0.5  # ... and at the latest after this share of the run's steps
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.01
-    schedule: str = "wsd"  # constant | cosine | wsd
-    warmup_steps: int = 50
-    anneal_fraction: float = 0.2
-    epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
-    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop before)
-    loss: str = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
-    softmax_max_items: int = 200_000
-    negatives: str = "mixed"  # sampled softmax: in_batch | uniform | mixed (in-batch + uniform)
-    num_negatives: int = 2048  # uniform draws (uniform and mixed samplers)
-    logq: bool = True  # correct sampled logits by the log expected count of each item
-    balance_weight: float = 0.01
-    clip_norm: float = 1.0
-    seed: int = 7
-    checkpoint_every: int = 200
-    patience: int = 2  # epochs without a better valid R@10 before stopping
-    curriculum: str = "mixed"  # mixed: all-scene sequences throughout | cprec: per-scene ones until the annealing
-    alternate: AlternateConfig = field(default_factory=AlternateConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- negatives ------------------------------------------------------------------------------------
@@ -126,13 +89,10 @@ def mixed_negatives(targets: torch.Tensor, freq: torch.Tensor, cfg: TrainConfig,
 
 NEGATIVES: dict[str, Callable] = {"in_batch": in_batch_negatives, "uniform": uniform_negatives,
                                   "mixed": mixed_negatives}
-LOSSES = ("auto", "softmax", "sampled")
 
 
 def uses_softmax(cfg: TrainConfig, n_items: int) -> bool:
     """Whether the run trains with the exact softmax (else the sampled one)."""
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r} ({', '.join(LOSSES)})")
     return cfg.loss == "softmax" or (cfg.loss == "auto" and n_items <= cfg.softmax_max_items)
 
 

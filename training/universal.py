@@ -38,8 +38,8 @@ from core.errors import PreciseError
 from core.settings import Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes
-from training.model import ITEM_EMBEDDINGS, SIMILARITIES, ModelConfig, Precise
-from training.trainer import LOSSES, NEGATIVES, AlternateConfig, TrainConfig, load_checkpoint
+from training.model import ModelConfig, Precise
+from training.trainer import TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +47,13 @@ MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"n_items", "n_
 
 
 def train_config(u: UniversalConfig) -> TrainConfig:
-    raw = dict(u.train)
-    alternate = dict(raw.pop("alternate", ()))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - known) + sorted(f"alternate.{k}" for k in set(alternate) - {f.name for f in dataclasses.fields(AlternateConfig)})
-    if unknown:
-        raise PreciseError(f"unknown key(s) in train_universal.train: {', '.join(unknown)}")
-    cfg = TrainConfig(**raw, alternate=AlternateConfig(**alternate))
-    choices = {"loss": LOSSES, "negatives": tuple(NEGATIVES), "schedule": ("constant", "cosine", "wsd"),
-               "curriculum": ("mixed", "cprec")}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise PreciseError(f"train_universal.train.{key}: {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
-    if cfg.curriculum == "cprec" and cfg.schedule != "wsd":
-        raise PreciseError("train_universal.train.curriculum cprec switches data at the annealing of schedule: wsd, "
-                           f"got schedule {cfg.schedule!r}")
-    return cfg
+    """The trainer's settings (typed and checked when params.yaml was loaded)."""
+    return u.train
 
 
 def model_spec(u: UniversalConfig) -> dict:
-    spec = dict(u.model)
-    unknown = sorted(set(spec) - MODEL_KEYS)
-    if unknown:
-        raise PreciseError(f"unknown key(s) in train_universal.model: {', '.join(unknown)}")
-    for key, allowed in (("item_embedding", ITEM_EMBEDDINGS), ("similarity", SIMILARITIES)):
-        if key in spec and spec[key] not in allowed:
-            raise PreciseError(f"train_universal.model.{key}: {spec[key]!r} is not one of {', '.join(allowed)}")
-    if float(spec.get("temperature", 1.0)) <= 0:
-        raise PreciseError("train_universal.model.temperature must be > 0")
-    return spec
+    """The model's variant and sizes as ModelConfig keywords (checked at load)."""
+    return dataclasses.asdict(u.model)
 
 
 # --- building and growing models --------------------------------------------------------------------

@@ -58,35 +58,45 @@ def test_unknown_task_and_missing_file(tmp_path):
 @pytest.mark.parametrize(
     "model, train, message",
     [
-        ({"similarity": "euclid"}, {}, "similarity: 'euclid' is not one of dot, cosine"),
-        ({"temperature": 0}, {}, "temperature must be > 0"),
-        ({}, {"loss": "full"}, "loss: 'full' is not one of auto, softmax, sampled"),
-        ({}, {"negatives": "hard"}, "negatives: 'hard' is not one of"),
+        ({"similarity": "euclid"}, {}, "train_universal.model.similarity must be one of 'dot' or 'cosine', got 'euclid'"),
+        ({"temperature": 0}, {}, "train_universal.model.temperature must be greater than 0.0, got 0"),
+        ({"item_embedding": "bert"}, {}, "train_universal.model.item_embedding must be one of"),
+        ({"width": 3}, {}, "train_universal.model.width unknown key"),
+        ({}, {"loss": "full"}, "train_universal.train.loss must be one of 'auto', 'softmax' or 'sampled', got 'full'"),
+        ({}, {"negatives": "hard"}, "train_universal.train.negatives must be one of"),
+        ({}, {"lr": "fast"}, "train_universal.train.lr must be a number, got 'fast'"),
+        ({}, {"alternate": {"enabled": "yes"}}, "train_universal.train.alternate.enabled must be true or false"),
+        ({}, {"alternate": {"criterion": "loss"}}, "train_universal.train.alternate.criterion must be one of"),
         ({}, {"curriculum": "cprec", "schedule": "cosine"}, "curriculum cprec switches data at the annealing of schedule: wsd"),
-        ({}, {"curriculum": "domains"}, "curriculum: 'domains' is not one of mixed, cprec"),
+        ({}, {"curriculum": "domains"}, "train_universal.train.curriculum must be one of 'mixed' or 'cprec'"),
     ],
 )
-def test_bad_training_choices_are_named(model, train, message):
-    from training.universal import model_spec, train_config
+def test_bad_training_choices_are_named_when_params_load(tmp_path, model, train, message):
+    """The model and train sections are typed and checked once, when params.yaml is loaded (so
+    every command and every DAG task refuses them before any work), each error naming its key."""
+    import yaml
 
-    u = Settings.load(REPO / "params.yaml").universal
-    u = dataclasses.replace(u, model=tuple((dict(u.model) | model).items()), train=tuple((dict(u.train) | train).items()))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["train_universal"]
+    raw["model"] |= model
+    raw["train"] |= train
     with pytest.raises(PreciseError, match=message):
-        train_config(u)
-        model_spec(u)
+        Settings.load(write_params(tmp_path, train_universal=raw))
 
 
 @pytest.mark.parametrize("key, value", [("negatives", "uniform"), ("logq", True), ("alternate", {"enabled": True}),
                                         ("loss", "softmax")])
-def test_targeted_training_refuses_keys_it_decides_itself(key, value):
+def test_targeted_training_refuses_keys_it_decides_itself(tmp_path, key, value):
     """They used to pass the unknown-key check, then raise a TypeError (negatives) or be ignored."""
+    import yaml
+
     from training.targeted import train_config
 
-    t = Settings.load(REPO / "params.yaml").targeted
-    t = dataclasses.replace(t, train=tuple((dict(t.train) | {key: value}).items()))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["train_targeted"]
+    raw["train"] |= {key: value}
     with pytest.raises(PreciseError, match=f"train_targeted.train: {key} cannot be set"):
-        train_config(t)
-    assert train_config(Settings.load(REPO / "params.yaml").targeted).negatives == "in_batch"
+        Settings.load(write_params(tmp_path, train_targeted=raw))
+    cfg = train_config(Settings.load(REPO / "params.yaml").targeted)
+    assert cfg.negatives == "in_batch" and cfg.loss == "sampled" and not cfg.alternate.enabled and cfg.lr == 0.0002
 
 
 def test_params_yaml_and_the_schema_defaults_agree():
@@ -95,7 +105,7 @@ def test_params_yaml_and_the_schema_defaults_agree():
     import yaml
 
     from core import settings as S
-    from training.trainer import TrainConfig
+    from core.settings import TrainConfig
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     sections = {"synth": S.SynthConfig, "ingest": S.IngestConfig, "sequences": S.SequencesConfig,
@@ -107,10 +117,14 @@ def test_params_yaml_and_the_schema_defaults_agree():
         for key, value in (raw.get(name) or {}).items():
             if (tuple(value) if isinstance(value, list) else value) != defaults[key]:
                 differ.append(f"{name}.{key}: params {value!r}, schema {defaults[key]!r}")
-    train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for key, value in raw["train_universal"]["train"].items():
-        if key != "alternate" and value != train[key]:
-            differ.append(f"train_universal.train.{key}: params {value!r}, schema {train[key]!r}")
-    # ModelConfig keeps similarity=dot / temperature=1 as its defaults on purpose: checkpoints
-    # written before those fields existed were dot-product models and load as such.
+    nested = {"train_universal.train": (raw["train_universal"]["train"], TrainConfig()),
+              "train_universal.train.alternate": (raw["train_universal"]["train"]["alternate"], S.AlternateConfig()),
+              "train_universal.model": (raw["train_universal"]["model"], S.ModelSpec())}
+    for name, (values, schema) in nested.items():
+        for key, value in values.items():
+            if not isinstance(value, dict) and value != getattr(schema, key):
+                differ.append(f"{name}.{key}: params {value!r}, schema {getattr(schema, key)!r}")
+    # training/model.py ModelConfig keeps similarity=dot / temperature=1 as its own defaults on
+    # purpose: checkpoints written before those fields existed were dot-product models and load
+    # as such. What a params file leaves out takes ModelSpec's defaults, the shipped values.
     assert not differ, "\n".join(differ)
