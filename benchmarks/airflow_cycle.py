@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.common import repo_copy  # noqa: E402
 
 RUNNER = r"""
 import json, os, sys, time
@@ -63,22 +64,16 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=4)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="precise-cycle-"))
-    a = tmp / "a"
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (a / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, a / rel)
-    params = yaml.safe_load((a / "params.yaml").read_text())
-    params["synth"].update(users=args.users, days=args.days)
-    params["train_universal"]["train"]["epochs"] = 2
-    params["train_targeted"]["train"]["epochs"] = 2
-    (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def edit(params: dict) -> None:
+        params["synth"].update(users=args.users, days=args.days)
+        params["train_universal"]["train"]["epochs"] = 2
+        params["train_targeted"]["train"]["epochs"] = 2
+
+    a = repo_copy(tmp / "a", tmp / "remote", edit)
     py = sys.executable
     env = os.environ | {"PATH": f"{Path(py).parent}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "b",
                         "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
-    run(["git", "init", "-q"], a, env)
-    run([py, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp / "remote")], a, env)
     run([py, "-m", "precise.cli", "data", "synth"], a, env)
     days = sorted(p.name.split("=")[1] for p in (a / "landing").glob("date=*"))
     for day in days[:-1]:

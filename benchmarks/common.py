@@ -32,6 +32,26 @@ def write_params(folder: Path, **sections) -> Path:
     return path
 
 
+def repo_copy(folder: Path, remote: Path, edit=None) -> Path:
+    """The tracked files of this repository copied into `folder`, made a fresh git repository with
+    `remote` as its local DVC remote; `edit(params)` changes the parsed params.yaml first.
+    For whole-pipeline runs (`dvc repro` as a user would run it); `project` for stage-level ones."""
+    folder = Path(folder)
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, folder / rel)
+    if edit is not None:
+        params = yaml.safe_load((folder / "params.yaml").read_text())
+        edit(params)
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(remote)],
+                   cwd=folder, check=True, capture_output=True)
+    return folder
+
+
 def project(folder: Path, dvc: bool = False, features: bool = False, **sections) -> "Settings":
     """A project in `folder`: `write_params` with `sections`; with `dvc`, a git + DVC repository
     with a local remote; with `features`, a copy of the Feast repository folder."""

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ingest import versioning
-from tests.conftest import REPO, TINY_SYNTH, need, run_cli, tiny_qwen2
+from tests.conftest import TINY_SYNTH, need, run_cli, tiny_qwen2
 
 pytestmark = pytest.mark.slow
 
@@ -30,25 +29,19 @@ def _run(cmd: list[str], cwd: Path) -> str:
 def repo_copy(tmp_path: Path) -> Path:
     """The tracked files of this repository, in a fresh git repo, with its own DVC remote."""
     need(shutil.which("git") is not None, "git is not installed")
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    dst = tmp_path / "repo"
-    for rel in files:
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["synth"].update(TINY_SYNTH)
-    # Small and quick model stages: the pipeline's wiring is under test here, not the model.
-    params["encode"]["model"] = str(tiny_qwen2(tmp_path / "tiny-qwen2"))
-    params["train_universal"]["train"]["epochs"] = 1
-    params["train_universal"]["train"]["min_steps"] = 0  # plumbing, not quality (tests/model/test_quality.py)
-    params["train_universal"]["valid_users"] = 50
-    params["train_targeted"]["train"]["epochs"] = 1
-    params["train_targeted"]["valid_users"] = 30
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], dst)
-    _run([sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(tmp_path / "remote")], dst)
-    return dst
+    from benchmarks.common import repo_copy as copy_repo
+
+    def edit(params: dict) -> None:
+        params["synth"].update(TINY_SYNTH)
+        # Small and quick model stages: the pipeline's wiring is under test here, not the model.
+        params["encode"]["model"] = str(tiny_qwen2(tmp_path / "tiny-qwen2"))
+        params["train_universal"]["train"]["epochs"] = 1
+        params["train_universal"]["train"]["min_steps"] = 0  # plumbing, not quality (tests/model/test_quality.py)
+        params["train_universal"]["valid_users"] = 50
+        params["train_targeted"]["train"]["epochs"] = 1
+        params["train_targeted"]["valid_users"] = 30
+
+    return copy_repo(tmp_path / "repo", tmp_path / "remote", edit)
 
 
 def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp_path: Path):
