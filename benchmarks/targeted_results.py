@@ -39,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import datasets  # noqa: E402
 from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import targeted, text  # noqa: E402
@@ -71,25 +72,19 @@ def synthetic(settings: Settings) -> dict:
             "universal_valid": None}
 
 
-def food_kitchen(folder: Path) -> dict:
-    seqs = pd.read_csv(folder / "sequences.csv")
-    items = pd.read_csv(folder / "items.csv")
-    scene = dict(zip(items["item_id"], items["scene"]))
-    catalog = items.assign(text=None, published_at=pd.Timestamp("2026-01-01", tz="UTC"))
-    tokens = seqs["items"].str.split()
-    held = seqs["split"].isin(["valid", "test"])
-    universal = pd.Series([t[:-1] if h else t for t, h in zip(tokens, held)], index=seqs["user_id"])
+def food_kitchen() -> dict:
+    """The universal results' food-kitchen split (benchmarks/datasets.py), with the kitchen scene as
+    the task: valid and test keep the users whose held-out item is a kitchen item."""
+    catalog, universal, valid, test = datasets.food_kitchen()
+    scene = dict(zip(catalog["item_id"], catalog["scene"]))
     task = universal.map(lambda s: [x for x in s if scene[x] == "kitchen"])
     task = task[task.str.len() > 0]
 
-    def split(name: str) -> list:
-        rows = seqs[(seqs["split"] == name)]
-        return [(u, task.get(u, []), universal[u], t[-1]) for u, t in zip(rows["user_id"], tokens[rows.index])
-                if scene[t[-1]] == "kitchen"]
+    def split(users_targets: tuple[list, list]) -> list:
+        return [(u, task.get(u, []), universal[u], t) for u, t in zip(*users_targets) if scene[t] == "kitchen"]
 
-    uv = seqs[seqs["split"] == "valid"]
-    return {"catalog": catalog, "universal": universal, "task": task, "valid": split("valid"), "test": split("test"),
-            "universal_valid": (uv["user_id"].tolist(), tokens[uv.index].str[-1].tolist())}
+    return {"catalog": catalog, "universal": universal, "task": task, "valid": split(valid), "test": split(test),
+            "universal_valid": valid}
 
 
 def task_samples(task: pd.Series, per_user: int) -> pd.DataFrame:
@@ -108,7 +103,7 @@ def task_examples(task: pd.Series, per_user: int, index: Index, max_len: int) ->
 
 def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int) -> dict:
     t0 = time.perf_counter()
-    d = synthetic(settings) if name == "synthetic" else food_kitchen(REPO.parent / "shared" / "datasets" / "food-kitchen")
+    d = synthetic(settings) if name == "synthetic" else food_kitchen()
     enc_out = OUT / f"text-{name}"
     text.run(settings.encode, d["catalog"], REPO, cache, enc_out, OUT / f"encode-{name}.json")
     items, tok_ids, tok_init = text.read(enc_out)
