@@ -1,6 +1,6 @@
 """One daily cycle through Airflow against the same stages run by `dvc repro`.
 
-    python benchmarks/airflow_cycle.py [--users 600] [--days 4]
+    python -m benchmarks.airflow_cycle [--users 600] [--days 4]
 
 A synthetic world (`--users`, `--days`; the rest as params.yaml, model sizes as params.yaml with
 2 universal and 2 targeted epochs) in a git + DVC project; days 1..N-1 are processed once by
@@ -28,7 +28,6 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from benchmarks.common import repo_copy  # noqa: E402
 

@@ -1,7 +1,10 @@
 """What the benchmark scripts (and tests/conftest.py) share: params.yaml and a temporary project
-with the repo's settings and overrides, local ports. Scripts run from a checkout put that checkout first on
-sys.path (`sys.path.insert(0, REPO)`), so a benchmark in a `git worktree` measures that worktree's
-code, not whichever checkout the virtual environment was installed from."""
+with the repo's settings and overrides, a repository copy, local ports.
+
+The scripts run as modules from the repository root, `python -m benchmarks.<name>`: the
+checkout they run in comes first on sys.path (before the editable install's finder), so a
+benchmark in a `git worktree` measures that worktree's code, not whichever checkout the virtual
+environment was installed from."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """PRECISE Figure 4a on the embedded default world: pre-trained coverage per day, warm-up every
 `train_targeted.warmup_every_days` days against never (warm start on day 1 only).
 
-    python benchmarks/coverage_curve.py
+    python -m benchmarks.coverage_curve
 
 Computed from item sets, no training: on day d, the share of the items the task's users
 interacted with that the universal model of the last warm-up had trained on (items with a
@@ -12,13 +12,11 @@ curves (the `evaluate_targeted` stage records the same numbers for a pipeline's 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402

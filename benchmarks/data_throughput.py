@@ -1,6 +1,6 @@
 """Throughput of the data front door, in events per second, in one run on this machine.
 
-    python benchmarks/data_throughput.py [--food-kitchen ../shared/datasets/food-kitchen]
+    python -m benchmarks.data_throughput [--food-kitchen ../shared/datasets/food-kitchen]
 
 Measures, each in a fresh temporary project:
   * generation:  `precise data synth` of the embedded default world (params.yaml `synth`);
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from ingest import importers, ingest, synth  # noqa: E402
 from benchmarks.common import project  # noqa: E402

@@ -1,7 +1,7 @@
 """Serving figures: Feast online reads (SQLite, Redis; SDK, feature server), materialization,
 FAISS U2I (Flat vs HNSW at 100k and 1M items).
 
-    python benchmarks/serving_latency.py [--users 20000] [--sizes 100000 1000000] [--reads 2000]
+    python -m benchmarks.serving_latency [--users 20000] [--sizes 100000 1000000] [--reads 2000]
 
 Feast part: a universal "version" of random 64-float embeddings for `--users` users and items is
 exported into a temporary project and published with `precise publish` (real Feast, real Redis:
@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from benchmarks.common import free_port, project, wait_for  # noqa: E402
 from core.settings import RecallConfig, Settings  # noqa: E402

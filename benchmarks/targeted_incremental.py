@@ -1,6 +1,6 @@
 """Daily targeted run: incremental day against a full retrain (warm-up) of the same day.
 
-    python benchmarks/targeted_incremental.py [--task click_article] [--universal-epochs 2]
+    python -m benchmarks.targeted_incremental [--task click_article] [--universal-epochs 2]
 
 On the embedded default world (params.yaml, in a temporary folder): ingest, validate, sequences,
 encode and universal training for the last two days D-1 and D; then, timed:
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from benchmarks.common import project  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Training and encoding speed of the universal model, in one run on this machine.
 
-    python benchmarks/training_throughput.py [--steps 30]
+    python -m benchmarks.training_throughput [--steps 30]
 
 Reports:
   * text encoding throughput of the bundled MiniLM (items/s), fresh (no cache);
@@ -19,7 +19,6 @@ import argparse
 import math
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402

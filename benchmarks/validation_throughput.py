@@ -1,6 +1,6 @@
 """Validation throughput on one day of ~1M events, against merely reading the same Parquet.
 
-    python benchmarks/validation_throughput.py [--users 250000] [--repeat 3]
+    python -m benchmarks.validation_throughput [--users 250000] [--repeat 3]
 
 Builds, in a temporary project, one synthetic day of about a million events (the default world's
 generator with more users), its catalog, and seven earlier readable days (copies, so that the
@@ -29,7 +29,6 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from benchmarks.common import project  # noqa: E402
 
