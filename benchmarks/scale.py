@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 from benchmarks.common import project  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "scale.json"
+# Stage processes run in a temporary project: this checkout's code first (a worktree measures itself).
+STAGE_ENV = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 STAGES = [
     ("ingest", ["ingest", "--all"]),
     ("validate", ["validate", "--all"]),
@@ -59,7 +61,8 @@ def run_stage(args: list[str], cwd: Path, log: Path) -> dict:
         out.write(f"\n$ precise {' '.join(args)}\n")
         out.flush()
         t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "precise.cli", *args], cwd=cwd, stdout=out, stderr=out)
+        proc = subprocess.Popen([sys.executable, "-m", "precise.cli", *args], cwd=cwd, stdout=out, stderr=out,
+                                env=STAGE_ENV)
         tree_peak, parent = 0, psutil.Process(proc.pid)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -93,7 +96,7 @@ def one_scale(scale: float, days: int, root: Path, stages: list[str]) -> dict:
     log = folder / "stages.log"
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "precise.cli", "data", "synth"], cwd=folder, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=STAGE_ENV)
     generated = time.perf_counter() - t
     rows = {}
     for name, args in STAGES:
