@@ -27,7 +27,11 @@ from training import registry, sequences, text
 from validation import validate
 
 pytestmark = pytest.mark.slow
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20}
+# Dot products at temperature 1, the conditions the tolerance below was measured in: at the
+# default cosine / 0.1 the loss is ten times sharper and two 2-epoch runs of this tiny model
+# differ by about 30% in val_loss (R@10 still within 0.1).
+TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20,
+              "similarity": "dot", "temperature": 1.0}
 TRAIN = {"epochs": 2, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 2}
 
 
