@@ -197,13 +197,17 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
                   f"unfrozen at {row['switch_step']})", flush=True)
             if model.cfg.item_embedding == "fused" and seed == args.seeds[0]:
                 fig4b[label] = diagnostics.neighbour_id_similarity(model)
+                if not args.tune:  # now, so that a run stopped later keeps it
+                    plot_fig4b(name, fig4b)
         rows[label] = mean_rows(runs)
         save(snapshot())
-    if fig4b and not args.tune:
-        curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
-        curves["random pairs"] = next(iter(fig4b.values()))["random"]
-        diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png", f"{name}: ID similarity of nearest neighbours by fused embedding")
     return snapshot()
+
+
+def plot_fig4b(name: str, fig4b: dict) -> None:
+    curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
+    curves["random pairs"] = next(iter(fig4b.values()))["random"]
+    diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png", f"{name}: ID similarity of nearest neighbours by fused embedding")
 
 
 def fmt_overrides(over: dict) -> str:
@@ -237,12 +241,13 @@ def markdown(results: dict) -> str:
                          f"{new} | {row['valid']['all']['R@10']:.4f} | {row.get('train_seconds', 0):.0f} | {epochs} | "
                          f"{unfrozen} | {fmt_overrides(row['overrides']) if learned else '-'} |")
         if r["fig4b"]:
-            lines += ["", f"Figure 4b diagnostic (`docs/fig4b-{name}.png`): ID-embedding cosine of item pairs that are "
-                      "nearest neighbours by fused embedding, against random pairs.", "",
+            png = (REPO / "docs" / f"fig4b-{name}.png").is_file()
+            lines += ["", f"Figure 4b diagnostic{f' (`docs/fig4b-{name}.png`)' if png else ''}: ID-embedding cosine "
+                      "of item pairs that are nearest neighbours by fused embedding, against random pairs.", "",
                       "| model | neighbours mean | neighbours median | random mean |", "| --- | --- | --- | --- |"]
             for label, f in r["fig4b"].items():
                 lines.append(f"| {label} | {f['neighbours_mean']:.3f} | {f['neighbours_median']:.3f} | {f['random_mean']:.3f} |")
-            lines += ["", f"![Figure 4b, {name}](fig4b-{name}.png)"]
+            lines += ["", f"![Figure 4b, {name}](fig4b-{name}.png)" if png else "(no plot: the run stopped before writing it)"]
         lines.append("")
     lines += item_init_section(OUT / "item_init.json")
     return "\n".join(lines)
