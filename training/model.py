@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from core.settings import ITEM_EMBEDDINGS, SIMILARITIES
+from core.settings import ITEM_EMBEDDINGS, SIMILARITIES, ModelSpec
 
 # --- building blocks ------------------------------------------------------------------------------
 
@@ -116,22 +116,18 @@ class MeanPool(nn.Module):
 # --- config ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the model from a checkpoint (saved inside it)."""
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(ModelSpec):
+    """Everything needed to rebuild the model from a checkpoint (saved inside it): the settable
+    variant and sizes (core.settings.ModelSpec, `train_universal.model`) and the catalog's sizes.
+
+    `similarity` and `temperature` default to dot / 1 here, not to ModelSpec's shipped cosine /
+    0.1: checkpoints written before those fields existed were dot-product models and load as such.
+    """
 
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
     n_tokens: int  # token ids in use; the token table has n_tokens + 1 rows (row 0 = padding)
     llm_dim: int  # H, width of the language model's states
-    item_embedding: str = "fused"  # fused | id | text | meanpool | llm
-    id_dim: int = 64
-    sem_dim: int = 64
-    experts: int = 4
-    top_k: int = 2
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.1
-    max_len: int = 50
     similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
 
@@ -141,8 +137,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,

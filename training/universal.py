@@ -35,7 +35,7 @@ import torch
 from core import schema
 from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
-from core.settings import Settings, UniversalConfig
+from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
 from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes
 from training.model import ModelConfig, Precise
@@ -43,7 +43,7 @@ from training.trainer import TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"n_items", "n_tokens", "llm_dim"}
+MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}  # what a checkpoint's config shares with params
 
 
 def train_config(u: UniversalConfig) -> TrainConfig:
@@ -54,6 +54,15 @@ def train_config(u: UniversalConfig) -> TrainConfig:
 def model_spec(u: UniversalConfig) -> dict:
     """The model's variant and sizes as ModelConfig keywords (checked at load)."""
     return dataclasses.asdict(u.model)
+
+
+def curriculum_pairs(tcfg: TrainConfig, seqs: list[np.ndarray], items: pd.DataFrame, item_index: Index,
+                     max_len: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`fit`'s domain-specific pairs under `curriculum: cprec` (each sequence split by scene),
+    None under `mixed`."""
+    if tcfg.curriculum != "cprec":
+        return None
+    return next_item_pairs(per_scene(seqs, scene_codes(items, item_index)), max_len)
 
 
 # --- building and growing models --------------------------------------------------------------------
@@ -184,8 +193,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     train = next_item_pairs(train_seqs, max_len)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
-    domain = next_item_pairs(per_scene(train_seqs, scene_codes(items, item_index)), max_len) \
-        if tcfg.curriculum == "cprec" else None
+    domain = curriculum_pairs(tcfg, train_seqs, items, item_index, max_len)
 
     run.params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
                   "replay_days": u.replay_days, "continued_from": previous.parent.name if previous else "scratch"}
