@@ -100,6 +100,14 @@ def write_partition(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> None:
     pq.write_table(table, Path(folder) / PART_FILE, compression="zstd")
 
 
+def partition_file(table_root: Path, day: str) -> Path:
+    """The Parquet file of a day's partition, or a readable error when it is not there."""
+    path = partition_dir(table_root, day) / PART_FILE
+    if not path.is_file():
+        raise PreciseError(f"no partition for {day} at {path}; ingest it first")
+    return path
+
+
 def read_days_table(table_root: Path, days: Iterable[str], schema: pa.Schema,
                     where: Callable[[pa.Table], pa.Array] | None = None) -> pa.Table:
     """The partitions of `days` (each must exist) as one Arrow table with a string `date` column,
@@ -107,10 +115,7 @@ def read_days_table(table_root: Path, days: Iterable[str], schema: pa.Schema,
     rows of each day before the days are put together."""
     tables = []
     for day in days:
-        path = partition_dir(table_root, day) / PART_FILE
-        if not path.is_file():
-            raise PreciseError(f"no partition for {day} at {path}; ingest it first")
-        table = pq.read_table(path, schema=schema)
+        table = pq.read_table(partition_file(table_root, day), schema=schema)
         if where is not None:
             table = table.filter(where(table))
         tables.append(table.append_column("date", pa.array([day] * table.num_rows, type=pa.string())))

@@ -139,8 +139,7 @@ def build_local(events_root: Path, days: list[str], selections: dict, max_len: i
     `batch_events` events (a hash of the user id, the same every day); a bucket at a time, every
     readable day's events of its users are read and each selection built, so peak memory follows
     `batch_events` and the output, not the length of the log. One bucket when the log is smaller."""
-    total = sum(pq.ParquetFile(schema.partition_dir(events_root, d) / schema.PART_FILE).metadata.num_rows
-                for d in days if (schema.partition_dir(events_root, d) / schema.PART_FILE).is_file())
+    total = sum(pq.ParquetFile(schema.partition_file(events_root, d)).metadata.num_rows for d in days)
     buckets = max(1, -(-total // batch_events))
     parts: dict[str, list[pa.Table]] = {name: [] for name in selections}
     for b in range(buckets):
@@ -160,10 +159,7 @@ def build_spark(events_root: Path, days: list[str], selections: dict, max_len: i
     """The Spark engine (training/spark.py): the same tables, sorted and typed as the local ones."""
     from training.spark import build_all, session
 
-    files = [schema.partition_dir(events_root, day) / schema.PART_FILE for day in days]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise PreciseError(f"no partition at {missing[0]}; ingest it first")
+    files = [schema.partition_file(events_root, day) for day in days]
     with session(spark_cfg) as spark:
         tables = build_all(spark, files, selections, max_len)
     return {name: t.select(schema.SEQUENCES_SCHEMA.names).cast(schema.SEQUENCES_SCHEMA).sort_by("user_id") for name, t in tables.items()}
