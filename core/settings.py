@@ -191,6 +191,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+TargetedLoss = Literal["bpr", "softmax"]
+TargetedNegatives = Literal["catalog", "user", "item"]
+TARGETED_LOSSES: tuple[str, ...] = get_args(TargetedLoss)
+TARGETED_NEGATIVES: tuple[str, ...] = get_args(TargetedNegatives)
+
+
 # Targeted training decides these itself (train_targeted.loss and .negatives; no alternate phase):
 # setting them under train_targeted.train is an error, not silently ignored.
 TARGETED_FIXED_KEYS = ("loss", "negatives", "num_negatives", "logq", "softmax_max_items", "alternate")
@@ -219,8 +225,8 @@ class TargetedConfig:
     the universal model's."""
 
     input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
-    loss: Literal["bpr", "softmax"] = "bpr"       # softmax needs negatives: catalog
-    negatives: Literal["catalog", "user", "item"] = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
+    loss: TargetedLoss = "bpr"       # softmax needs negatives: catalog
+    negatives: TargetedNegatives = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
     samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
     head_hidden: int = 256        # hidden width of the MLP over all positions
     reset_head_at_warmup: bool = True
@@ -412,11 +418,10 @@ def _section(raw: dict, name: str, cls: type, path: Path, label: str | None = No
 def _strict(cls: type) -> None:
     """Strict types and no unknown keys, in the dataclass and every dataclass inside it."""
     cls.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
-    for f in dataclasses.fields(cls):
-        if isinstance(f.type, type) and dataclasses.is_dataclass(f.type):
-            _strict(f.type)
-        elif isinstance(f.type, str) and f.type in globals() and dataclasses.is_dataclass(globals()[f.type]):
-            _strict(globals()[f.type])
+    for f in dataclasses.fields(cls):  # annotations are names here (from __future__ import annotations)
+        nested = globals().get(f.type)
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            _strict(nested)
 
 
 def _ingest(raw: dict, path: Path) -> IngestConfig:

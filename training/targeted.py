@@ -58,7 +58,7 @@ from torch import nn
 from core import schema
 from core.atomic import write_json
 from core.errors import PreciseError
-from core.settings import Settings, TargetedConfig, Task, parse_date
+from core.settings import TARGETED_LOSSES, TARGETED_NEGATIVES, Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, text, universal
 from training.data import Index, pad_left
 from training.model import Precise, softmax_cross_entropy
@@ -70,17 +70,14 @@ log = logging.getLogger(__name__)
 # --- the model --------------------------------------------------------------------------------------
 
 
-NEGATIVES = ("catalog", "user", "item")
-LOSSES = ("bpr", "softmax")
-
-
 class Targeted(nn.Module):
     """The universal encoder, bidirectional, with an MLP over all positions (PRECISE IV-D)."""
 
     def __init__(self, base: Precise, hidden: int, negatives: str = "catalog", loss: str = "bpr"):
         super().__init__()
-        if negatives not in NEGATIVES or loss not in LOSSES:
-            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}; loss one of {', '.join(LOSSES)}")
+        if negatives not in TARGETED_NEGATIVES or loss not in TARGETED_LOSSES:
+            raise ValueError(f"negatives must be one of {', '.join(TARGETED_NEGATIVES)}; "
+                             f"loss one of {', '.join(TARGETED_LOSSES)}")
         if loss == "softmax" and negatives != "catalog":
             raise ValueError("loss softmax needs negatives: catalog (it normalises over the whole catalog)")
         self.base, self.negatives, self.loss_kind, self.hidden = base, negatives, loss, hidden
