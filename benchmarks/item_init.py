@@ -39,7 +39,6 @@ from core.settings import Settings
 from training.baselines import Transitions
 from training.data import Index, next_item_pairs, pad_left
 from training.evaluate import breakdown, item_frequency, rank_targets
-from training.model import Bags
 from training.trainer import fit
 from training.universal import build
 
@@ -69,14 +68,11 @@ def kitchen_split(data: dict) -> dict:
 
 
 def llm_vectors(data: dict, rows: np.ndarray, width: int, max_tokens: int) -> np.ndarray:
-    """(K, width): each item's mean cached LLM token state, PCA to `width`."""
-    from training.data import item_token_matrix
-
-    tokens = item_token_matrix(data["items"], data["item_index"], data["token_index"], max_tokens)[torch.from_numpy(rows)]
-    init = dict(zip((str(t) for t in data["tok_ids"]), data["tok_init"]))
-    table = torch.from_numpy(np.vstack([np.zeros((1, data["tok_init"].shape[1]), np.float32),
-                                        np.stack([init[t] for t in data["token_index"].ids])]))
-    states = Bags(tokens).mean(table).numpy()
+    """(K, width): each item's mean cached LLM token state (the HLLM-style model's frozen item
+    vectors, `item_embedding: llm`), PCA to `width`."""
+    frozen = build({"item_embedding": "llm"}, data["items"], data["tok_ids"], data["tok_init"], max_tokens,
+                   data["item_index"], data["token_index"])
+    states = frozen.item_llm[torch.from_numpy(rows)].numpy()
     centred = states - states.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:width].T

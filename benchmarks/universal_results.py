@@ -42,10 +42,10 @@ from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left, per_scene, scene_codes  # noqa: E402
+from training.data import Index, next_item_pairs, pad_left  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
-from training.universal import build, model_spec, train_config  # noqa: E402
+from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"
 # key: (label, model overrides, train overrides); {} = the params.yaml defaults.
@@ -125,8 +125,7 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     tcfg = dataclasses.replace(tcfg, seed=seed)
     max_len = spec.get("max_len", 50)
     pairs = next_item_pairs(data["train"], max_len)
-    domain = next_item_pairs(per_scene(data["train"], scene_codes(data["items"], data["item_index"])), max_len) \
-        if tcfg.curriculum == "cprec" else None
+    domain = curriculum_pairs(tcfg, data["train"], data["items"], data["item_index"], max_len)
     valid_t = (torch.from_numpy(pad_left(data["valid"][0], max_len)), torch.from_numpy(data["valid"][1]))
     torch.manual_seed(seed)
     model = build(spec, data["items"], data["tok_ids"], data["tok_init"], settings.encode.max_tokens,
