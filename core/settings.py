@@ -175,9 +175,9 @@ class TrainConfig:
     epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
     min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop before)
     loss: Literal["auto", "softmax", "sampled"] = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
-    softmax_max_items: int = 200_000
+    softmax_max_items: int = 20_000
     negatives: Literal["in_batch", "uniform", "mixed"] = "mixed"  # sampled softmax: in-batch, uniform draws, or both
-    num_negatives: int = 2048  # uniform draws (uniform and mixed samplers)
+    num_negatives: int = 4096  # uniform draws (uniform and mixed samplers)
     logq: bool = True  # correct sampled logits by the log expected count of each item
     balance_weight: float = 0.01
     clip_norm: float = 1.0
