@@ -149,7 +149,7 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     checkpointing), so memory stays bounded whatever the catalog size. The (P, N) matrix is the
     step's largest tensor, so nothing touches it but the product and the loss: the scale is applied
     to h (P, D), and padding is left out by slicing the item rows instead of masking a column
-    (about a fifth of a food-kitchen step, `benchmarks/training_throughput.py`).
+    (forward + backward of this loss at P 1,500, N 36k, one thread: 1.11 s instead of 1.44 s).
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
 
