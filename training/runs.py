@@ -62,7 +62,7 @@ def repair_registration(settings: Settings, spec: RunSpec, metrics: dict) -> Non
 
 def train_and_register(settings: Settings, spec: RunSpec, model: torch.nn.Module, train, valid, tcfg: TrainConfig,
                        days: list[str], summarize: Callable[[State, object], dict], meta: dict,
-                       evaluate_first: bool = False, domain=None) -> tuple[dict, State]:
+                       domain=None) -> tuple[dict, State]:
     """Fit, summarize, save, log and register one run (see module docstring).
 
     `summarize(state, mlflow)` returns the stage's metrics, with `valid` (the best epoch's R@K / N@K),
@@ -71,14 +71,14 @@ def train_and_register(settings: Settings, spec: RunSpec, model: torch.nn.Module
     goes to `fit` (CPRec's per-scene pairs).
     """
     if distributed.rank() != 0:  # data-parallel: rank 0 alone saves, logs and registers
-        state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", evaluate_first=evaluate_first, domain=domain)
+        state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", domain=domain)
         return {}, state
     fingerprint = tracking.inputs_fingerprint(settings.paths.data, days)
     tags = {"inputs_fingerprint": fingerprint, "git_revision": tracking.git_revision(settings.paths.root)} | spec.tags
     with tracking.run(settings.paths.var, spec.experiment, spec.run_name, spec.params, tags) as mlflow:
         md5s = tracking.log_data_versions(mlflow, settings.paths.data, days)
         version = md5s[days[-1]] if days else None  # the data_version: the newest day's md5
-        state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", evaluate_first=evaluate_first, domain=domain,
+        state = fit(model, train, valid, tcfg, run_dir=spec.out / "run", domain=domain,
                     on_eval=lambda m: mlflow.log_metrics(
                         {k.replace("@", "_at_"): v for k, v in m.items() if isinstance(v, (int, float))}, step=m["epoch"]))
         metrics = summarize(state, mlflow) | {"data_version": version, "inputs_fingerprint": fingerprint}

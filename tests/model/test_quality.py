@@ -41,8 +41,12 @@ from training.universal import build, model_spec, train_config
 # 1.31x / 2.43x. The bounds sit below every run seen:
 MARGIN = 1.1  # default model R@10 >= MARGIN x counting R@10
 TEXT_MARGIN = 1.5  # text-only R@10 >= TEXT_MARGIN x popularity R@10
-# Targeted training on the article-click task (1,043 next-day article clicks), seeds 7, 8, 9 of
-# both trainings: 1.18x, 1.20x, 1.09x the better baseline (counting, 0.2033; popularity 0.1304).
+# Targeted training on the article-click task (1,043 next-day article clicks), seeds S = 7-11
+# (this file's world, train_default(world, seed=S), then targeted training with seed S): 1.19x,
+# 1.22x, 1.08x, 1.14x, 1.15x the better baseline (counting 0.2033; popularity 0.1304), best
+# epoch 5, 5, 5, 3, 5 of 6. The starting weights (the
+# universal model, zero head) scored valid R@10 0.25-0.34 but test 0.13-0.15: they trained on the
+# validation targets, so they are no candidate (in CI they once won on noise and the test failed).
 # Eq. 6's user-side negatives, the old default, stayed below counting on the full world.
 TARGETED_MARGIN = 1.05  # targeted R@10 >= this x the better of counting and popularity
 
@@ -139,7 +143,7 @@ def test_targeted_training_beats_counting_and_popularity_on_its_task(world, defa
     cfg = dataclasses.replace(targeted.train_config(s.targeted), checkpoint_every=0)
     torch.manual_seed(cfg.seed)
     model = targeted.Targeted(copy.deepcopy(universal_model), s.targeted.head_hidden, s.targeted.negatives, s.targeted.loss)
-    fit(model, targeted.to_tensors(train_ex, index, L), targeted.to_tensors(valid_ex, index, L), cfg, evaluate_first=True)
+    fit(model, targeted.to_tensors(train_ex, index, L), targeted.to_tensors(valid_ex, index, L), cfg)
     task_seqs = [index.lookup(x) for x in world["task"]]
     n = len(index)
     tuned = from_ranks(rank_targets(model, *world["task_test"]))["R@10"]

@@ -74,7 +74,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_a_resumed_warm_start_that_never_improves_ends_on_the_starting_weights(tmp_path):
-    """evaluate_first (targeted warm-ups, daily continuation): when no epoch beats the starting
+    """evaluate_first (a warm start scored before training; no stage uses it since targeted
+    training stopped, see training/targeted.py's Selection): when no epoch beats the starting
     weights the model must end on them, also after a crash and resume mid-epoch."""
     train, valid = toy_data()
     torch.manual_seed(1)
