@@ -34,10 +34,10 @@ then next-day evaluation and registration. Announces `precise://models/targeted`
 """,
 )
 def precise_targeted_daily():
-    @task
+    @task(retries=0)  # a quarantined day fails here, at once: a retry would not release it
     def plan() -> list[dict]:
         ctx = get_current_context()
-        day = flows.data_day(ctx["params"], ctx.get("triggering_asset_events"))
+        day = flows.readable_day(ctx["params"], ctx.get("triggering_asset_events"))
         force = bool(ctx["params"].get("force_warmup"))
         return [{"day": day, "task": t, "force_warmup": force} for t in flows.task_names(ctx["params"].get("tasks"))]
 

@@ -28,14 +28,14 @@ Runs when `precise_data_daily` announces a validated day (the day travels in the
 **sequences** (good days up to D) -> **encode** new item texts -> **gate** (judges the universal
 versions trained before D on D; progressive validation) -> **train** (continues from yesterday's
 model, grown item table, replay window) -> **evaluate** (next-day metrics) -> announces
-`precise://models/universal`. A quarantined day is skipped.
+`precise://models/universal`. A manual run on a quarantined day fails at `pick_day`, without retry.
 """,
 )
 def precise_universal_daily():
-    @task
+    @task(retries=0)  # a quarantined day fails here, at once: a retry would not release it
     def pick_day() -> str:
         ctx = get_current_context()
-        return flows.data_day(ctx["params"], ctx.get("triggering_asset_events"))
+        return flows.readable_day(ctx["params"], ctx.get("triggering_asset_events"))
 
     @task(pool=SERIAL_POOL)
     def sequences(day: str) -> dict:

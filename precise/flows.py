@@ -7,8 +7,9 @@ DAG puts D in its Asset event's `extra`; downstream DAGs read it from their trig
 landing folder that is not ingested yet (never the run's logical date).
 
 **Quarantine.** A day the gate quarantines fails the data DAG (no Asset event, so nothing
-downstream runs for it); a manual run of a downstream DAG on a quarantined day is skipped
-(`require_readable`). The next good day continues from the last good state: the stages read good
+downstream runs for it); a manual run of a downstream DAG on a quarantined day fails at its
+first task (`readable_day`; that task has no retry: waiting does not release a day), and the
+stages check again (`require_readable`). The next good day continues from the last good state: the stages read good
 days only and continue from the newest checkpoints.
 """
 
@@ -71,6 +72,13 @@ def data_day(params: dict | None, triggering_events: dict | None = None) -> str:
     if days:
         return max(days)
     raise PreciseError("no data day: pass the `date` param (YYYY-MM-DD) when triggering by hand")
+
+
+def readable_day(params: dict | None, triggering_events: dict | None = None) -> str:
+    """`data_day`, refused (Quarantined) unless the manifest lets training read it."""
+    day = data_day(params, triggering_events)
+    require_readable(day)
+    return day
 
 
 def schema_date(value: str) -> str:

@@ -138,7 +138,9 @@ def test_two_days_end_to_end_then_a_quarantined_day(project):
 
     # The quarantined day: training refuses it and the published version stays served.
     [again, idle] = run_dags(project, quarantined, "--dag", "precise_universal_daily", "--idle-data")
-    assert again["state"] == "failed" and again["tasks"]["sequences"] == "failed"
+    # It fails at its first task, at once (no retry: waiting does not release a day).
+    assert again["state"] == "failed" and again["tasks"]["pick_day"] == "failed", again
+    assert again["tasks"]["sequences"] == "upstream_failed", again
     assert publish.read_state(s)["date"] == good[-1]
     assert publish.read_online(s, [{"user_id": user, "item_id": "none"}]) == got
 
