@@ -146,6 +146,9 @@ class ModelSpec:
     max_len: int = 50
     similarity: Similarity = "cosine"  # dot | cosine (L2-normalised user and item vectors)
     temperature: Annotated[float, Field(gt=0)] = 0.1  # logits = similarity / temperature
+    # Training only: each item's text part is zeroed with this probability (per item and forward
+    # pass), so that the ID rows must stand alone where behaviour carries an item (fused, meanpool).
+    text_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,9 @@ class Precise(nn.Module):
             parts.append(self.id_emb(items))
         if self.pool is not None:
             sem, self.last_stats = self.semantic(items)
+            if self.training and self.id_emb is not None and self.cfg.text_dropout > 0:  # see ModelSpec
+                keep = torch.rand(len(items), 1, device=sem.device) >= self.cfg.text_dropout
+                sem = sem * keep
             parts.append(sem)
         if self.llm_proj is not None:
             parts.append(self.llm_proj(self.item_llm[items]))

@@ -230,3 +230,22 @@ def test_items_without_text_train_and_score_on_their_id_side():
         if kind == "fused":  # the ID side carries them: distinct, trainable vectors
             assert model.id_emb.weight.grad[5:15].abs().sum() > 0
             assert torch.cdist(vectors, vectors).fill_diagonal_(1).min() > 0
+
+
+def test_text_dropout_zeroes_whole_text_parts_in_training_only():
+    """model.text_dropout: in training, a share of items lose their whole text part (their ID part
+    untouched); in evaluation (and so export and serving) every item keeps its text."""
+    torch.manual_seed(0)
+    model = tiny("fused", n_items=400, text_dropout=0.5)
+    ids = torch.arange(1, 401)
+    model.eval()
+    full = model._embed(ids).detach()
+    model.train()
+    dropped = model._embed(ids).detach()
+    D_id = model.cfg.id_dim
+    assert torch.equal(dropped[:, :D_id], full[:, :D_id])
+    gone = (dropped[:, D_id:] == 0).all(1)
+    assert 0.4 < gone.float().mean() < 0.6  # about half, at p = 0.5
+    assert torch.allclose(dropped[~gone, D_id:], full[~gone, D_id:], atol=1e-6)  # the rest unchanged
+    model.eval()
+    assert torch.equal(model._embed(ids).detach(), full)
