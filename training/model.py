@@ -121,8 +121,9 @@ class ModelConfig(ModelSpec):
     """Everything needed to rebuild the model from a checkpoint (saved inside it): the settable
     variant and sizes (core.settings.ModelSpec, `train_universal.model`) and the catalog's sizes.
 
-    `similarity` and `temperature` default to dot / 1 here, not to ModelSpec's shipped cosine /
-    0.1: checkpoints written before those fields existed were dot-product models and load as such.
+    `similarity`, `temperature` and `text_dropout` default to dot / 1 / 0 here, not to ModelSpec's
+    shipped cosine / 0.1 / 0.5: checkpoints written before those fields existed were dot-product
+    models without text dropout and load as such.
     """
 
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
@@ -130,6 +131,8 @@ class ModelConfig(ModelSpec):
     llm_dim: int  # H, width of the language model's states
     similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
+    text_dropout: float = 0.0  # training only; checkpoints from before it trained without
+    text_dropout_half_count: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -214,6 +217,8 @@ class Precise(nn.Module):
             self.llm_proj = nn.Linear(cfg.llm_dim, cfg.dim)
         else:
             self.item_llm = self.llm_proj = None
+        # (N+1,) times each item is a training target (set_item_counts; text_dropout_half_count)
+        self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)  # the scale of the ID rows: positions must not drown items
         layer = nn.TransformerEncoderLayer(
@@ -241,12 +246,19 @@ class Precise(nn.Module):
         if self.pool is not None:
             sem, self.last_stats = self.semantic(items)
             if self.training and self.id_emb is not None and self.cfg.text_dropout > 0:  # see ModelSpec
-                keep = torch.rand(len(items), 1, device=sem.device) >= self.cfg.text_dropout
-                sem = sem * keep
+                p = torch.full((len(items), 1), self.cfg.text_dropout, device=sem.device)
+                if self.cfg.text_dropout_half_count > 0:
+                    n = self.item_counts[items].unsqueeze(-1)
+                    p = p * n / (n + self.cfg.text_dropout_half_count)
+                sem = sem * (torch.rand(len(items), 1, device=sem.device) >= p)
             parts.append(sem)
         if self.llm_proj is not None:
             parts.append(self.llm_proj(self.item_llm[items]))
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """counts (N+1,): how often each item is a target in the training data (the trainer sets it)."""
+        self.item_counts = counts.to(self.item_counts)
 
     def input_embeddings(self, items: torch.Tensor) -> torch.Tensor:
         """items (...,) int64 item indices -> (..., D), the transformer's input vectors; each

@@ -290,6 +290,8 @@ def fit(
     softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
     freq = target_frequency(targets, model.cfg.n_items)
+    if hasattr(model, "set_item_counts"):  # the universal model's count-aware text dropout
+        model.set_item_counts(torch.bincount(targets[targets > 0].reshape(-1), minlength=model.cfg.n_items + 1).float())
     log.info("%s, %d epochs of %d steps, phase 1 at most %d steps", "exact softmax" if softmax else
              f"sampled softmax ({cfg.negatives} negatives)", epochs, steps_per_epoch, phase1_cap)
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
