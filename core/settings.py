@@ -148,7 +148,7 @@ class ModelSpec:
     temperature: Annotated[float, Field(gt=0)] = 0.1  # logits = similarity / temperature
     # Training only: each item's text part is zeroed with this probability (per item and forward
     # pass), so that the ID rows must stand alone where behaviour carries an item (fused, meanpool).
-    text_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    text_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # 0: every item at text_dropout; k > 0: an item seen n times as a training target drops its
     # text at text_dropout x n / (n + k), so that rarely seen items keep theirs.
     text_dropout_half_count: Annotated[float, Field(ge=0)] = 0.0

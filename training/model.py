@@ -121,9 +121,8 @@ class ModelConfig(ModelSpec):
     """Everything needed to rebuild the model from a checkpoint (saved inside it): the settable
     variant and sizes (core.settings.ModelSpec, `train_universal.model`) and the catalog's sizes.
 
-    `similarity`, `temperature` and `text_dropout` default to dot / 1 / 0 here, not to ModelSpec's
-    shipped cosine / 0.1 / 0.5: checkpoints written before those fields existed were dot-product
-    models without text dropout and load as such.
+    `similarity` and `temperature` default to dot / 1 here, not to ModelSpec's shipped cosine /
+    0.1: checkpoints written before those fields existed were dot-product models and load as such.
     """
 
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
@@ -131,8 +130,6 @@ class ModelConfig(ModelSpec):
     llm_dim: int  # H, width of the language model's states
     similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
-    text_dropout: float = 0.0  # training only; checkpoints from before it trained without
-    text_dropout_half_count: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -217,6 +214,7 @@ class Precise(nn.Module):
             self.llm_proj = nn.Linear(cfg.llm_dim, cfg.dim)
         else:
             self.item_llm = self.llm_proj = None
+        self.text_dropout = cfg.text_dropout  # universal training's; targeted training sets 0
         # (N+1,) times each item is a training target (set_item_counts; text_dropout_half_count)
         self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -245,8 +243,8 @@ class Precise(nn.Module):
             parts.append(self.id_emb(items))
         if self.pool is not None:
             sem, self.last_stats = self.semantic(items)
-            if self.training and self.id_emb is not None and self.cfg.text_dropout > 0:  # see ModelSpec
-                p = torch.full((len(items), 1), self.cfg.text_dropout, device=sem.device)
+            if self.training and self.id_emb is not None and self.text_dropout > 0:  # see ModelSpec
+                p = torch.full((len(items), 1), self.text_dropout, device=sem.device)
                 if self.cfg.text_dropout_half_count > 0:
                     n = self.item_counts[items].unsqueeze(-1)
                     p = p * n / (n + self.cfg.text_dropout_half_count)

@@ -87,6 +87,7 @@ class Targeted(nn.Module):
         if loss == "softmax" and negatives != "catalog":
             raise ValueError("loss softmax needs negatives: catalog (it normalises over the whole catalog)")
         self.base, self.negatives, self.loss_kind, self.hidden = base, negatives, loss, hidden
+        base.text_dropout = 0.0  # a regulariser of universal training (ModelSpec): a task fine-tunes as is
         L, D = base.cfg.max_len, base.cfg.dim
         self.head = nn.Sequential(nn.Linear(L * D, hidden), nn.GELU(), nn.Linear(hidden, D))
         nn.init.zeros_(self.head[-1].weight)  # starts as the latest slot's state: see users()

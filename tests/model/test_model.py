@@ -249,3 +249,20 @@ def test_text_dropout_zeroes_whole_text_parts_in_training_only():
     assert torch.allclose(dropped[~gone, D_id:], full[~gone, D_id:], atol=1e-6)  # the rest unchanged
     model.eval()
     assert torch.equal(model._embed(ids).detach(), full)
+
+
+def test_count_aware_text_dropout_spares_items_seldom_seen_in_training():
+    """text_dropout_half_count k: an item seen n times as a target drops its text at p x n/(n+k):
+    never when unseen, about p when seen far more than k times."""
+    torch.manual_seed(0)
+    model = tiny("fused", n_items=2000, text_dropout=0.5, text_dropout_half_count=10.0).train()
+    counts = torch.zeros(2001)
+    counts[1001:] = 1e6  # items 1001..2000 seen very often, 1..1000 never
+    model.set_item_counts(counts)
+    gone = (model._embed(torch.arange(1, 2001))[:, model.cfg.id_dim:] == 0).all(1).detach()
+    assert not gone[:1000].any()
+    assert 0.45 < gone[1000:].float().mean() < 0.55
+    from training.targeted import Targeted
+
+    assert Targeted(model, 16).base.text_dropout == 0.0  # targeted training fine-tunes without it
+    assert not (model._embed(torch.arange(1, 2001))[:, model.cfg.id_dim:] == 0).all(1).any()
