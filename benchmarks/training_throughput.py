@@ -34,7 +34,7 @@ from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left  # noqa: E402
-from training.trainer import NEGATIVES, batch_order, target_frequency, uses_softmax  # noqa: E402
+from training.trainer import NEGATIVES, batch_order, target_counts, target_frequency, uses_softmax  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def step_time(model, pairs, cfg, steps: int, recbole: bool = False) -> float:
     the trainer would use for `cfg` (exact or sampled softmax), or the per-prefix form."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     inputs, targets = pairs
-    freq = target_frequency(targets, model.cfg.n_items)
+    freq = target_frequency(target_counts(targets, model.cfg.n_items))
     softmax = uses_softmax(cfg, model.cfg.n_items)
     gen = torch.Generator().manual_seed(0)
     # Ours: the trainer's length-grouped batches; the per-prefix form: random batches, as RecBole.

@@ -9,8 +9,8 @@ landing folder that is not ingested yet (never the run's logical date).
 **Quarantine.** A day the gate quarantines fails the data DAG (no Asset event, so nothing
 downstream runs for it); a manual run of a downstream DAG on a quarantined day fails at its
 first task (`readable_day`; that task has no retry: waiting does not release a day), and the
-stages check again (`require_readable`). The next good day continues from the last good state: the stages read good
-days only and continue from the newest checkpoints.
+stages check again (`require_readable`). The next good day continues from the last good state:
+the stages read good days only and continue from the newest checkpoints.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@
 * **Selection**: the epoch with the best valid R@10 (the last task example of `valid_users`
   users). The starting weights are not a candidate: the universal model (and yesterday's
   targeted one) trained on those very examples, so their valid R@10 is inflated (on the quality
-  test's world the start scored 0.26-0.29 valid and 0.14 test against a trained model's 0.35 and
-  0.24) and, on a 200-user validation set, once won by noise. The registry gate, scored on a day
+  test's world, seeds 7-11, the start scored 0.25-0.34 valid and 0.13-0.15 test against the
+  trained models' 0.36-0.45 and 0.22-0.25) and, on a 200-user validation set, once won by noise. The registry gate, scored on a day
   no model trained on, is what keeps a worse run from serving.
 * **Champion**: the `champion` alias of `precise-universal` in the registry (training/registry.py);
   without one, the newest finished universal model of a day <= D.

@@ -96,12 +96,17 @@ def uses_softmax(cfg: TrainConfig, n_items: int) -> bool:
     return cfg.loss == "softmax" or (cfg.loss == "auto" and n_items <= cfg.softmax_max_items)
 
 
-def target_frequency(targets: torch.Tensor, n_items: int) -> torch.Tensor:
-    """(N+1,) each item's share of the non-padding targets, add-one smoothed (an item never seen as
-    a target can still be drawn by the uniform sampler); row 0 = 0."""
-    counts = torch.bincount(targets[targets > 0].reshape(-1), minlength=n_items + 1).double() + 1.0
-    counts[0] = 0.0
-    return (counts / counts.sum()).float()
+def target_counts(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """(N+1,) float: how often each item is a non-padding target; row 0 = 0."""
+    return torch.bincount(targets[targets > 0].reshape(-1), minlength=n_items + 1).float()
+
+
+def target_frequency(counts: torch.Tensor) -> torch.Tensor:
+    """counts (N+1,) from `target_counts` -> each item's share of the targets, add-one smoothed (an
+    item never seen as a target can still be drawn by the uniform sampler); row 0 = 0."""
+    smoothed = counts.double() + 1.0
+    smoothed[0] = 0.0
+    return (smoothed / smoothed.sum()).float()
 
 
 # --- batches --------------------------------------------------------------------------------------
@@ -289,9 +294,10 @@ def fit(
     loss, stats = torch.tensor(float("nan")), {}
     softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
-    freq = target_frequency(targets, model.cfg.n_items)
+    counts = target_counts(targets, model.cfg.n_items)
+    freq = target_frequency(counts)
     if hasattr(model, "set_item_counts"):  # the universal model's count-aware text dropout
-        model.set_item_counts(torch.bincount(targets[targets > 0].reshape(-1), minlength=model.cfg.n_items + 1).float())
+        model.set_item_counts(counts)
     log.info("%s, %d epochs of %d steps, phase 1 at most %d steps", "exact softmax" if softmax else
              f"sampled softmax ({cfg.negatives} negatives)", epochs, steps_per_epoch, phase1_cap)
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
