@@ -174,7 +174,6 @@ class State:
     best_val_loss: float = float("inf")
     plateau: int = 0
     switched_at: int | None = None
-    start_r10: float | None = None  # valid R@10 of the starting weights (evaluate_first)
     done: bool = False
     history: list = field(default_factory=list)
 
@@ -228,7 +227,6 @@ def fit(
     run_dir: Path | None = None,
     on_eval: Callable[[dict], None] | None = None,
     stop_after_steps: int | None = None,
-    evaluate_first: bool = False,
     domain: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> State:
     """Train in place; returns the final state (model left at its best weights).
@@ -240,8 +238,6 @@ def fit(
     the run is not stopped early before the annealing has begun. Epochs count `train`'s batches.
     run_dir: where step checkpoints go; an existing checkpoint there is resumed.
     stop_after_steps: stop (as if killed) after this many steps, for tests.
-    evaluate_first: score the starting weights too (a warm start): if no epoch beats them on
-    valid R@10, the model ends as it started (best_epoch -1) instead of worse.
     """
     inputs, targets = train
     n = len(inputs)
@@ -265,7 +261,8 @@ def fit(
         extra = torch.load(Path(run_dir) / "optimizer.pt", weights_only=True)
         opt.load_state_dict(extra["optimizer"])
         torch.set_rng_state(extra["rng"])
-        state = State(**meta["state"])
+        known = State.__dataclass_fields__  # a checkpoint of an older version may hold retired fields
+        state = State(**{k: v for k, v in meta["state"].items() if k in known})
         log.info("resumed at step %d (epoch %d, phase %d)", state.step, state.epoch, state.phase)
     if state.done:
         return state
@@ -286,11 +283,6 @@ def fit(
 
     if best_file is not None and best_file.is_file():
         best = load_file(str(best_file))
-    if evaluate_first and state.step == 0 and state.best_r10 < 0:
-        start, _ = evaluate(model, *valid)
-        state.best_r10, state.start_r10 = start["R@10"], start["R@10"]
-        keep_best()  # the starting weights are the best so far
-        log.info("starting weights: valid R@10 %.4f", start["R@10"])
     loss, stats = torch.tensor(float("nan")), {}
     softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
@@ -368,7 +360,7 @@ def fit(
         state.batch_in_epoch = 0
         if run_dir is not None and rank == 0:
             save_checkpoint(run_dir, model, opt, state)
-    if state.best_epoch >= 0 or evaluate_first:
+    if state.best_epoch >= 0:
         model.load_state_dict(best)
     state.done = True
     return state

@@ -73,22 +73,26 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
         assert a["R@10"] == pytest.approx(b["R@10"], abs=1e-4)
 
 
-def test_a_resumed_warm_start_that_never_improves_ends_on_the_starting_weights(tmp_path):
-    """evaluate_first (a warm start scored before training; no stage uses it since targeted
-    training stopped, see training/targeted.py's Selection): when no epoch beats the starting
-    weights the model must end on them, also after a crash and resume mid-epoch."""
+def test_a_run_killed_after_its_best_epoch_resumes_and_ends_on_that_epochs_weights(tmp_path):
+    """The best weights are kept on disk beside the checkpoint: a run killed after its best epoch
+    must, once resumed in a new process, end on that epoch's weights, not on its last ones."""
     train, valid = toy_data()
     torch.manual_seed(1)
-    model = tiny("fused").train()
-    fit(model, train, valid, CFG)  # good starting weights
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    ruin = dataclasses.replace(CFG, lr=3.0, epochs=2, warmup_steps=0, checkpoint_every=1, clip_norm=0.0)
-    fit(model, train, valid, ruin, run_dir=tmp_path / "run", stop_after_steps=2, evaluate_first=True)  # dies
+    straight = tiny("fused").train()
+    s1 = fit(straight, train, valid, CFG)
+    assert s1.best_epoch < len(s1.history) - 1, s1.history  # precondition: the last epoch is not the best
+    steps_per_epoch = s1.step // len(s1.history)
+    torch.manual_seed(1)
+    killed = tiny("fused").train()
+    fit(killed, train, valid, CFG, run_dir=tmp_path / "run", stop_after_steps=(s1.best_epoch + 1) * steps_per_epoch + 2)
+    torch.manual_seed(1)
     resumed = tiny("fused").train()
-    state = fit(resumed, train, valid, ruin, run_dir=tmp_path / "run", evaluate_first=True)
-    assert state.best_epoch == -1, state.history  # precondition: no epoch beat the start
+    s2 = fit(resumed, train, valid, CFG, run_dir=tmp_path / "run")
+    assert s2.best_epoch == s1.best_epoch
+    last = killed.state_dict()  # mid-run weights after the best epoch: what must not be kept
     for k, v in resumed.state_dict().items():
-        assert torch.equal(v, start[k]), f"{k}: ended on mid-run weights, not the starting ones"
+        assert torch.allclose(v, straight.state_dict()[k], atol=1e-5), f"{k}: not the best epoch's weights"
+    assert any(not torch.allclose(v, last[k], atol=1e-5) for k, v in resumed.state_dict().items())
 
 
 def test_cprec_curriculum_feeds_per_scene_batches_until_the_annealing_then_mixed():
