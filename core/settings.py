@@ -152,6 +152,9 @@ class ModelSpec:
     # 0: every item at text_dropout; k > 0: an item seen n times as a training target drops its
     # text at text_dropout x n / (n + k), so that rarely seen items keep theirs.
     text_dropout_half_count: Annotated[float, Field(ge=0)] = 0.0
+    # Where the dropped text is missing: both (inputs and scored items), inputs (the history the
+    # user vector reads) or scored (targets and negatives).
+    text_dropout_side: Literal["both", "inputs", "scored"] = "both"
 
 
 @dataclass(frozen=True)

@@ -243,16 +243,27 @@ class Precise(nn.Module):
             parts.append(self.id_emb(items))
         if self.pool is not None:
             sem, self.last_stats = self.semantic(items)
-            if self.training and self.id_emb is not None and self.text_dropout > 0:  # see ModelSpec
-                p = torch.full((len(items), 1), self.text_dropout, device=sem.device)
-                if self.cfg.text_dropout_half_count > 0:
-                    n = self.item_counts[items].unsqueeze(-1)
-                    p = p * n / (n + self.cfg.text_dropout_half_count)
-                sem = sem * (torch.rand(len(items), 1, device=sem.device) >= p)
             parts.append(sem)
         if self.llm_proj is not None:
             parts.append(self.llm_proj(self.item_llm[items]))
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
+
+    def drop_text(self, emb: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text dropout (ModelSpec.text_dropout; training only): emb (M, D) of items (M,) ->
+        (vectors for the sequence inputs, vectors for the scored side), each item's text columns
+        zeroed with probability p on the side(s) `text_dropout_side` names (one draw per item, so
+        an item dropped on both sides is dropped alike)."""
+        if not (self.training and self.id_emb is not None and self.pool is not None and self.text_dropout > 0):
+            return emb, emb
+        p = torch.full((len(items), 1), self.text_dropout, device=emb.device)
+        if self.cfg.text_dropout_half_count > 0:
+            n = self.item_counts[items].unsqueeze(-1)
+            p = p * n / (n + self.cfg.text_dropout_half_count)
+        drop = torch.rand(len(items), 1, device=emb.device) < p  # (M, 1)
+        text_columns = torch.arange(emb.shape[1], device=emb.device) >= self.id_emb.embedding_dim  # (D,)
+        dropped = emb.masked_fill(drop & text_columns, 0.0)
+        side = self.cfg.text_dropout_side
+        return (dropped if side in ("both", "inputs") else emb), (dropped if side in ("both", "scored") else emb)
 
     def set_item_counts(self, counts: torch.Tensor) -> None:
         """counts (N+1,): how often each item is a target in the training data (the trainer sets it)."""
@@ -349,15 +360,17 @@ class Precise(nn.Module):
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
         if negatives is None:
-            items = self._embed(torch.arange(self.cfg.n_items + 1, device=seq.device))  # (N+1, D)
+            all_items = torch.arange(self.cfg.n_items + 1, device=seq.device)
+            inputs, items = self.drop_text(self._embed(all_items), all_items)  # (N+1, D) each
             stats = dict(self.last_stats)
-            h = self.encode(seq, causal=True, seq_emb=items[seq])  # (B, L, D)
+            h = self.encode(seq, causal=True, seq_emb=inputs[seq])  # (B, L, D)
             return softmax_cross_entropy(self.to_space(h[valid]), self.to_space(items), target[valid], scale), stats
         # Embed every distinct item of the step once: inputs, targets and negatives.
         uniq, inverse = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]), return_inverse=True)
-        emb = self._embed(uniq)[inverse]  # (2 B L + M, D)
+        inputs, scored = self.drop_text(self._embed(uniq), uniq)
         stats = dict(self.last_stats)
-        seq_emb, tgt_emb, neg_e = emb[: B * L], emb[B * L : 2 * B * L], self.to_space(emb[2 * B * L :])
+        seq_emb = inputs[inverse[: B * L]]  # (B L, D)
+        tgt_emb, neg_e = scored[inverse[B * L : 2 * B * L]], self.to_space(scored[inverse[2 * B * L :]])
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb.reshape(B, L, -1)))  # (B, L, D)
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)

@@ -234,21 +234,25 @@ def test_items_without_text_train_and_score_on_their_id_side():
 
 def test_text_dropout_zeroes_whole_text_parts_in_training_only():
     """model.text_dropout: in training, a share of items lose their whole text part (their ID part
-    untouched); in evaluation (and so export and serving) every item keeps its text."""
-    torch.manual_seed(0)
-    model = tiny("fused", n_items=400, text_dropout=0.5)
+    untouched) on the side(s) text_dropout_side names; in evaluation (and so export and serving)
+    every item keeps its text."""
     ids = torch.arange(1, 401)
-    model.eval()
-    full = model._embed(ids).detach()
-    model.train()
-    dropped = model._embed(ids).detach()
-    D_id = model.cfg.id_dim
-    assert torch.equal(dropped[:, :D_id], full[:, :D_id])
-    gone = (dropped[:, D_id:] == 0).all(1)
-    assert 0.4 < gone.float().mean() < 0.6  # about half, at p = 0.5
-    assert torch.allclose(dropped[~gone, D_id:], full[~gone, D_id:], atol=1e-6)  # the rest unchanged
-    model.eval()
-    assert torch.equal(model._embed(ids).detach(), full)
+    D_id = 8
+    for side in ("both", "inputs", "scored"):
+        torch.manual_seed(0)
+        model = tiny("fused", n_items=400, text_dropout=0.5, text_dropout_side=side)
+        assert model.cfg.id_dim == D_id
+        model.eval()
+        full = model._embed(ids).detach()
+        assert all(torch.equal(v, full) for v in model.drop_text(full, ids))
+        model.train()
+        inputs, scored = (v.detach() for v in model.drop_text(model._embed(ids), ids))
+        dropped, kept = (inputs, scored) if side == "inputs" else (scored, inputs)
+        assert torch.equal(kept, full) if side != "both" else torch.equal(inputs, scored)
+        assert torch.equal(dropped[:, :D_id], full[:, :D_id])
+        gone = (dropped[:, D_id:] == 0).all(1)
+        assert 0.4 < gone.float().mean() < 0.6, side  # about half, at p = 0.5
+        assert torch.allclose(dropped[~gone, D_id:], full[~gone, D_id:], atol=1e-6)  # the rest unchanged
 
 
 def test_count_aware_text_dropout_spares_items_seldom_seen_in_training():
@@ -259,10 +263,11 @@ def test_count_aware_text_dropout_spares_items_seldom_seen_in_training():
     counts = torch.zeros(2001)
     counts[1001:] = 1e6  # items 1001..2000 seen very often, 1..1000 never
     model.set_item_counts(counts)
-    gone = (model._embed(torch.arange(1, 2001))[:, model.cfg.id_dim:] == 0).all(1).detach()
+    ids = torch.arange(1, 2001)
+    gone = (model.drop_text(model._embed(ids), ids)[1][:, model.cfg.id_dim:] == 0).all(1).detach()
     assert not gone[:1000].any()
     assert 0.45 < gone[1000:].float().mean() < 0.55
     from training.targeted import Targeted
 
     assert Targeted(model, 16).base.text_dropout == 0.0  # targeted training fine-tunes without it
-    assert not (model._embed(torch.arange(1, 2001))[:, model.cfg.id_dim:] == 0).all(1).any()
+    assert not (model.drop_text(model._embed(ids), ids)[1][:, model.cfg.id_dim:] == 0).all(1).any()
