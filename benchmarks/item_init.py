@@ -1,7 +1,7 @@
 """Item initialisation for a downstream ID model (the Elephant paper, ../shared/papers/): does an
 ID-only SASRec trained on one scene learn better when its item table starts from our item vectors?
 
-    python -m benchmarks.item_init [--seeds 7] [--sample F] [--tag item_init]
+    python -m benchmarks.item_init [--seeds 7] [--sample F] [--tag item_init] [--inits PRECISE ...]
 
 food-kitchen, the universal results' split (benchmarks/datasets.py). The downstream model is the
 in-repo SASRec peer (id-only, exact softmax, dot; the `sasrec` variant of universal_results.py)
@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")
     parser.add_argument("--tag", default="item_init", help="name of the JSON in benchmarks/out/")
+    parser.add_argument("--inits", nargs="+", default=sorted({name for name, _ in INITS}),
+                        choices=sorted({name for name, _ in INITS}),
+                        help="item tables to start from (each trainable and frozen where both exist)")
     args = parser.parse_args()
     sets = ur.parse_sets(args.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -137,9 +140,12 @@ def main() -> None:
     for seed in args.seeds:
         spec = ur.configure(settings, ur.VARIANTS["sasrec"][1] | sets[0], {})[0]
         width = spec.get("id_dim", 64) + spec.get("sem_dim", 64)  # an id-only table is the model's full width
-        vectors = {"random": None, "vanilla LLM": llm_vectors(data, k["full_rows"], width, settings.encode.max_tokens)}
-        vectors["PRECISE"], result["precise_ut"] = precise_vectors(data, settings, k["full_rows"], seed, sets)
-        for name, trainable in INITS:
+        vectors = {"random": None}
+        if "vanilla LLM" in args.inits:
+            vectors["vanilla LLM"] = llm_vectors(data, k["full_rows"], width, settings.encode.max_tokens)
+        if "PRECISE" in args.inits:
+            vectors["PRECISE"], result["precise_ut"] = precise_vectors(data, settings, k["full_rows"], seed, sets)
+        for name, trainable in (init for init in INITS if init[0] in args.inits):
             label = f"SASRec peer, {name} init, {'trainable' if trainable else 'frozen'} (seed {seed})"
             result["rows"][label] = peer(k, settings, data, vectors[name], trainable, seed, sets)
             shown = result["rows"][label]["test"]["all"]
