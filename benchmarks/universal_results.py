@@ -269,7 +269,7 @@ def item_init_section(path: Path) -> list[str]:
         epochs = f"{row['epochs']} ({row['best_epoch']})" if "epochs" in row else "-"
         lines.append(f"| {label} | {t['all']['R@10']:.4f} | {t['all']['N@10']:.4f} | {t['cold']['R@10']:.4f} | "
                      f"{row['valid']['all']['R@10']:.4f} | {row.get('train_seconds', 0):.0f} | {epochs} |")
-    return lines + [""]
+    return lines + (["", f"Note: {r['note']}."] if r.get("note") else []) + [""]
 
 
 def main() -> None:
