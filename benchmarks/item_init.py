@@ -45,6 +45,7 @@ from training.universal import build
 REPO = Path(__file__).resolve().parents[1]
 SCENE = "kitchen"
 INITS = (("random", True), ("vanilla LLM", True), ("vanilla LLM", False), ("PRECISE", True), ("PRECISE", False))
+INIT_NAMES = sorted({name for name, _ in INITS})
 
 
 def kitchen_split(data: dict) -> dict:
@@ -120,8 +121,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")
     parser.add_argument("--tag", default="item_init", help="name of the JSON in benchmarks/out/")
-    parser.add_argument("--inits", nargs="+", default=sorted({name for name, _ in INITS}),
-                        choices=sorted({name for name, _ in INITS}),
+    parser.add_argument("--inits", nargs="+", default=INIT_NAMES, choices=INIT_NAMES,
                         help="item tables to start from (each trainable and frozen where both exist)")
     args = parser.parse_args()
     sets = ur.parse_sets(args.set)

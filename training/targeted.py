@@ -30,8 +30,8 @@
   users). The starting weights are not a candidate: the universal model (and yesterday's
   targeted one) trained on those very examples, so their valid R@10 is inflated (on the quality
   test's world, seeds 7-11, the start scored 0.25-0.34 valid and 0.13-0.15 test against the
-  trained models' 0.36-0.45 and 0.22-0.25) and, on a 200-user validation set, once won by noise. The registry gate, scored on a day
-  no model trained on, is what keeps a worse run from serving.
+  trained models' 0.36-0.45 and 0.22-0.25) and, on a 200-user validation set, once won by noise.
+  The registry gate, scored on a day no model trained on, is what keeps a worse run from serving.
 * **Champion**: the `champion` alias of `precise-universal` in the registry (training/registry.py);
   without one, the newest finished universal model of a day <= D.
 * **State** (`var/targeted/<task>/state.json`): last warm-up date, the universal version it used

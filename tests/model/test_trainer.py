@@ -94,10 +94,11 @@ def test_a_run_killed_after_its_best_epoch_resumes_and_ends_on_that_epochs_weigh
     resumed = tiny("fused").train()
     s2 = fit(resumed, train, valid, CFG, run_dir=tmp_path / "run")
     assert s2.best_epoch == s1.best_epoch
-    last = killed.state_dict()  # mid-run weights after the best epoch: what must not be kept
-    for k, v in resumed.state_dict().items():
-        assert torch.allclose(v, straight.state_dict()[k], atol=1e-5), f"{k}: not the best epoch's weights"
-    assert any(not torch.allclose(v, last[k], atol=1e-5) for k, v in resumed.state_dict().items())
+    best, last = straight.state_dict(), killed.state_dict()  # last: mid-run weights, what must not be kept
+    ended = resumed.state_dict()
+    for k, v in ended.items():
+        assert torch.allclose(v, best[k], atol=1e-5), f"{k}: not the best epoch's weights"
+    assert any(not torch.allclose(v, last[k], atol=1e-5) for k, v in ended.items())
 
 
 def test_cprec_curriculum_feeds_per_scene_batches_until_the_annealing_then_mixed():
