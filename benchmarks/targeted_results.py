@@ -1,6 +1,6 @@
 """PRECISE Table VII: universal then targeted training against each alone, per dataset.
 
-    python -m benchmarks.targeted_results [--datasets synthetic food-kitchen] [--epochs 3]
+    python -m benchmarks.targeted_results [--datasets synthetic food-kitchen] [--epochs 3] [--variants ut-tt tt]
 
 Writes `docs/targeted_results.md` (and benchmarks/out/targeted_results.json). Rows, all on one
 test set per dataset (full ranking over every item):
@@ -99,7 +99,9 @@ def task_examples(task: pd.Series, per_user: int, index: Index, max_len: int) ->
     return targeted.to_tensors(task_samples(task, per_user), index, max_len)
 
 
-def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int) -> dict:
+def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int,
+                variants: list[str] | None = None) -> dict:
+    """Table VII on one dataset: UT only, the baselines and `variants` (keys of VARIANTS; all by default)."""
     t0 = time.perf_counter()
     d = synthetic(settings) if name == "synthetic" else food_kitchen()
     enc_out = OUT / f"text-{name}"
@@ -148,7 +150,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
 
     train = task_examples(d["task"], per_user, index, max_len)
     valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
-    for label, (start, negatives, loss) in VARIANTS.items():
+    for label, start, negatives, loss in (VARIANTS[k] for k in variants or VARIANTS):
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
@@ -165,16 +167,18 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "total_seconds": round(time.perf_counter() - t0, 1)}
 
 
-# label -> (start, negatives, loss). The params.yaml default first.
+# key (--variants) -> (label, start, negatives, loss). The params.yaml default first; `ut-tt`, `tt`
+# and the always-run UT only row are Table VII's comparison.
 VARIANTS = {
-    "UT then TT (BPR, catalog negatives: default)": ("UT then TT", "catalog", "bpr"),
-    "UT then TT (softmax over the catalog)": ("UT then TT", "catalog", "softmax"),
-    "UT then TT (BPR, user-side negatives: eq. 6)": ("UT then TT", "user", "bpr"),
-    "UT then TT (BPR, item-side in-batch negatives)": ("UT then TT", "item", "bpr"),
-    "TT only (BPR, catalog negatives)": ("TT only", "catalog", "bpr"),
-    "TT only (BPR, user-side negatives: eq. 6)": ("TT only", "user", "bpr"),
+    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr"),
+    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax"),
+    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr"),
+    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr"),
+    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr"),
+    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr"),
 }
-ORDER = [*list(VARIANTS)[:4], "UT only", *list(VARIANTS)[4:], "counting (last 3 items)", "popularity"]
+LABELS = [v[0] for v in VARIANTS.values()]
+ORDER = [*LABELS[:4], "UT only", *LABELS[4:], "counting (last 3 items)", "popularity"]
 
 
 def markdown(results: dict, epochs: int) -> str:
@@ -187,7 +191,7 @@ def markdown(results: dict, epochs: int) -> str:
                   f"({r['task_examples']:,} training examples, {r.get('samples_per_user', '?')} per user), {r['valid_users']:,} valid and {r['test_users']:,} test "
                   f"users; built in {r['total_seconds']:.0f} s.", "",
                   "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | train s |", "| --- | --- | --- | --- | --- | --- |"]
-        for label in ORDER:
+        for label in (x for x in ORDER if x in r["rows"]):  # a run with --variants has fewer rows
             row = r["rows"][label]
             t, c = row["all"], row["cold"]
             secs = r["seconds"].get(label, r["seconds"]["universal"] if label == "UT only" else None)
@@ -203,6 +207,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="cap every training at N epochs (default: params.yaml)")
     parser.add_argument("--fk-samples-per-user", type=int, default=1,
                         help="targeted examples per food-kitchen user (the synthetic world uses params.yaml's)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="targeted rows to train (UT only and the baselines always run); "
+                             "Table VII's comparison is `ut-tt tt`")
     args = parser.parse_args()
     settings = Settings.load(REPO / "params.yaml")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -210,7 +217,7 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     for name in args.datasets:
         per_user = settings.targeted.samples_per_user if name == "synthetic" else args.fk_samples_per_user
-        results[name] = run_dataset(name, settings, args.epochs, REPO / "var" / "text_cache", per_user)
+        results[name] = run_dataset(name, settings, args.epochs, REPO / "var" / "text_cache", per_user, args.variants)
         results[name]["samples_per_user"] = per_user
         path.write_text(json.dumps(results, indent=1, default=str))
         (REPO / "docs" / "targeted_results.md").write_text(markdown(results, args.epochs))
