@@ -155,6 +155,10 @@ class ModelSpec:
     # Where the dropped text is missing: both (inputs and scored items), inputs (the history the
     # user vector reads) or scored (targets and negatives).
     text_dropout_side: Literal["both", "inputs", "scored"] = "both"
+    # Training only (fused, meanpool): add this weight x the same next-item loss with every item's
+    # text part zeroed, inputs and scored items alike, so the ID side alone must predict the next
+    # item (a deterministic form of text dropout; one more encoder pass per step).
+    id_aux_weight: Annotated[float, Field(ge=0)] = 0.0
 
 
 @dataclass(frozen=True)

@@ -354,24 +354,40 @@ class Precise(nn.Module):
         (Yi et al. 2019), so the sampled softmax estimates the full softmax instead of penalising
         popular items. A negative equal to the position's target is masked.
 
-        Logits are similarities (dot or cosine) divided by the temperature.
+        Logits are similarities (dot or cosine) divided by the temperature. In training with
+        `id_aux_weight` > 0 (fused, meanpool) the loss adds that weight x the same loss with every
+        item's text columns zeroed on both sides (a second encoder pass): the ID side alone must
+        predict the next item.
         """
+        if negatives is None:
+            items = torch.arange(self.cfg.n_items + 1, device=seq.device)  # embed the catalog, rows = ids
+            seq_rows, scored_rows = seq, None
+        else:  # embed every distinct item of the step once: inputs, targets and negatives
+            B, L = seq.shape
+            items, inverse = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]), return_inverse=True)
+            seq_rows, scored_rows = inverse[: B * L].reshape(B, L), inverse[B * L :]
+        emb = self._embed(items)  # (U, D)
+        stats = dict(self.last_stats)
+        inputs, scored = self.drop_text(emb, items)
+        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows)
+        if self.training and self.cfg.id_aux_weight > 0 and self.id_emb is not None and self.pool is not None:
+            id_only = emb * (torch.arange(emb.shape[1], device=emb.device) < self.id_emb.embedding_dim)
+            aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, scored_rows)
+            stats["id_aux_loss"] = float(aux.detach())
+            loss = loss + self.cfg.id_aux_weight * aux
+        return loss, stats
+
+    def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, scored_rows) -> torch.Tensor:
+        """`loss` for given vectors: seq_emb (B, L, D) the inputs' vectors; scored (U, D) the
+        embedded items, where scored_rows is None (exact: U = N+1, row = item id) or (B L + M,)
+        the rows of the targets then of the negatives (sampled)."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
-        if negatives is None:
-            all_items = torch.arange(self.cfg.n_items + 1, device=seq.device)
-            inputs, items = self.drop_text(self._embed(all_items), all_items)  # (N+1, D) each
-            stats = dict(self.last_stats)
-            h = self.encode(seq, causal=True, seq_emb=inputs[seq])  # (B, L, D)
-            return softmax_cross_entropy(self.to_space(h[valid]), self.to_space(items), target[valid], scale), stats
-        # Embed every distinct item of the step once: inputs, targets and negatives.
-        uniq, inverse = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]), return_inverse=True)
-        inputs, scored = self.drop_text(self._embed(uniq), uniq)
-        stats = dict(self.last_stats)
-        seq_emb = inputs[inverse[: B * L]]  # (B L, D)
-        tgt_emb, neg_e = scored[inverse[B * L : 2 * B * L]], self.to_space(scored[inverse[2 * B * L :]])
-        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb.reshape(B, L, -1)))  # (B, L, D)
+        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb))  # (B, L, D)
+        if scored_rows is None:
+            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale)
+        tgt_emb, neg_e = scored[scored_rows[: B * L]], self.to_space(scored[scored_rows[B * L :]])
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)
         neg = (h @ neg_e.T) * scale  # (P, M), neg_e (M, D)
@@ -380,5 +396,4 @@ class Precise(nn.Module):
             neg = neg - item_logq[negatives]
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
-        loss = F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))
-        return loss, stats
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))

@@ -271,3 +271,37 @@ def test_count_aware_text_dropout_spares_items_seldom_seen_in_training():
 
     assert Targeted(model, 16).base.text_dropout == 0.0  # targeted training fine-tunes without it
     assert not (model.drop_text(model._embed(ids), ids)[1][:, model.cfg.id_dim:] == 0).all(1).any()
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_id_aux_loss_adds_the_loss_of_the_id_side_alone_in_training_only(sampled):
+    """model.id_aux_weight w: the training loss is the fused loss + w x the same loss with every
+    item's text part zeroed (inputs and scored items); the text parameters get no gradient from
+    that term, and evaluation's loss is the plain one."""
+    torch.manual_seed(0)
+    seq = torch.randint(1, 31, (4, 6))
+    seq[0, :2] = 0
+    target = torch.roll(seq, -1, dims=1)
+    target[:, -1] = torch.randint(1, 31, (4,))
+    negatives = torch.randint(1, 31, (12,)) if sampled else None
+    base, aux = tiny("fused").train(), tiny("fused", id_aux_weight=0.5).train()
+    plain, _ = base.loss(seq, target, negatives)
+    total, stats = aux.loss(seq, target, negatives)
+    # The reference for the ID side alone: the same weights with the text part switched off.
+    text_off = tiny("fused").train()
+    text_off.semantic = lambda items: (torch.zeros(len(items), 8), {})
+    id_alone, _ = text_off.loss(seq, target, negatives)
+    assert abs(stats["id_aux_loss"] - float(id_alone)) < 1e-5
+    torch.testing.assert_close(total, plain + 0.5 * id_alone)
+    assert not torch.isclose(total, plain)
+    # Gradient: the aux term reaches the ID rows but not the token table.
+    (total - plain.detach()).backward()
+    g_text_aux = aux.tok_emb.weight.grad.clone()
+    aux.zero_grad()
+    aux.loss(seq, target, negatives)[0].backward()
+    torch.testing.assert_close(aux.tok_emb.weight.grad, g_text_aux)  # aux adds nothing to the text side
+    base.loss(seq, target, negatives)[0].backward()
+    torch.testing.assert_close(aux.tok_emb.weight.grad, base.tok_emb.weight.grad)
+    assert not torch.allclose(aux.id_emb.weight.grad, base.id_emb.weight.grad)
+    # Evaluation: the plain loss.
+    torch.testing.assert_close(aux.eval().loss(seq, target, negatives)[0], base.eval().loss(seq, target, negatives)[0])
