@@ -158,7 +158,7 @@ class ModelSpec:
     # Training only (fused, meanpool): add this weight x the same next-item loss with every item's
     # text part zeroed, inputs and scored items alike, so the ID side alone must predict the next
     # item (a deterministic form of text dropout; one more encoder pass per step).
-    id_aux_weight: Annotated[float, Field(ge=0)] = 0.0
+    id_aux_weight: Annotated[float, Field(ge=0)] = 1.0
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class ModelConfig(ModelSpec):
     variant and sizes (core.settings.ModelSpec, `train_universal.model`) and the catalog's sizes.
 
     `similarity` and `temperature` default to dot / 1 here, not to ModelSpec's shipped cosine /
-    0.1: checkpoints written before those fields existed were dot-product models and load as such.
+    0.1: checkpoints written before those fields existed were dot-product models and load as such
+    (and `id_aux_weight` to 0, the loss they were trained with).
     """
 
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
@@ -130,6 +131,7 @@ class ModelConfig(ModelSpec):
     llm_dim: int  # H, width of the language model's states
     similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
+    id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
 
     @property
     def dim(self) -> int:
