@@ -291,7 +291,7 @@ def test_id_aux_loss_adds_the_loss_of_the_id_side_alone_in_training_only(sampled
     text_off = tiny("fused").train()
     text_off.semantic = lambda items: (torch.zeros(len(items), 8), {})
     id_alone, _ = text_off.loss(seq, target, negatives)
-    assert abs(stats["id_aux_loss"] - float(id_alone)) < 1e-5
+    assert abs(stats["id_aux_loss"] - id_alone.item()) < 1e-5
     torch.testing.assert_close(total, plain + 0.5 * id_alone)
     assert not torch.isclose(total, plain)
     # Gradient: the aux term reaches the ID rows but not the token table.
