@@ -250,20 +250,28 @@ class Precise(nn.Module):
             parts.append(self.llm_proj(self.item_llm[items]))
         return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
 
+    @property
+    def fuses_id_and_text(self) -> bool:
+        """Whether item vectors are an ID part then a trained text part (fused, meanpool)."""
+        return self.id_emb is not None and self.pool is not None
+
+    def text_columns(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb (M, D) of a model that fuses_id_and_text -> (D,) bool, True on the text part."""
+        return torch.arange(emb.shape[1], device=emb.device) >= self.id_emb.embedding_dim
+
     def drop_text(self, emb: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text dropout (ModelSpec.text_dropout; training only): emb (M, D) of items (M,) ->
         (vectors for the sequence inputs, vectors for the scored side), each item's text columns
         zeroed with probability p on the side(s) `text_dropout_side` names (one draw per item, so
         an item dropped on both sides is dropped alike)."""
-        if not (self.training and self.id_emb is not None and self.pool is not None and self.text_dropout > 0):
+        if not (self.training and self.fuses_id_and_text and self.text_dropout > 0):
             return emb, emb
         p = torch.full((len(items), 1), self.text_dropout, device=emb.device)
         if self.cfg.text_dropout_half_count > 0:
             n = self.item_counts[items].unsqueeze(-1)
             p = p * n / (n + self.cfg.text_dropout_half_count)
         drop = torch.rand(len(items), 1, device=emb.device) < p  # (M, 1)
-        text_columns = torch.arange(emb.shape[1], device=emb.device) >= self.id_emb.embedding_dim  # (D,)
-        dropped = emb.masked_fill(drop & text_columns, 0.0)
+        dropped = emb.masked_fill(drop & self.text_columns(emb), 0.0)
         side = self.cfg.text_dropout_side
         return (dropped if side in ("both", "inputs") else emb), (dropped if side in ("both", "scored") else emb)
 
@@ -372,8 +380,8 @@ class Precise(nn.Module):
         stats = dict(self.last_stats)
         inputs, scored = self.drop_text(emb, items)
         loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows)
-        if self.training and self.cfg.id_aux_weight > 0 and self.id_emb is not None and self.pool is not None:
-            id_only = emb * (torch.arange(emb.shape[1], device=emb.device) < self.id_emb.embedding_dim)
+        if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:
+            id_only = emb.masked_fill(self.text_columns(emb), 0.0)
             aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, scored_rows)
             stats["id_aux_loss"] = float(aux.detach())
             loss = loss + self.cfg.id_aux_weight * aux
