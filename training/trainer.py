@@ -337,13 +337,16 @@ def fit(
                     "loss": float(loss.detach()), "seconds": round(time.perf_counter() - t0, 1)}
         if "usage" in stats:
             metrics["expert_usage"] = [round(float(u), 3) for u in stats["usage"]]
+        if "id_aux_loss" in stats:  # the ID-side term inside "loss" (model.id_aux_weight), for reading the two apart
+            metrics["id_aux_loss"] = stats["id_aux_loss"]
         if id_before is not None:
             change = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
             metrics["id_change"] = change
             id_before = model.id_emb.weight.detach().clone()
         state.history.append(metrics)
-        log.info("epoch %d step %d phase %d: loss %.4f val_loss %.4f R@10 %.4f", state.epoch, state.step,
-                 state.phase, metrics["loss"], metrics["val_loss"], metrics["R@10"])
+        aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
+        log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
+                 state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
         if on_eval:
             on_eval(metrics)
         _after_eval(model, state, metrics, cfg)

@@ -37,6 +37,15 @@ def test_loss_decreases_and_the_model_learns():
     assert state.best_r10 > 0.3, state.history  # random is 10/30
 
 
+def test_the_epoch_metrics_carry_the_id_side_loss_when_it_is_on():
+    train, valid = toy_data()
+    off = fit(tiny("fused").train(), train, valid, dataclasses.replace(CFG, epochs=1))
+    on = fit(tiny("fused", id_aux_weight=1.0).train(), train, valid, dataclasses.replace(CFG, epochs=2))
+    assert "id_aux_loss" not in off.history[0]
+    for m in on.history:  # the logged loss is the fused loss + the ID-side one (+ MoE balancing)
+        assert 0 < m["id_aux_loss"] < m["loss"], m
+
+
 def test_alternate_training_freezes_tokens_until_the_switch():
     train, valid = toy_data()
     model = tiny("fused").train()
