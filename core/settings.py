@@ -186,7 +186,8 @@ class TrainConfig:
     warmup_steps: int = 50
     anneal_fraction: float = 0.2
     epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
-    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop before)
+    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop on R@10 before)
+    loss_patience: int = 5  # ... but before min_steps, this many evaluations without a lower val_loss stop it (overfitting); 0: off
     loss: Literal["auto", "softmax", "sampled"] = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
     softmax_max_items: int = 20_000
     negatives: Literal["in_batch", "uniform", "mixed"] = "mixed"  # sampled softmax: in-batch, uniform draws, or both

@@ -20,7 +20,8 @@
   ID-embedding change, with a step cap); the switch is logged and the phase is part of the
   checkpointed state; `alternate.enabled: false` is joint training from the start;
 * evaluation every epoch on held-out next items (full ranking), early stopping on R@10 (in the
-  last phase only), the best state kept;
+  last phase only, after `min_steps`), the best state kept; before `min_steps`, a validation loss
+  that has not improved for `loss_patience` evaluations (overfitting a small log) stops the run;
 * checkpoints every `checkpoint_every` steps (model, optimizer, RNG, position in the epoch) and
   resume after a kill: the data order is a function of (seed, epoch), so a resumed run replays
   exactly the batches an uninterrupted run would;
@@ -171,8 +172,10 @@ class State:
     best_r10: float = -1.0
     best_epoch: int = -1
     bad_epochs: int = 0
-    best_val_loss: float = float("inf")
+    best_val_loss: float = float("inf")  # phase 1's, for the alternate switch
     plateau: int = 0
+    lowest_val_loss: float = float("inf")  # any phase's, for loss_patience
+    loss_bad_epochs: int = 0
     switched_at: int | None = None
     done: bool = False
     history: list = field(default_factory=list)
@@ -358,6 +361,17 @@ def fit(
         elif state.phase == 2:
             state.bad_epochs += 1
             if state.bad_epochs >= cfg.patience and state.step >= max(cfg.min_steps, anneal_at + 1):
+                state.done = True
+        # min_steps keeps a noisy R@10 from ending a short log's run early; a validation loss that
+        # has stopped falling for loss_patience evaluations is overfitting, and ends it (before
+        # min_steps only: after it, R@10's patience above decides, as for every long run).
+        if metrics["val_loss"] < state.lowest_val_loss:
+            state.lowest_val_loss, state.loss_bad_epochs = metrics["val_loss"], 0
+        elif state.phase == 2:
+            state.loss_bad_epochs += 1
+            if (cfg.loss_patience and state.loss_bad_epochs >= cfg.loss_patience
+                    and anneal_at < state.step < cfg.min_steps):
+                log.info("stopping: val_loss has not improved for %d evaluations (loss_patience)", state.loss_bad_epochs)
                 state.done = True
         state.epoch += 1
         state.batch_in_epoch = 0

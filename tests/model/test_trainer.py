@@ -46,6 +46,22 @@ def test_the_epoch_metrics_carry_the_id_side_loss_when_it_is_on():
         assert 0 < m["id_aux_loss"] < m["loss"], m
 
 
+def test_a_rising_validation_loss_stops_a_run_before_min_steps_only_with_loss_patience():
+    """min_steps holds off R@10's early stopping; loss_patience evaluations without a lower val_loss
+    end the run anyway. Valid targets run backwards (k -> k-1) while training learns k -> k+1, so
+    the better the model fits, the higher its validation loss."""
+    train, (valid_in, valid_out) = toy_data()
+    backwards = (valid_in, torch.clamp(valid_in[:, -1] - 1, min=1))
+    cfg = dataclasses.replace(CFG, epochs=1, min_steps=60, patience=1)  # 4 steps per epoch: 15 epochs
+    full = fit(tiny("fused").train(), train, backwards, dataclasses.replace(cfg, loss_patience=0))
+    stopped = fit(tiny("fused").train(), train, backwards, dataclasses.replace(cfg, loss_patience=2))
+    assert len(full.history) == 15 and full.step == 60
+    losses = [m["val_loss"] for m in stopped.history]
+    assert len(stopped.history) < 15 and stopped.step < 60, losses
+    lowest = losses.index(min(losses))
+    assert len(losses) == lowest + 3, losses  # the two evaluations after the lowest loss, no more
+
+
 def test_alternate_training_freezes_tokens_until_the_switch():
     train, valid = toy_data()
     model = tiny("fused").train()
