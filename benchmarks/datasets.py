@@ -10,6 +10,10 @@ Protocols (full ranking over every catalog item; ties count against the target):
 
 * `synthetic`: the embedded default world of params.yaml; train on days 1..N-1, test on each
   user's first click of day N; valid = the last training item of 1,000 users (held out by the caller).
+* `synthetic-dev` (a tuning split, not a results table): the same world one day shorter (a day
+  depends only on the seed and its index, so these are its first N-1 days): train on days
+  1..N-2, "test" on each user's first click of day N-1. Shaped like synthetic's test (a new
+  session's first click, the next day) where its valid split is mid-session; it never reads day N.
 * `food-kitchen`: train on every train sequence and the valid/test users' histories; select on the
   valid users' last items; report on the 937 test users' last items.
 * `food-kitchen-sparse`: food-kitchen with each user's sequence cut to its last 8 items before
@@ -20,13 +24,15 @@ Protocols (full ranking over every catalog item; ties count against the target):
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-DATASETS = ("synthetic", "food-kitchen", "food-kitchen-sparse", "movielens")
+DATASETS = ("synthetic", "food-kitchen", "food-kitchen-sparse", "movielens")  # the results tables
+DEV_DATASETS = ("synthetic-dev",)  # tuning splits shaped like a table's test, never reading it
 EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
 
 
@@ -84,13 +90,15 @@ def movielens(folder: Path = SHARED / "ml-latest-small"):
 def load(name: str, synth_cfg=None):
     if name == "synthetic":
         return synthetic(synth_cfg)
+    if name == "synthetic-dev":
+        return synthetic(dataclasses.replace(synth_cfg, days=synth_cfg.days - 1))
     if name == "food-kitchen":
         return food_kitchen()
     if name == "food-kitchen-sparse":
         return food_kitchen(keep_last=8, drop_text=0.5)
     if name == "movielens":
         return movielens()
-    raise ValueError(f"unknown dataset {name!r} ({', '.join(DATASETS)})")
+    raise ValueError(f"unknown dataset {name!r} ({', '.join(DATASETS + DEV_DATASETS)})")
 
 
 def test_includes_valid_item(name: str) -> bool:

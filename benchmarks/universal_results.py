@@ -5,6 +5,8 @@ non-learned baselines, on every evaluation dataset (benchmarks/datasets.py).
     python -m benchmarks.universal_results --datasets food-kitchen --variants ut sasrec
     python -m benchmarks.universal_results --datasets food-kitchen --tune --sample 0.3 \\
         --set model.dropout=0.3 --set train.lr=0.002 --tag sweep-a   # a validation-only proxy run
+    python -m benchmarks.universal_results --datasets synthetic-dev --variants ut id --seeds 7 \
+        --tag dev   # tuning on a split shaped like synthetic's test (day N-1; day N never read)
 
 Every learned row trains with the defaults of params.yaml (`train_universal`) plus the
 overrides its variant names (shown in the table), through the pipeline's own data preparation
@@ -274,7 +276,8 @@ def item_init_section(path: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(datasets.DATASETS), choices=datasets.DATASETS)
+    parser.add_argument("--datasets", nargs="+", default=list(datasets.DATASETS), choices=datasets.DATASETS + datasets.DEV_DATASETS,
+                        help="default: every results table; synthetic-dev is a tuning split (day N-1 as the test)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8], help="headline rows run on each; others on the first")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -290,6 +293,8 @@ def main() -> None:
     if args.render:
         (REPO / "docs" / "results.md").write_text(markdown(json.loads(out.read_text())))
         return
+    if args.tag == parser.get_default("tag") and set(args.datasets) & set(datasets.DEV_DATASETS):
+        parser.error(f"{', '.join(datasets.DEV_DATASETS)} is a tuning split, not a results table: give it a --tag")
     settings = Settings.load(REPO / "params.yaml")
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:

@@ -14,3 +14,24 @@ def test_long_sequences_are_cut_into_windows_that_cover_every_target_once():
     for x, t in zip(inputs.tolist(), targets.tolist()):
         real = [(a, b) for a, b in zip(x, t) if b]
         assert all(b == a + 1 for a, b in real if a), "input and target stay aligned"  # sequence 1..11
+
+
+def test_the_synthetic_dev_split_is_the_same_world_one_day_earlier():
+    """benchmarks.datasets `synthetic-dev`: training histories are prefixes of synthetic's, and each
+    dev "test" target is the user's first click of day N-1, which follows that prefix in
+    synthetic's training sequence; day N (synthetic's test) is never read."""
+    import dataclasses
+
+    from benchmarks import datasets
+    from core.settings import Settings
+    from tests.conftest import REPO
+
+    cfg = dataclasses.replace(Settings.load(REPO / "params.yaml").synth, users=150, items_per_scene=100, days=4)
+    _, train, _, (test_users, test_items) = datasets.load("synthetic", cfg)
+    _, dev_train, _, (dev_users, dev_items) = datasets.load("synthetic-dev", cfg)
+    assert len(dev_users) > 50 and set(dev_train.index) <= set(train.index)
+    for user in dev_train.index:
+        assert train[user][: len(dev_train[user])] == dev_train[user]
+    for user, item in zip(dev_users, dev_items):
+        assert train[user][len(dev_train[user])] == item
+    assert any(len(train[u]) > len(dev_train.get(u, [])) for u in test_users)
