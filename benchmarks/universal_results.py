@@ -5,7 +5,7 @@ non-learned baselines, on every evaluation dataset (benchmarks/datasets.py).
     python -m benchmarks.universal_results --datasets food-kitchen --variants ut sasrec
     python -m benchmarks.universal_results --datasets food-kitchen --tune --sample 0.3 \\
         --set model.dropout=0.3 --set train.lr=0.002 --tag sweep-a   # a validation-only proxy run
-    python -m benchmarks.universal_results --datasets synthetic-dev --variants ut id --seeds 7 \
+    python -m benchmarks.universal_results --datasets synthetic-dev --variants ut id --seeds 7 \\
         --tag dev   # tuning on a split shaped like synthetic's test (day N-1; day N never read)
 
 Every learned row trains with the defaults of params.yaml (`train_universal`) plus the
