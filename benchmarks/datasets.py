@@ -1,10 +1,13 @@
-"""The evaluation datasets of the results tables, each as (catalog, train histories, valid, test).
+"""The evaluation datasets of the results tables, each as (catalog, train histories, valid, test, times).
 
     catalog   DataFrame item_id, scene, title, text, published_at (the encode stage's input)
     train     Series user_id -> list of item ids, oldest first (everything the model trains on)
     valid     (user ids, target item ids) or None: the history of a valid user is train[user]
     test      (user ids, target item ids): the history of a test user is train[user] (+ its valid
               item where the protocol says so, see `test_histories`)
+    times     None (no timestamps), or {"train": Series user_id -> list of times (datetime64, UTC)
+              aligned with train, "test": the test targets' times, "valid": the valid targets'
+              (where valid is given)}: the session context's input
 
 Protocols (full ranking over every catalog item; ties count against the target):
 
@@ -44,10 +47,13 @@ def synthetic(synth_cfg):
     clicks = events[events["action"] == "click"].sort_values(["user_id", "ts"], kind="stable")
     catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
     last = synth_cfg.days - 1
-    train = clicks[clicks["day"] < last].groupby("user_id")["item_id"].agg(list)
-    test_rows = clicks[clicks["day"] == last].groupby("user_id")["item_id"].first()
-    test_users = [u for u in test_rows.index if u in train.index]
-    return catalog, train, None, (test_users, test_rows.loc[test_users].tolist())
+    clicks = clicks.assign(us=clicks["ts"].dt.tz_convert(None).astype("datetime64[us]"))
+    before = clicks[clicks["day"] < last].groupby("user_id")
+    train, train_us = before["item_id"].agg(list), before["us"].agg(list)
+    first = clicks[clicks["day"] == last].groupby("user_id").first()
+    test_users = [u for u in first.index if u in train.index]
+    times = {"train": train_us, "test": first.loc[test_users, "us"].to_numpy()}
+    return catalog, train, None, (test_users, first.loc[test_users, "item_id"].tolist()), times
 
 
 def food_kitchen(folder: Path = SHARED / "food-kitchen", keep_last: int | None = None, drop_text: float = 0.0):
@@ -69,7 +75,7 @@ def food_kitchen(folder: Path = SHARED / "food-kitchen", keep_last: int | None =
         rows = (seqs["split"] == split).to_numpy()
         return seqs.loc[rows, "user_id"].tolist(), tokens[rows].str[-1].tolist()
 
-    return catalog, train, pick("valid"), pick("test")
+    return catalog, train, pick("valid"), pick("test"), None
 
 
 def movielens(folder: Path = SHARED / "ml-latest-small"):
@@ -78,13 +84,18 @@ def movielens(folder: Path = SHARED / "ml-latest-small"):
     genres = movies["genres"].str.replace("|", ", ", regex=False).replace("(no genres listed)", "")
     catalog = pd.DataFrame({"item_id": "m" + movies["movieId"].astype(str), "scene": "movie",
                             "title": movies["title"], "text": genres, "published_at": EPOCH})
-    seqs = ratings.assign(item=lambda d: "m" + d["movieId"].astype(str)).groupby("userId")["item"].agg(list)
-    seqs = seqs[seqs.str.len() >= 3]
+    ratings = ratings.assign(item="m" + ratings["movieId"].astype(str),
+                             time=pd.to_datetime(ratings["timestamp"], unit="s").astype("datetime64[us]"))
+    grouped = ratings.groupby("userId")[["item", "time"]].agg(list)
+    grouped = grouped[grouped["item"].str.len() >= 3]
+    seqs, stamps = grouped["item"], grouped["time"]
     users = [f"u{u}" for u in seqs.index]
     train = pd.Series([s[:-2] for s in seqs], index=users)
     valid = (users, [s[-2] for s in seqs])
     test = (users, [s[-1] for s in seqs])
-    return catalog, train, valid, test
+    times = {"train": pd.Series([t[:-2] for t in stamps], index=users), "valid": [t[-2] for t in stamps],
+             "test": [t[-1] for t in stamps]}
+    return catalog, train, valid, test, times
 
 
 def load(name: str, synth_cfg=None):

@@ -41,7 +41,7 @@ from benchmarks import datasets  # noqa: E402
 from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import targeted, text  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left  # noqa: E402
+from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
@@ -57,23 +57,25 @@ def synthetic(settings: Settings) -> dict:
     last = settings.synth.days - 1
     past = clicks[clicks["day"] < last]
     universal = past.groupby("user_id")["item_id"].agg(list)
+    universal_times = past.groupby("user_id")["ts"].agg(list)  # the universal model's session context
     task = past[past["scene"] == "article"].groupby("user_id")["item_id"].agg(list)
     rng = np.random.default_rng(0)
     eligible = [u for u, s in task.items() if len(s) >= 3]
     valid_users = set(rng.choice(eligible, 500, replace=False).tolist())
     valid = [(u, task[u][:-1], universal[u], task[u][-1]) for u in sorted(valid_users)]
     task = pd.Series({u: (s[:-1] if u in valid_users else s) for u, s in task.items()})
-    first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")["item_id"].first()
-    test = [(u, task[u], universal[u], t) for u, t in first.items() if u in task.index and u in universal.index]
+    first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")[["item_id", "ts"]].first()
+    first = first[first.index.isin(task.index) & first.index.isin(universal.index)]
+    test = [(u, task[u], universal[u], t) for u, t in first["item_id"].items()]
     catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
     return {"catalog": catalog, "universal": universal, "task": task, "valid": valid, "test": test,
-            "universal_valid": None}
+            "universal_valid": None, "universal_times": universal_times, "test_times": list(first["ts"])}
 
 
 def food_kitchen() -> dict:
     """The universal results' food-kitchen split (benchmarks/datasets.py), with the kitchen scene as
     the task: valid and test keep the users whose held-out item is a kitchen item."""
-    catalog, universal, valid, test = datasets.food_kitchen()
+    catalog, universal, valid, test, _ = datasets.food_kitchen()  # no timestamps: no session context
     scene = dict(zip(catalog["item_id"], catalog["scene"]))
     task = universal.map(lambda s: [x for x in s if scene[x] == "kitchen"])
     task = task[task.str.len() > 0]
@@ -135,12 +137,22 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         hist = dict(zip(d["universal"].index, universal_seqs))
         u_valid = ([hist[u] for u in d["universal_valid"][0]], index.lookup(d["universal_valid"][1]))
         u_train = universal_seqs
+    u_valid_t = (torch.from_numpy(pad_left(u_valid[0], max_len)), torch.from_numpy(u_valid[1]))
+    gap, u_ctx, test_ctx = spec.get("session_gap_minutes", 0), None, None
+    if gap and d.get("universal_times") is not None:  # as u_train and u_valid, the held-out users' last context their target's
+        times = [d["universal_times"][u] for u in d["universal"].index]
+        u_ctx = [session_context(t, gap) for t in times]
+        if d["universal_valid"] is None:
+            u_valid_t += (torch.from_numpy(pad_left([u_ctx[i][:-1] for i in pick], max_len)),)
+            u_ctx = [c[:-1] if i in set(pick.tolist()) else c for i, c in enumerate(u_ctx)]
+        by_user = dict(zip(d["universal"].index, times))
+        test_ctx = target_contexts([by_user[r[0]] for r in d["test"]], d["test_times"], gap)
     torch.manual_seed(ucfg.seed)
     ut = build(spec, items, tok_ids, tok_init, settings.encode.max_tokens, index, tokens)
     t1 = time.perf_counter()
-    fit(ut, next_item_pairs(u_train, max_len), (torch.from_numpy(pad_left(u_valid[0], max_len)), torch.from_numpy(u_valid[1])), ucfg)
+    fit(ut, next_item_pairs(u_train, max_len, u_ctx), u_valid_t, ucfg)
     seconds["universal"] = round(time.perf_counter() - t1, 1)
-    rows["UT only"] = breakdown(rank_targets(ut, test[1], test[2]), test[2], freq, ks)
+    rows["UT only"] = breakdown(rank_targets(ut, test[1], test[2], test_ctx), test[2], freq, ks)
     print(f"{name} UT only: R@10 {rows['UT only']['all']['R@10']:.4f}", flush=True)
 
     # The non-learned baselines on the same test users: task histories, task training sequences.

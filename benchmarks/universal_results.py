@@ -44,7 +44,7 @@ from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left  # noqa: E402
+from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
@@ -53,7 +53,7 @@ OUT = REPO / "benchmarks" / "out"
 # key: (label, model overrides, train overrides); {} = the params.yaml defaults.
 VARIANTS = {
     "sasrec": ("SASRec peer (id-only, exact softmax, dot)",
-               {"item_embedding": "id", "similarity": "dot", "temperature": 1.0},
+               {"item_embedding": "id", "similarity": "dot", "temperature": 1.0, "session_gap_minutes": 0},
                {"loss": "softmax", "alternate.enabled": False, "epochs": 40, "patience": 3}),
     "ut": ("PRECISE-UT (fused, alternate)", {}, {}),
     "joint": ("fused, joint training", {}, {"alternate.enabled": False}),
@@ -91,12 +91,13 @@ def configure(settings: Settings, model_over: dict, train_over: dict):
 
 def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
     """Load, encode (cached) and index a dataset: everything the rows share."""
-    catalog, train_lists, valid_split, test_split = datasets.load(name, settings.synth)
+    catalog, train_lists, valid_split, test_split, times = datasets.load(name, settings.synth)
     if sample < 1.0:
         keep_users = set(test_split[0]) | set(valid_split[0] if valid_split else [])
         rng = np.random.default_rng(0)
         keep = np.array([u in keep_users or r < sample for u, r in zip(train_lists.index, rng.random(len(train_lists)))])
         train_lists = train_lists[keep]
+    train_us = [np.asarray(times["train"][u], dtype="datetime64[us]") for u in train_lists.index] if times else None
     enc_out = OUT / f"text-{name}"
     enc = text.run(settings.encode, catalog, REPO, cache, enc_out, OUT / f"encode-{name}.json")
     items, tok_ids, tok_init = text.read(enc_out)
@@ -107,17 +108,31 @@ def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
         chosen = set(rng.choice([i for i, s in enumerate(train) if len(s) >= 3], 1000, replace=False).tolist())
         valid = ([s[:-1] for i, s in enumerate(train) if i in chosen], np.array([s[-1] for i, s in enumerate(train) if i in chosen]))
         train = [s[:-1] if i in chosen else s for i, s in enumerate(train)]
+        if train_us is not None:  # (history times, target time) of each valid user
+            valid_us = ([t[:-1] for i, t in enumerate(train_us) if i in chosen], np.array([t[-1] for i, t in enumerate(train_us) if i in chosen]))
+            train_us = [t[:-1] if i in chosen else t for i, t in enumerate(train_us)]
     else:
         hist = dict(zip(train_lists.index, train))
         valid = ([hist[u] for u in valid_split[0]], item_index.lookup(valid_split[1]))
+        if train_us is not None:
+            hist_us = dict(zip(train_lists.index, train_us))
+            valid_us = ([hist_us[u] for u in valid_split[0]], times["valid"])
     hist = dict(zip(train_lists.index, train))
     test_hist = [hist[u] for u in test_split[0]]
+    if train_us is not None:
+        hist_us = dict(zip(train_lists.index, train_us))
+        test_us = [hist_us[u] for u in test_split[0]]
     if datasets.test_includes_valid_item(name):
         extra = dict(zip(valid_split[0], item_index.lookup(valid_split[1])))
         test_hist = [np.append(h, extra[u]) for h, u in zip(test_hist, test_split[0])]
+        if train_us is not None:
+            extra_us = dict(zip(valid_split[0], times["valid"]))
+            test_us = [np.append(h, np.datetime64(extra_us[u], "us")) for h, u in zip(test_us, test_split[0])]
+    if train_us is not None:
+        times = {"train": train_us, "valid": valid_us, "test": (test_us, times["test"])}
     return {"items": items, "tok_ids": tok_ids, "tok_init": tok_init, "item_index": item_index,
             "token_index": Index(sorted(str(t) for t in tok_ids)), "train": train, "valid": valid,
-            "test": (test_hist, item_index.lookup(test_split[1])), "encode": enc,
+            "test": (test_hist, item_index.lookup(test_split[1])), "encode": enc, "times": times,
             "no_text": float(np.mean([len(t) == 0 for t in items["token_ids"]]))}
 
 
@@ -126,9 +141,12 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     spec, tcfg = configure(settings, model_over | sets[0], train_over | sets[1])
     tcfg = dataclasses.replace(tcfg, seed=seed)
     max_len = spec.get("max_len", 50)
-    pairs = next_item_pairs(data["train"], max_len)
+    ctx = contexts(data, spec.get("session_gap_minutes", 0))
+    pairs = next_item_pairs(data["train"], max_len, ctx["train"])
     domain = curriculum_pairs(tcfg, data["train"], data["items"], data["item_index"], max_len)
     valid_t = (torch.from_numpy(pad_left(data["valid"][0], max_len)), torch.from_numpy(data["valid"][1]))
+    if ctx["valid"] is not None:
+        valid_t += (torch.from_numpy(pad_left(ctx["valid"], max_len)),)
     torch.manual_seed(seed)
     model = build(spec, data["items"], data["tok_ids"], data["tok_init"], settings.encode.max_tokens,
                   data["item_index"], data["token_index"])
@@ -136,7 +154,7 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     state = fit(model, pairs, valid_t, tcfg, domain=domain)
     seconds = time.perf_counter() - t0
     freq = item_frequency(data["train"], len(data["item_index"]))
-    row = {"valid": breakdown(rank_targets(model, *data["valid"]), data["valid"][1], freq, ks),
+    row = {"valid": breakdown(rank_targets(model, *data["valid"], ctx["valid"]), data["valid"][1], freq, ks),
            "epochs": len(state.history), "best_epoch": state.best_epoch, "switch_step": state.switched_at,
            "steps": state.step, "train_seconds": round(seconds, 1), "seed": seed,
            "overrides": {**{f"model.{k}": v for k, v in (model_over | sets[0]).items()},
@@ -144,8 +162,20 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
            "history": [{k: v for k, v in h.items() if k in ("epoch", "step", "phase", "loss", "val_loss", "R@10", "N@10", "seconds")}
                        for h in state.history]}
     if not tune:
-        row["test"] = breakdown(rank_targets(model, *data["test"]), data["test"][1], freq, ks)
+        row["test"] = breakdown(rank_targets(model, *data["test"], ctx["test"]), data["test"][1], freq, ks)
     return row, model
+
+
+def contexts(data: dict, gap_minutes: float) -> dict:
+    """Session contexts (training.data.session_context) of the training sequences and of the valid
+    and test histories (each history's last position: its target's context), or None for each
+    where the dataset has no timestamps or the model does not read them."""
+    times = data["times"]
+    if not times or not gap_minutes:
+        return {"train": None, "valid": None, "test": None}
+
+    return {"train": [session_context(t, gap_minutes) for t in times["train"]],
+            "valid": target_contexts(*times["valid"], gap_minutes), "test": target_contexts(*times["test"], gap_minutes)}
 
 
 def mean_rows(rows: list[dict]) -> dict:

@@ -159,6 +159,10 @@ class ModelSpec:
     # text part zeroed, inputs and scored items alike, so the ID side alone must predict the next
     # item (a deterministic form of text dropout; one more encoder pass per step).
     id_aux_weight: Annotated[float, Field(ge=0)] = 1.0
+    # Behaviours more than this many minutes apart belong to different sessions; each position of
+    # a sequence reads whether the next behaviour continues its session or starts a new one, and
+    # the user vector is computed for a new session (what the daily export serves). 0: off.
+    session_gap_minutes: Annotated[float, Field(ge=0)] = 30.0
 
 
 @dataclass(frozen=True)

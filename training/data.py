@@ -64,23 +64,51 @@ def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-def next_item_pairs(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-item targets for every position of each sequence: (B, L), (B, L).
+# Session context of a position (Precise.encode): how the next behaviour relates to this one in time.
+UNKNOWN, SAME_SESSION, NEW_SESSION = 0, 1, 2
+
+
+def session_context(ts, gap_minutes: float, request: int = UNKNOWN) -> np.ndarray:
+    """ts (n,) the times of one user's behaviours, oldest first (datetime64, naive = UTC, or
+    Timestamps) -> (n,) int64 context codes: SAME_SESSION where the next behaviour follows within
+    `gap_minutes`, NEW_SESSION where it comes later; the last position gets `request`, the
+    context of the behaviour being predicted (NEW_SESSION for embeddings served the next day)."""
+    t = pd.to_datetime(np.asarray(ts), utc=True).as_unit("us").asi8
+    out = np.where(np.diff(t) <= gap_minutes * 60e6, SAME_SESSION, NEW_SESSION).astype(np.int64)
+    return np.append(out, np.int64(request)) if len(t) else out
+
+
+def target_contexts(history_times: list, target_times, gap_minutes: float) -> list[np.ndarray]:
+    """The session contexts of held-out histories: one `session_context` array per history, its
+    last position's code relating the history's last behaviour to the target's time."""
+    return [session_context(pd.to_datetime(np.asarray(h), utc=True).append(pd.to_datetime([t], utc=True)), gap_minutes)[:-1]
+            for h, t in zip(history_times, target_times)]
+
+
+def next_item_pairs(seqs: list[np.ndarray], max_len: int, contexts: list[np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
+    """Inputs and next-item targets for every position of each sequence: (B, L), (B, L), and
+    with `contexts` (one `session_context` array per sequence) the inputs' contexts (B, L).
 
     Each sequence s (indices, oldest first) gives input s[:-1] and target s[1:], left-padded. A
     sequence longer than max_len + 1 is cut, from its end, into windows of max_len + 1 items that
     overlap by one, so every behaviour is a target exactly once (a long history is training data,
     not only its last max_len items); a window sees only the items inside it. Unknown items
-    (index 0) are dropped first.
+    (index 0) are dropped first (their neighbours keep their own contexts).
     """
-    windows = []
-    for s in seqs:
-        s = s[s > 0]
+    windows, ctx_windows = [], []
+    for i, s in enumerate(seqs):
+        known = s > 0
+        s = s[known]
+        c = contexts[i][known] if contexts is not None else None
         for end in range(len(s), 1, -max_len):
             windows.append(s[max(end - max_len - 1, 0) : end])
+            if c is not None:
+                ctx_windows.append(c[max(end - max_len - 1, 0) : end - 1])
     inputs = pad_left([w[:-1] for w in windows], max_len)
     targets = pad_left([w[1:] for w in windows], max_len)
-    return torch.from_numpy(inputs), torch.from_numpy(targets)
+    if contexts is None:
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+    return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(pad_left(ctx_windows, max_len))
 
 
 def per_scene(seqs: list[np.ndarray], scene_of: np.ndarray) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ from core.errors import PreciseError
 from core.settings import Settings
 from training import text, tracking
 from training.baselines import Popularity, Transitions
-from training.data import Index, pad_left
+from training.data import Index, pad_left, target_contexts
 from training.metrics import from_ranks, target_ranks
 from training.model import Precise
 
@@ -54,11 +54,15 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks) -> d
 
 
 @torch.no_grad()
-def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-    """0-based full-ranking rank of each target given its history."""
+def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray,
+                 contexts: list[np.ndarray] | None = None) -> np.ndarray:
+    """0-based full-ranking rank of each target given its history (and the history's session
+    contexts, training.data.session_context, the last one the target's)."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
-    users = torch.cat([model.users(inputs[i : i + 512]) for i in range(0, len(inputs), 512)])
+    ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
+    users = torch.cat([model.users(inputs[i : i + 512]) if ctx is None else model.users(inputs[i : i + 512], ctx[i : i + 512])
+                       for i in range(0, len(inputs), 512)])
     ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets))
     return ranks
 
@@ -75,7 +79,7 @@ def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str
     """One pass over the sequences as of `day`:
 
     * the users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
-      possibly empty), target (the first item of the day);
+      possibly empty), target (the first item of the day), history_ts and target_ts (their times);
     * every user's item ids before the day (users with none left out): what the baselines learn
       from, the same information the model was trained on.
     """
@@ -92,8 +96,8 @@ def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str
             before_day.append(history)
         on_day = np.flatnonzero(~before & (ts < start + pd.Timedelta(days=1)))
         if len(on_day):
-            rows.append((user, history, items[on_day[0]]))
-    return pd.DataFrame(rows, columns=["user_id", "history", "target"]), before_day
+            rows.append((user, history, items[on_day[0]], np.asarray(ts[before]), ts[on_day[0]]))
+    return pd.DataFrame(rows, columns=["user_id", "history", "target", "history_ts", "target_ts"]), before_day
 
 
 def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
@@ -116,7 +120,9 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     histories, targets = [index.lookup(h) for h in with_history["history"]], index.lookup(with_history["target"])
     if not len(targets):
         raise PreciseError(f"no user has both a history and a click on {day}")
-    ranks = rank_targets(model, histories, targets)
+    gap = model.cfg.session_gap_minutes
+    contexts = target_contexts(with_history["history_ts"], with_history["target_ts"], gap) if gap else None
+    ranks = rank_targets(model, histories, targets, contexts)
     freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
     freq = freq - np.bincount(targets, minlength=len(freq))  # ... minus the targets themselves
     ks = settings.universal.eval_ks

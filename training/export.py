@@ -53,7 +53,7 @@ from core.atomic import atomic_dir, write_json
 from core.errors import PreciseError
 from core.settings import Settings, Task
 from training import registry, targeted, text, universal
-from training.data import Index, pad_left
+from training.data import NEW_SESSION, Index, pad_left, session_context
 from training.trainer import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,17 @@ def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.da
 
 
 @torch.no_grad()
-def user_vectors(model, index: Index, histories: list, batch: int = 512) -> np.ndarray:
-    """(U, D) user embeddings from item-id histories (oldest first)."""
+def user_vectors(model, index: Index, histories: list, batch: int = 512, times: list | None = None) -> np.ndarray:
+    """(U, D) user embeddings from item-id histories (oldest first). times: the histories'
+    timestamps, for a universal model that reads session context (`session_gap_minutes`): the
+    vectors are then computed for the user's next session, which is when they are served."""
     model.eval()
-    seqs = pad_left([index.lookup(h) for h in histories], model.cfg.max_len)
-    out = [model.users(torch.from_numpy(seqs[i : i + batch])).numpy() for i in range(0, len(seqs), batch)]
+    seqs = torch.from_numpy(pad_left([index.lookup(h) for h in histories], model.cfg.max_len))
+    gap = getattr(model.cfg, "session_gap_minutes", 0)
+    ctx = (torch.from_numpy(pad_left([session_context(t, gap, request=NEW_SESSION) for t in times], model.cfg.max_len))
+           if gap and times is not None else None)
+    out = [(model.users(seqs[i : i + batch]) if ctx is None else model.users(seqs[i : i + batch], ctx[i : i + batch])).numpy()
+           for i in range(0, len(seqs), batch)]
     return np.concatenate(out) if out else np.zeros((0, model.cfg.dim), np.float32)
 
 
@@ -151,7 +157,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         u_version, u_ckpt = models["universal"]
         meta, weights = load_checkpoint(u_ckpt)
         u_model, u_index, _, _ = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
-        u_users = user_vectors(u_model, u_index, list(active["item_ids"]))
+        u_users = user_vectors(u_model, u_index, list(active["item_ids"]), times=list(active["ts"]))
         universal_by_user = dict(zip(active["user_id"], range(len(active))))
         _write(tmp, "universal_user", table("user_id", list(active["user_id"]), u_users, u_version, ts), manifest_out)
         _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)

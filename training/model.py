@@ -132,6 +132,7 @@ class ModelConfig(ModelSpec):
     similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
     id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
+    session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
 
     @property
     def dim(self) -> int:
@@ -221,6 +222,10 @@ class Precise(nn.Module):
         self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)  # the scale of the ID rows: positions must not drown items
+        # Session context (training.data.session_context): row 0 = unknown adds nothing. Zeros to
+        # start, drawn from no random stream, so a log without timestamps trains exactly as without.
+        self.ctx_emb = (nn.Embedding(3, cfg.dim, padding_idx=0, _weight=torch.zeros(3, cfg.dim))
+                        if cfg.session_gap_minutes > 0 else None)
         layer = nn.TransformerEncoderLayer(
             cfg.dim, cfg.heads, dim_feedforward=4 * cfg.dim, dropout=cfg.dropout, batch_first=True, norm_first=True
         )
@@ -301,13 +306,16 @@ class Precise(nn.Module):
 
     # -- sequences --
 
-    def encode(self, seq: torch.Tensor, causal: bool = True, seq_emb: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, seq: torch.Tensor, causal: bool = True, seq_emb: torch.Tensor | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """seq (B, L) int64 item indices, left-padded with 0 -> hidden states (B, L, D).
 
         causal=True: each position sees only itself and earlier items (universal training);
         causal=False: bidirectional (targeted training). Padding is masked in both; every
         position may see itself, so no attention row is empty (no NaN), and padded positions
-        are zeroed at the output. seq_emb (B, L, D): item embeddings already computed.
+        are zeroed at the output. seq_emb (B, L, D): item embeddings already computed. context
+        (B, L) int64 session codes (training.data): whether the behaviour after each position
+        continues its session (1) or starts a new one (2), 0 = unknown; added to the inputs.
 
         Columns that are padding in every row are cut before the transformer and restored as
         zeros after it (positions count from the right, so this changes nothing but the cost:
@@ -319,10 +327,14 @@ class Precise(nn.Module):
         if keep < full:
             seq = seq[:, -keep:]
             seq_emb = seq_emb[:, -keep:] if seq_emb is not None else None
+            context = context[:, -keep:] if context is not None else None
         B, L = seq.shape
         pad = seq == 0  # (B, L)
         x = self.input_embeddings(seq) if seq_emb is None else seq_emb
-        x = self.dropout(x + self.pos_emb(torch.arange(L, device=seq.device) + self.cfg.max_len - L))
+        x = x + self.pos_emb(torch.arange(L, device=seq.device) + self.cfg.max_len - L)
+        if context is not None and self.ctx_emb is not None:
+            x = x + self.ctx_emb(context)
+        x = self.dropout(x)
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
         hidden = pad.unsqueeze(1) & ~eye  # (B, L, L): key j hidden from query i, True = hidden
         if causal:
@@ -331,18 +343,19 @@ class Precise(nn.Module):
         h = self.norm(self.encoder(x, mask=mask)) * (~pad).unsqueeze(-1)
         return F.pad(h, (0, 0, full - L, 0)) if full > L else h
 
-    def users(self, seq: torch.Tensor) -> torch.Tensor:
-        """seq (B, L) -> user embeddings (B, D): the causal encoder's state at the latest slot."""
-        return self.to_space(self.encode(seq)[:, -1])
+    def users(self, seq: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """seq (B, L), context (B, L) or None -> user embeddings (B, D): the causal encoder's
+        state at the latest slot (its context: the session of the behaviour to predict)."""
+        return self.to_space(self.encode(seq, context=context)[:, -1])
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users (B, D), items (M, D), both from this model -> scores (B, M): the dot product of
         the scored vectors (cosine under `similarity: cosine`), as in evaluation and recall."""
         return users @ items.T
 
-    def forward(self, seq, target, negatives=None, item_logq=None):
+    def forward(self, seq, target, negatives=None, item_logq=None, context=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
-        return self.loss(seq, target, negatives, item_logq)
+        return self.loss(seq, target, negatives, item_logq, context)
 
     def loss(
         self,
@@ -350,10 +363,12 @@ class Precise(nn.Module):
         target: torch.Tensor,
         negatives: torch.Tensor | None = None,
         item_logq: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Next-item prediction (PRECISE eq. 5) at every position of the batch's sequences.
 
-        seq (B, L) inputs, target (B, L) the next item at each position (0 = none).
+        seq (B, L) inputs, target (B, L) the next item at each position (0 = none), context (B, L)
+        the session codes of the inputs or None (`encode`).
 
         negatives None: the **exact softmax** over every item of the catalog (the whole item
         table is embedded once per step; chunked, `softmax_cross_entropy`).
@@ -379,22 +394,22 @@ class Precise(nn.Module):
         emb = self._embed(items)  # (U, D)
         stats = dict(self.last_stats)
         inputs, scored = self.drop_text(emb, items)
-        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows)
+        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows, context)
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:
             id_only = emb.masked_fill(self.text_columns(emb), 0.0)
-            aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, scored_rows)
+            aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, scored_rows, context)
             stats["id_aux_loss"] = float(aux.detach())
             loss = loss + self.cfg.id_aux_weight * aux
         return loss, stats
 
-    def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, scored_rows) -> torch.Tensor:
+    def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, scored_rows, context=None) -> torch.Tensor:
         """`loss` for given vectors: seq_emb (B, L, D) the inputs' vectors; scored (U, D) the
         embedded items, where scored_rows is None (exact: U = N+1, row = item id) or (B L + M,)
         the rows of the targets then of the negatives (sampled)."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
-        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb))  # (B, L, D)
+        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
         if scored_rows is None:
             return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], self.to_space(scored[scored_rows[B * L :]])

@@ -210,11 +210,14 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[dict, np.ndarray]:
-    """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L); plus the ranks."""
+def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
+             context: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+    """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (and their session
+    context (B, L), `Precise.encode`); plus the ranks."""
     model.eval()
     items = model.all_item_embeddings()
-    users = torch.cat([model.users(inputs[i : i + 512]) for i in range(0, len(inputs), 512)])
+    users = torch.cat([model.users(inputs[i : i + 512]) if context is None else model.users(inputs[i : i + 512], context[i : i + 512])
+                       for i in range(0, len(inputs), 512)])
     ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature)
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
@@ -224,8 +227,8 @@ def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor) -> tup
 
 def fit(
     model: Precise,
-    train: tuple[torch.Tensor, torch.Tensor],
-    valid: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[torch.Tensor, ...],
+    valid: tuple[torch.Tensor, ...],
     cfg: TrainConfig,
     run_dir: Path | None = None,
     on_eval: Callable[[dict], None] | None = None,
@@ -234,7 +237,8 @@ def fit(
 ) -> State:
     """Train in place; returns the final state (model left at its best weights).
 
-    train: inputs (B, L), targets (B, L); valid: inputs (V, L), targets (V,).
+    train: inputs (B, L), targets (B, L)[, session context (B, L)]; valid: inputs (V, L),
+    targets (V,)[, context (V, L)] (training.data.next_item_pairs, session_context).
     domain: with `curriculum: cprec` (CPRec's data curriculum), pairs of domain-specific sequences
     (each user's per-scene sequences): the warm-up and stable phases of the WSD schedule draw
     their batches from them, the annealing phase from `train` (the all-scene mixed sequences);
@@ -242,7 +246,8 @@ def fit(
     run_dir: where step checkpoints go; an existing checkpoint there is resumed.
     stop_after_steps: stop (as if killed) after this many steps, for tests.
     """
-    inputs, targets = train
+    inputs, targets = train[:2]
+    context = train[2] if len(train) > 2 else None
     n = len(inputs)
     lengths = (inputs > 0).sum(1) if inputs.dim() == 2 else torch.ones(n, dtype=torch.long)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
@@ -309,16 +314,17 @@ def fit(
             if state.step < anneal_at:  # CPRec: per-scene sequences until the annealing
                 d = global_b % domain_batches
                 idx = domain_order[d * cfg.batch_size : (d + 1) * cfg.batch_size]
-                seq, tgt = domain[0][idx], domain[1][idx]
+                seq, tgt, ctx = domain[0][idx], domain[1][idx], None
             else:
                 idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
-                seq, tgt = inputs[idx], targets[idx]
+                seq, tgt, ctx = inputs[idx], targets[idx], None if context is None else context[idx]
             negatives, logq = (None, None) if softmax else sampler(tgt, freq, cfg, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
             if state.phase != phase:  # alternate training unfroze the tokens
                 runner, phase = wrap(), state.phase
-            loss, stats = runner(seq, tgt, negatives, logq if cfg.logq else None)
+            logq = logq if cfg.logq else None
+            loss, stats = runner(seq, tgt, negatives, logq) if ctx is None else runner(seq, tgt, negatives, logq, ctx)
             if "balance_loss" in stats and cfg.balance_weight:
                 loss = loss + cfg.balance_weight * stats["balance_loss"]
             opt.zero_grad(set_to_none=True)

@@ -37,7 +37,7 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
-from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes
+from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes, session_context
 from training.model import ModelConfig, Precise
 from training.trainer import TrainConfig, load_checkpoint
 
@@ -190,7 +190,13 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     max_len = model.cfg.max_len
     valid = (torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len)),
              torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64)))
-    train = next_item_pairs(train_seqs, max_len)
+    contexts = None
+    if model.cfg.session_gap_minutes > 0:  # a held-out user's last context is its valid target's
+        contexts = [session_context(t, model.cfg.session_gap_minutes) for t in seqs["ts"]]
+        for i in valid_pos:
+            contexts[i] = contexts[i][:-1]
+        valid += (torch.from_numpy(pad_left([contexts[i] for i in valid_pos], max_len)),)
+    train = next_item_pairs(train_seqs, max_len, contexts)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
     domain = curriculum_pairs(tcfg, train_seqs, items, item_index, max_len)

@@ -212,6 +212,17 @@ def test_exported_vectors_reproduce_the_training_score():
     seqs = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 7, 9]])
     expected = m.score(m.users(seqs), m.all_item_embeddings()[1:]).detach().numpy()
     np.testing.assert_allclose(users @ items.T, expected, atol=1e-5)
+    # A model that reads session context: the exported users are for their next session (code 2
+    # at the latest slot), the earlier slots read where the history's sessions broke.
+    m = tiny(similarity="cosine", temperature=0.1, session_gap_minutes=30.0)
+    with torch.no_grad():
+        m.ctx_emb.weight[1:].normal_()
+    times = [np.array(["2026-01-01T10:00", "2026-01-01T10:05", "2026-01-01T12:00"], dtype="datetime64[us]"),
+             np.array(["2026-01-01T08:00", "2026-01-01T08:10"], dtype="datetime64[us]")]
+    users = user_vectors(m, index, histories, times=times)
+    ctx = torch.tensor([[0, 0, 0, 1, 2, 2], [0, 0, 0, 0, 1, 2]])
+    np.testing.assert_allclose(users, m.users(seqs, ctx).detach().numpy(), atol=1e-5)
+    assert not np.allclose(users, user_vectors(m, index, histories), atol=1e-3)
 
 
 def test_items_without_text_train_and_score_on_their_id_side():
@@ -305,3 +316,28 @@ def test_id_aux_loss_adds_the_loss_of_the_id_side_alone_in_training_only(sampled
     assert not torch.allclose(aux.id_emb.weight.grad, base.id_emb.weight.grad)
     # Evaluation: the plain loss.
     torch.testing.assert_close(aux.eval().loss(seq, target, negatives)[0], base.eval().loss(seq, target, negatives)[0])
+
+
+def test_session_context_is_added_to_the_inputs_and_starts_as_nothing():
+    """model.session_gap_minutes > 0: each position's session code (training.data) adds a learned
+    vector to its input; the vectors start at zero and draw no random numbers, so the model is the
+    same as without until it trains, and a code of 0 (no timestamps) never adds anything."""
+    plain, ctx_model = tiny(), tiny(session_gap_minutes=30.0)
+    assert plain.ctx_emb is None
+    for name, weight in plain.state_dict().items():  # the other weights are drawn exactly as before
+        torch.testing.assert_close(ctx_model.state_dict()[name], weight)
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5]])
+    new, same = torch.tensor([[0, 0, 1, 2, 1, 2]] * 2), torch.tensor([[0, 0, 1, 2, 1, 1]] * 2)
+    torch.testing.assert_close(ctx_model.encode(seq, context=new), plain.encode(seq))
+    with torch.no_grad():
+        ctx_model.ctx_emb.weight[1:].normal_()
+    h_new, h_same = ctx_model.encode(seq, context=new), ctx_model.encode(seq, context=same)
+    torch.testing.assert_close(h_new[:, :5], h_same[:, :5])  # the last position's code: only its own output
+    assert not torch.allclose(h_new[:, 5], h_same[:, 5])
+    torch.testing.assert_close(ctx_model.encode(seq, context=torch.zeros_like(seq)), plain.encode(seq))
+    torch.testing.assert_close(ctx_model.users(seq, new), ctx_model.to_space(h_new[:, -1]))
+    target = torch.roll(seq, -1, 1) * (seq > 0)
+    target[:, -1] = 7  # the position whose code differs has a target
+    loss_new, _ = ctx_model.loss(seq, target, context=new)
+    loss_same, _ = ctx_model.loss(seq, target, context=same)
+    assert not torch.isclose(loss_new, loss_same)

@@ -29,7 +29,7 @@ from core.settings import Settings
 from tests.conftest import REPO
 from training import targeted, text
 from training.baselines import Popularity, Transitions
-from training.data import Index, next_item_pairs, pad_left
+from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts
 from training.evaluate import rank_targets
 from training.metrics import from_ranks
 from training.trainer import fit
@@ -73,37 +73,46 @@ def world(tmp_path_factory):
     items, tok_ids, tok_init = text.read(tmp / "text")
     index = Index(list(items["item_id"]))
     last = cfg.days - 1
-    past = clicks[clicks["day"] < last].groupby("user_id")["item_id"].agg(list)
-    train = [index.lookup(s) for s in past]
+    past = clicks[clicks["day"] < last].groupby("user_id")[["item_id", "ts"]].agg(list)
+    train = [index.lookup(s) for s in past["item_id"]]
+    times = [np.asarray(t) for t in past["ts"]]  # the session context's input
     rng = np.random.default_rng(0)
     held = set(rng.choice([i for i, s in enumerate(train) if len(s) >= 3], 200, replace=False).tolist())
     valid = ([s[:-1] for i, s in enumerate(train) if i in held], np.array([s[-1] for i, s in enumerate(train) if i in held]))
+    valid_times = ([t[:-1] for i, t in enumerate(times) if i in held], [t[-1] for i, t in enumerate(times) if i in held])
     fit_on = [s[:-1] if i in held else s for i, s in enumerate(train)]
+    fit_times = [t[:-1] if i in held else t for i, t in enumerate(times)]
     # Test: every click of the last day, from the user's history before it (more targets than the
     # results table's first click only, so that the comparison has the power to fail).
-    test = every_click(clicks[clicks["day"] == last], dict(zip(past.index, train)), index)
+    users = list(past.index)
+    test, test_times = every_click(clicks[clicks["day"] == last], dict(zip(users, train)), index, dict(zip(users, times)))
     # The article-click task (targeted training): task sequences of days 1..N-1; test = every
     # article click of day N from the user's article clicks before it.
     articles = clicks[clicks["scene"] == "article"]
     task = articles[articles["day"] < last].groupby("user_id")["item_id"].agg(list)
-    task_test = every_click(articles[articles["day"] == last], {u: index.lookup(s) for u, s in task.items()}, index)
+    task_test, _ = every_click(articles[articles["day"] == last], {u: index.lookup(s) for u, s in task.items()}, index)
     return {"settings": settings, "items": items, "tok_ids": tok_ids, "tok_init": tok_init, "index": index,
             "tokens": Index(sorted(str(t) for t in tok_ids)), "train": fit_on, "valid": valid,
-            "test": test, "task": task, "task_test": task_test}
+            "test": test, "task": task, "task_test": task_test,
+            "times": {"train": fit_times, "valid": valid_times, "test": test_times}}
 
 
-def every_click(day: pd.DataFrame, history: dict, index: Index) -> tuple[list[np.ndarray], np.ndarray]:
-    """(histories, targets): each of the day's clicks with what the user did before it (their
-    `history`, then the day's earlier clicks); clicks with nothing before them left out."""
-    histories, targets = [], []
-    for user, day_items in day.groupby("user_id")["item_id"]:
-        seen = list(history.get(user, []))
-        for item in index.lookup(day_items):
+def every_click(day: pd.DataFrame, history: dict, index: Index, times: dict | None = None):
+    """((histories, targets), (history times, target times)): each of the day's clicks with what
+    the user did before it (their `history`, then the day's earlier clicks) and when; clicks with
+    nothing before them left out. Without `times`, the second pair is None."""
+    histories, targets, history_times, target_times = [], [], [], []
+    for user, rows in day.groupby("user_id"):
+        seen, seen_t = list(history.get(user, [])), list(times.get(user, [])) if times else []
+        for item, t in zip(index.lookup(rows["item_id"]), rows["ts"]):
             if seen:
                 histories.append(np.array(seen))
                 targets.append(item)
+                history_times.append(pd.to_datetime(seen_t, utc=True))
+                target_times.append(t)
             seen.append(item)
-    return histories, np.array(targets)
+            seen_t.append(t)
+    return (histories, np.array(targets)), ((history_times, target_times) if times else None)
 
 
 def train_default(world, seed: int | None = None, model_over: dict | None = None, train_over: dict | None = None):
@@ -114,10 +123,14 @@ def train_default(world, seed: int | None = None, model_over: dict | None = None
     cfg = dataclasses.replace(cfg, seed=cfg.seed if seed is None else seed)
     torch.manual_seed(cfg.seed)
     model = build(spec, world["items"], world["tok_ids"], world["tok_init"], s.encode.max_tokens, world["index"], world["tokens"])
-    L = model.cfg.max_len
-    fit(model, next_item_pairs(world["train"], L),
-        (torch.from_numpy(pad_left(world["valid"][0], L)), torch.from_numpy(world["valid"][1])), cfg)
-    return from_ranks(rank_targets(model, *world["test"]))["R@10"], model
+    L, gap, times = model.cfg.max_len, model.cfg.session_gap_minutes, world["times"]
+    train_ctx = [session_context(t, gap) for t in times["train"]] if gap else None
+    valid = (torch.from_numpy(pad_left(world["valid"][0], L)), torch.from_numpy(world["valid"][1]))
+    if gap:
+        valid += (torch.from_numpy(pad_left(target_contexts(*times["valid"], gap), L)),)
+    fit(model, next_item_pairs(world["train"], L, train_ctx), valid, cfg)
+    test_ctx = target_contexts(*times["test"], gap) if gap else None
+    return from_ranks(rank_targets(model, *world["test"], test_ctx))["R@10"], model
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,33 @@ def test_the_synthetic_dev_split_is_the_same_world_one_day_earlier():
     from tests.conftest import REPO
 
     cfg = dataclasses.replace(Settings.load(REPO / "params.yaml").synth, users=150, items_per_scene=100, days=4)
-    _, train, _, (test_users, test_items) = datasets.load("synthetic", cfg)
-    _, dev_train, _, (dev_users, dev_items) = datasets.load("synthetic-dev", cfg)
+    _, train, _, (test_users, test_items), times = datasets.load("synthetic", cfg)
+    _, dev_train, _, (dev_users, dev_items), _ = datasets.load("synthetic-dev", cfg)
     assert len(dev_users) > 50 and set(dev_train.index) <= set(train.index)
     for user in dev_train.index:
         assert train[user][: len(dev_train[user])] == dev_train[user]
     for user, item in zip(dev_users, dev_items):
         assert train[user][len(dev_train[user])] == item
     assert any(len(train[u]) > len(dev_train.get(u, [])) for u in test_users)
+
+
+def test_session_context_marks_where_the_next_behaviour_starts_a_new_session():
+    import pandas as pd
+
+    from training.data import NEW_SESSION, SAME_SESSION, UNKNOWN, next_item_pairs, session_context
+
+    ts = np.array(["2026-01-01T10:00", "2026-01-01T10:20", "2026-01-01T10:51", "2026-01-02T09:00"], dtype="datetime64[us]")
+    assert session_context(ts, 30).tolist() == [SAME_SESSION, NEW_SESSION, NEW_SESSION, UNKNOWN]
+    assert session_context(ts, 31).tolist() == [SAME_SESSION, SAME_SESSION, NEW_SESSION, UNKNOWN]
+    assert session_context(ts, 30, request=NEW_SESSION)[-1] == NEW_SESSION
+    aware = list(pd.to_datetime(ts).tz_localize("UTC"))  # Timestamps with a zone: the same instants
+    assert session_context(aware, 30).tolist() == session_context(ts, 30).tolist()
+    assert len(session_context(ts[:0], 30)) == 0
+    # next_item_pairs: each input carries its own context, window by window.
+    seq, ctx = np.arange(1, 8), np.array([1, 2, 1, 2, 1, 2, 0])
+    inputs, targets, contexts = next_item_pairs([seq, np.array([9, 0, 8])], 3, [ctx, np.array([2, 1, 0])])
+    for row_in, row_ctx in zip(inputs.tolist(), contexts.tolist()):
+        for item, c in zip(row_in, row_ctx):
+            if item in range(1, 8):
+                assert c == ctx[item - 1]
+    assert contexts[-1].tolist() == [0, 0, 2]  # the unknown item 0 is dropped, 9 keeps its own code
