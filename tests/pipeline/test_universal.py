@@ -70,6 +70,10 @@ def test_train_continue_and_evaluate(world):
     ckpt1 = universal.checkpoint_root(world) / f"date={d1}" / "final"
     meta1, w1 = load_checkpoint(ckpt1)
     assert universal.main(world, d1) == meta1["metrics"], "a finished day is not retrained"
+    # The stage read the sequences' timestamps: both session codes were trained, "unknown" never.
+    assert meta1["model"]["session_gap_minutes"] == 30
+    ctx = w1["ctx_emb.weight"]
+    assert ctx[0].abs().sum() == 0 and ctx[1].abs().sum() > 0 and ctx[2].abs().sum() > 0
 
     sequences.main(world, d2)
     text.main(world, d2)
