@@ -163,6 +163,9 @@ class ModelSpec:
     # a sequence reads whether the next behaviour continues its session or starts a new one, and
     # the user vector is computed for a new session (what the daily export serves). 0: off.
     session_gap_minutes: Annotated[float, Field(ge=0)] = 30.0
+    # Training only: this share of the sequences trains with unknown context (code 0), so that the
+    # model also serves inputs without timestamps (targeted training reads none yet).
+    session_context_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
 @dataclass(frozen=True)

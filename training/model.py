@@ -133,6 +133,7 @@ class ModelConfig(ModelSpec):
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
     id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
     session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
+    session_context_dropout: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -368,7 +369,8 @@ class Precise(nn.Module):
         """Next-item prediction (PRECISE eq. 5) at every position of the batch's sequences.
 
         seq (B, L) inputs, target (B, L) the next item at each position (0 = none), context (B, L)
-        the session codes of the inputs or None (`encode`).
+        the session codes of the inputs or None (`encode`); in training, a share
+        `session_context_dropout` of the sequences reads code 0 (unknown) throughout.
 
         negatives None: the **exact softmax** over every item of the catalog (the whole item
         table is embedded once per step; chunked, `softmax_cross_entropy`).
@@ -393,6 +395,8 @@ class Precise(nn.Module):
             seq_rows, scored_rows = inverse[: B * L].reshape(B, L), inverse[B * L :]
         emb = self._embed(items)  # (U, D)
         stats = dict(self.last_stats)
+        if self.training and context is not None and self.cfg.session_context_dropout > 0:  # whole sequences
+            context = context * (torch.rand(len(context), 1, device=context.device) >= self.cfg.session_context_dropout)
         inputs, scored = self.drop_text(emb, items)
         loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows, context)
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:

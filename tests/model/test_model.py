@@ -341,3 +341,24 @@ def test_session_context_is_added_to_the_inputs_and_starts_as_nothing():
     loss_new, _ = ctx_model.loss(seq, target, context=new)
     loss_same, _ = ctx_model.loss(seq, target, context=same)
     assert not torch.isclose(loss_new, loss_same)
+
+
+def test_session_context_dropout_hides_whole_sequences_contexts_in_training_only():
+    """model.session_context_dropout p: in training, a share p of the sequences reads code 0
+    (unknown) at every position, so inputs without timestamps stay familiar; evaluation reads all."""
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5]])
+    target = torch.roll(seq, -1, 1) * (seq > 0)
+    target[:, -1] = 7
+    context = torch.tensor([[0, 0, 1, 2, 1, 2], [0, 1, 1, 2, 1, 2]])
+    losses = {}
+    for p in (0.0, 0.999):
+        m = tiny(session_gap_minutes=30.0, session_context_dropout=p)
+        with torch.no_grad():
+            m.ctx_emb.weight[1:].normal_(generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(0)
+        losses[p] = (m.train().loss(seq, target, context=context)[0], m.train().loss(seq, target)[0],
+                     m.eval().loss(seq, target, context=context)[0])
+    with_ctx, without, evaluated = losses[0.999]
+    torch.testing.assert_close(with_ctx, without)  # every sequence dropped (p close to 1)
+    assert not torch.isclose(losses[0.0][0], losses[0.0][1])  # p = 0: the context counts
+    torch.testing.assert_close(evaluated, losses[0.0][2])  # evaluation never drops
