@@ -133,7 +133,7 @@ class ModelConfig(ModelSpec):
     temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
     id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
     session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
-    session_context_dropout: float = 0.0
+    session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
 
     @property
     def dim(self) -> int:
