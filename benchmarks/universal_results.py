@@ -103,32 +103,29 @@ def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
     items, tok_ids, tok_init = text.read(enc_out)
     item_index = Index(list(items["item_id"]))
     train = [item_index.lookup(s) for s in train_lists]
+    chosen = None
     if valid_split is None:  # hold out the last training item of 1,000 users
         rng = np.random.default_rng(0)
         chosen = set(rng.choice([i for i, s in enumerate(train) if len(s) >= 3], 1000, replace=False).tolist())
-        valid = ([s[:-1] for i, s in enumerate(train) if i in chosen], np.array([s[-1] for i, s in enumerate(train) if i in chosen]))
-        train = [s[:-1] if i in chosen else s for i, s in enumerate(train)]
-        if train_us is not None:  # (history times, target time) of each valid user
-            valid_us = ([t[:-1] for i, t in enumerate(train_us) if i in chosen], np.array([t[-1] for i, t in enumerate(train_us) if i in chosen]))
-            train_us = [t[:-1] if i in chosen else t for i, t in enumerate(train_us)]
-    else:
-        hist = dict(zip(train_lists.index, train))
-        valid = ([hist[u] for u in valid_split[0]], item_index.lookup(valid_split[1]))
-        if train_us is not None:
-            hist_us = dict(zip(train_lists.index, train_us))
-            valid_us = ([hist_us[u] for u in valid_split[0]], times["valid"])
-    hist = dict(zip(train_lists.index, train))
-    test_hist = [hist[u] for u in test_split[0]]
+
+    def split(per_user: list, valid_targets) -> tuple[list, tuple, list]:
+        """The protocol on one list aligned with train_lists (item indices, or their times):
+        (training lists, (valid histories, valid targets), test histories)."""
+        if chosen is not None:
+            valid = ([s[:-1] for i, s in enumerate(per_user) if i in chosen], np.array([s[-1] for i, s in enumerate(per_user) if i in chosen]))
+            per_user = [s[:-1] if i in chosen else s for i, s in enumerate(per_user)]
+        by_user = dict(zip(train_lists.index, per_user))
+        if chosen is None:
+            valid = ([by_user[u] for u in valid_split[0]], valid_targets)
+        test = [by_user[u] for u in test_split[0]]
+        if datasets.test_includes_valid_item(name):
+            extra = dict(zip(valid_split[0], valid_targets))
+            test = [np.append(h, extra[u]) for h, u in zip(test, test_split[0])]
+        return per_user, valid, test
+
+    train, valid, test_hist = split(train, item_index.lookup(valid_split[1]) if valid_split else None)
     if train_us is not None:
-        hist_us = dict(zip(train_lists.index, train_us))
-        test_us = [hist_us[u] for u in test_split[0]]
-    if datasets.test_includes_valid_item(name):
-        extra = dict(zip(valid_split[0], item_index.lookup(valid_split[1])))
-        test_hist = [np.append(h, extra[u]) for h, u in zip(test_hist, test_split[0])]
-        if train_us is not None:
-            extra_us = dict(zip(valid_split[0], times["valid"]))
-            test_us = [np.append(h, np.datetime64(extra_us[u], "us")) for h, u in zip(test_us, test_split[0])]
-    if train_us is not None:
+        train_us, valid_us, test_us = split(train_us, np.array(times["valid"], dtype="datetime64[us]") if valid_split else None)
         times = {"train": train_us, "valid": valid_us, "test": (test_us, times["test"])}
     return {"items": items, "tok_ids": tok_ids, "tok_init": tok_init, "item_index": item_index,
             "token_index": Index(sorted(str(t) for t in tok_ids)), "train": train, "valid": valid,
