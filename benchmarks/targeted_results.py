@@ -131,8 +131,9 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     if d["universal_valid"] is None:
         rng = np.random.default_rng(1)
         pick = rng.choice([i for i, s in enumerate(universal_seqs) if len(s) >= 3], 1000, replace=False)
+        picked = set(pick.tolist())
         u_valid = ([universal_seqs[i][:-1] for i in pick], np.array([universal_seqs[i][-1] for i in pick]))
-        u_train = [s[:-1] if i in set(pick.tolist()) else s for i, s in enumerate(universal_seqs)]
+        u_train = [s[:-1] if i in picked else s for i, s in enumerate(universal_seqs)]
     else:
         hist = dict(zip(d["universal"].index, universal_seqs))
         u_valid = ([hist[u] for u in d["universal_valid"][0]], index.lookup(d["universal_valid"][1]))
@@ -144,7 +145,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         u_ctx = [session_context(t, gap) for t in times]
         if d["universal_valid"] is None:
             u_valid_t += (torch.from_numpy(pad_left([u_ctx[i][:-1] for i in pick], max_len)),)
-            u_ctx = [c[:-1] if i in set(pick.tolist()) else c for i, c in enumerate(u_ctx)]
+            u_ctx = [c[:-1] if i in picked else c for i, c in enumerate(u_ctx)]
         by_user = dict(zip(d["universal"].index, times))
         test_ctx = target_contexts([by_user[r[0]] for r in d["test"]], d["test_times"], gap)
     torch.manual_seed(ucfg.seed)

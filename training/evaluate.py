@@ -61,7 +61,7 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
-    users = torch.cat([model.users(inputs[i : i + 512]) if ctx is None else model.users(inputs[i : i + 512], ctx[i : i + 512])
+    users = torch.cat([model.users(inputs[i : i + 512], None if ctx is None else ctx[i : i + 512])
                        for i in range(0, len(inputs), 512)])
     ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets))
     return ranks

@@ -95,7 +95,7 @@ def user_vectors(model, index: Index, histories: list, batch: int = 512, times: 
     gap = getattr(model.cfg, "session_gap_minutes", 0)
     ctx = (torch.from_numpy(pad_left([session_context(t, gap, request=NEW_SESSION) for t in times], model.cfg.max_len))
            if gap and times is not None else None)
-    out = [(model.users(seqs[i : i + batch]) if ctx is None else model.users(seqs[i : i + batch], ctx[i : i + batch])).numpy()
+    out = [model.users(seqs[i : i + batch], None if ctx is None else ctx[i : i + batch]).numpy()
            for i in range(0, len(seqs), batch)]
     return np.concatenate(out) if out else np.zeros((0, model.cfg.dim), np.float32)
 

@@ -109,27 +109,30 @@ class Targeted(nn.Module):
     def all_item_embeddings(self) -> torch.Tensor:
         return self.base.all_item_embeddings()
 
-    def users(self, seq: torch.Tensor) -> torch.Tensor:
-        """seq (B, L) left-padded task sequences -> h'_u (B, D).
+    def users(self, seq: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """seq (B, L) left-padded task sequences (context (B, L): their session codes, as the
+        universal model's `encode` reads them; no stage passes any yet) -> h'_u (B, D).
 
         h'_u = h_L + MLP(h_1 ... h_L): the MLP over all positions plus a skip from the latest slot,
         the MLP's output layer initialised to zero. A warm-started model thus begins where the
         universal model's user embedding is (its latest-slot state) instead of at a random
         projection that the first steps would have to undo at the cost of the pre-trained weights.
         """
-        h = self.base.encode(seq, causal=False)  # (B, L, D), padded positions zeroed
+        h = self.base.encode(seq, causal=False, context=context)  # (B, L, D), padded positions zeroed
         return self.base.to_space(h[:, -1] + self.head(h.flatten(1)))  # (B, D), the base's scoring space
 
-    def forward(self, seq, target, negatives, item_logq=None):
-        return self.loss(seq, target, negatives)
+    def forward(self, seq, target, negatives, item_logq=None, context=None):
+        return self.loss(seq, target, negatives, context)
 
-    def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-        """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode."""
+    def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None,
+             context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode,
+        context (B, L) session codes or None (`users`)."""
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
-            loss = softmax_cross_entropy(self.users(seq), self.base.all_item_embeddings(), target, scale)
+            loss = softmax_cross_entropy(self.users(seq, context), self.base.all_item_embeddings(), target, scale)
             return loss, dict(self.base.last_stats)
-        u = self.users(seq) * scale  # (B, D)
+        u = self.users(seq, context) * scale  # (B, D)
         if self.negatives == "catalog":
             s = u @ self.base.all_item_embeddings().T  # (B, N+1), column 0 = padding
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)

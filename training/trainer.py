@@ -216,7 +216,7 @@ def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
     context (B, L), `Precise.encode`); plus the ranks."""
     model.eval()
     items = model.all_item_embeddings()
-    users = torch.cat([model.users(inputs[i : i + 512]) if context is None else model.users(inputs[i : i + 512], context[i : i + 512])
+    users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
     ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature)
     out = from_ranks(ranks)
@@ -323,8 +323,7 @@ def fit(
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
             if state.phase != phase:  # alternate training unfroze the tokens
                 runner, phase = wrap(), state.phase
-            logq = logq if cfg.logq else None
-            loss, stats = runner(seq, tgt, negatives, logq) if ctx is None else runner(seq, tgt, negatives, logq, ctx)
+            loss, stats = runner(seq, tgt, negatives, logq if cfg.logq else None, ctx)
             if "balance_loss" in stats and cfg.balance_weight:
                 loss = loss + cfg.balance_weight * stats["balance_loss"]
             opt.zero_grad(set_to_none=True)
