@@ -99,7 +99,8 @@ def worker_pids(cwd: Path) -> dict[int, int]:
 
 def test_a_killed_worker_fails_the_stage_cleanly(world, tmp_path):
     day = schema.list_days(world / "data" / "events")[0]
-    proj = copy_with(world, tmp_path / "killed", epochs=200, checkpoint_every=1)
+    # A run that lasts until it is killed: no early stopping on R@10 or on the validation loss.
+    proj = copy_with(world, tmp_path / "killed", epochs=200, checkpoint_every=1, patience=1000, loss_patience=0)
     proc = subprocess.Popen([sys.executable, "-m", "precise.cli", "train", "universal", "--date", day, "--nproc", "2"],
                             cwd=proj, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"PYTHONPATH": str(REPO)})
