@@ -58,18 +58,22 @@ def synthetic(settings: Settings) -> dict:
     past = clicks[clicks["day"] < last]
     universal = past.groupby("user_id")["item_id"].agg(list)
     universal_times = past.groupby("user_id")["ts"].agg(list)  # the universal model's session context
-    task = past[past["scene"] == "article"].groupby("user_id")["item_id"].agg(list)
+    task_frame = past[past["scene"] == "article"].groupby("user_id")[["item_id", "ts"]].agg(list)
+    task, task_times = task_frame["item_id"], task_frame["ts"]
     rng = np.random.default_rng(0)
     eligible = [u for u, s in task.items() if len(s) >= 3]
     valid_users = set(rng.choice(eligible, 500, replace=False).tolist())
     valid = [(u, task[u][:-1], universal[u], task[u][-1]) for u in sorted(valid_users)]
+    valid_times = ([task_times[u][:-1] for u in sorted(valid_users)], [task_times[u][-1] for u in sorted(valid_users)])
     task = pd.Series({u: (s[:-1] if u in valid_users else s) for u, s in task.items()})
+    task_times = pd.Series({u: (t[:-1] if u in valid_users else t) for u, t in task_times.items()})
     first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")[["item_id", "ts"]].first()
     first = first[first.index.isin(task.index) & first.index.isin(universal.index)]
     test = [(u, task[u], universal[u], t) for u, t in first["item_id"].items()]
     catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
     return {"catalog": catalog, "universal": universal, "task": task, "valid": valid, "test": test,
-            "universal_valid": None, "universal_times": universal_times, "test_times": list(first["ts"])}
+            "universal_valid": None, "universal_times": universal_times, "test_times": list(first["ts"]),
+            "task_times": task_times, "valid_times": valid_times}
 
 
 def food_kitchen() -> dict:
@@ -87,18 +91,15 @@ def food_kitchen() -> dict:
             "universal_valid": valid}
 
 
-def task_samples(task: pd.Series, per_user: int) -> pd.DataFrame:
+def task_samples(task: pd.Series, per_user: int, times: pd.Series | None = None) -> pd.DataFrame:
     """Examples through the pipeline's own preparation (`targeted.samples`): each task sequence's
-    `per_user` most recent items as targets, the items before as input. Sequences here carry
-    order but no time: one minute per position."""
-    frame = pd.DataFrame({"user_id": task.index, "item_ids": task.to_numpy(),
-                          "ts": [pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC") for s in task]})
-    return targeted.samples(frame, "2026-01-01", "2100-01-01", per_user)
-
-
-def task_examples(task: pd.Series, per_user: int, index: Index, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`task_samples` as tensors (`targeted.to_tensors`)."""
-    return targeted.to_tensors(task_samples(task, per_user), index, max_len)
+    `per_user` most recent items as targets, the items before as input. `times`: the sequences'
+    timestamps (same index); without them (food-kitchen) the order alone, one minute per position
+    (made-up times: train such examples without session context)."""
+    ts = ([pd.to_datetime(times[u], utc=True) for u in task.index] if times is not None else
+          [pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC") for s in task])
+    frame = pd.DataFrame({"user_id": task.index, "item_ids": task.to_numpy(), "ts": ts})
+    return targeted.samples(frame, "1970-01-01", "2100-01-01", per_user)
 
 
 def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int,
@@ -161,8 +162,14 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         ranks = baseline(task_seqs, len(index)).ranks([np.asarray(h) for h in test[0]], test[2])
         rows[label] = breakdown(ranks, test[2], freq, ks)
 
-    train = task_examples(d["task"], per_user, index, max_len)
+    # Targeted training reads the session context where the task has real times (as the stage does).
+    task_gap = gap if d.get("task_times") is not None else 0
+    train = targeted.to_tensors(task_samples(d["task"], per_user, d.get("task_times")), index, max_len, task_gap)
     valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
+    tt_test_ctx = None
+    if task_gap:
+        valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], task_gap), max_len)),)
+        tt_test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], task_gap)
     for label, start, negatives, loss in (VARIANTS[k] for k in variants or VARIANTS):
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
@@ -171,7 +178,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         t1 = time.perf_counter()
         state = fit(model, train, valid_t, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
-        rows[label] = breakdown(rank_targets(model, test[0], test[2]), test[2], freq, ks) | {
+        rows[label] = breakdown(rank_targets(model, test[0], test[2], tt_test_ctx), test[2], freq, ks) | {
             "valid_R@10": state.best_r10,
             "epochs": len(state.history), "best_epoch": state.best_epoch}
         print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)

@@ -358,6 +358,13 @@ class Precise(nn.Module):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
         return self.loss(seq, target, negatives, item_logq, context)
 
+    def drop_context(self, context: torch.Tensor | None) -> torch.Tensor | None:
+        """In training, a share `session_context_dropout` of the sequences (whole rows of context
+        (B, L)) reads code 0 (unknown), so that inputs without timestamps stay familiar."""
+        if not self.training or context is None or self.cfg.session_context_dropout <= 0:
+            return context
+        return context * (torch.rand(len(context), 1, device=context.device) >= self.cfg.session_context_dropout)
+
     def loss(
         self,
         seq: torch.Tensor,
@@ -395,8 +402,7 @@ class Precise(nn.Module):
             seq_rows, scored_rows = inverse[: B * L].reshape(B, L), inverse[B * L :]
         emb = self._embed(items)  # (U, D)
         stats = dict(self.last_stats)
-        if self.training and context is not None and self.cfg.session_context_dropout > 0:  # whole sequences
-            context = context * (torch.rand(len(context), 1, device=context.device) >= self.cfg.session_context_dropout)
+        context = self.drop_context(context)
         inputs, scored = self.drop_text(emb, items)
         loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows, context)
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:

@@ -66,7 +66,7 @@ from core.atomic import write_json
 from core.errors import PreciseError
 from core.settings import TARGETED_LOSSES, TARGETED_NEGATIVES, Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, text, universal
-from training.data import Index, pad_left
+from training.data import Index, pad_left, target_contexts
 from training.model import Precise, softmax_cross_entropy
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
 
@@ -111,7 +111,7 @@ class Targeted(nn.Module):
 
     def users(self, seq: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """seq (B, L) left-padded task sequences (context (B, L): their session codes, as the
-        universal model's `encode` reads them; no stage passes any yet) -> h'_u (B, D).
+        universal model's `encode` reads them, the last one the predicted behaviour's) -> h'_u (B, D).
 
         h'_u = h_L + MLP(h_1 ... h_L): the MLP over all positions plus a skip from the latest slot,
         the MLP's output layer initialised to zero. A warm-started model thus begins where the
@@ -127,7 +127,9 @@ class Targeted(nn.Module):
     def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None,
              context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode,
-        context (B, L) session codes or None (`users`)."""
+        context (B, L) session codes or None (`users`; in training some rows read code 0 as in
+        universal training, `Precise.drop_context`)."""
+        context = self.base.drop_context(context) if self.training else context
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
             loss = softmax_cross_entropy(self.users(seq, context), self.base.all_item_embeddings(), target, scale)
@@ -163,7 +165,8 @@ def samples(task_seqs: pd.DataFrame, since: str, until: str, per_user: int,
     """Training examples: each user's most recent `per_user` task behaviours with a time in
     [since, until] (days, inclusive) as targets, the input being what came before.
 
-    Returns user_id, history (item ids, oldest first), target (item id), day.
+    Returns user_id, history (item ids, oldest first), target (item id), day, history_ts (the
+    history's times) and target_ts (the target's): what the session context is computed from.
     With `all_scene`, the history is the user's all-scene sequence before the target's time.
     """
     lo = pd.Timestamp(since, tz="UTC")
@@ -176,22 +179,30 @@ def samples(task_seqs: pd.DataFrame, since: str, until: str, per_user: int,
         for k in hits:
             if all_scene is not None:
                 ctx_items, ctx_ts = context.get(user, ([], []))
-                cut = int(np.searchsorted(pd.to_datetime(ctx_ts, utc=True), ts[k], side="left"))
-                history = list(ctx_items[:cut])
+                ctx_ts = pd.to_datetime(ctx_ts, utc=True)
+                cut = int(np.searchsorted(ctx_ts, ts[k], side="left"))
+                history, history_ts = list(ctx_items[:cut]), ctx_ts[:cut]
             else:
-                history = list(items[:k])
+                history, history_ts = list(items[:k]), ts[:k]
             if history:
-                rows.append((user, history, items[k], ts[k].strftime("%Y-%m-%d")))
-    return pd.DataFrame(rows, columns=["user_id", "history", "target", "day"])
+                rows.append((user, history, items[k], ts[k].strftime("%Y-%m-%d"), history_ts.tz_convert(None).to_numpy(), ts[k]))
+    return pd.DataFrame(rows, columns=["user_id", "history", "target", "day", "history_ts", "target_ts"])
 
 
-def to_tensors(examples: pd.DataFrame, index: Index, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs (S, L) left-padded item indices, targets (S,)); unknown targets dropped."""
+def to_tensors(examples: pd.DataFrame, index: Index, max_len: int, gap_minutes: float = 0) -> tuple[torch.Tensor, ...]:
+    """(inputs (S, L) left-padded item indices, targets (S,)), and with `gap_minutes` > 0 (the
+    model's `session_gap_minutes`) the inputs' session contexts (S, L), the last one the
+    target's (`target_contexts`); unknown targets dropped, unknown history items dropped with
+    their codes."""
     targets = index.lookup(examples["target"])
     histories = [index.lookup(h) for h in examples["history"]]
     keep = targets > 0
     inputs = pad_left([h[h > 0] for h, k in zip(histories, keep) if k], max_len)
-    return torch.from_numpy(inputs), torch.from_numpy(targets[keep])
+    out = (torch.from_numpy(inputs), torch.from_numpy(targets[keep]))
+    if not gap_minutes:
+        return out
+    contexts = target_contexts(examples["history_ts"], examples["target_ts"], gap_minutes)
+    return out + (torch.from_numpy(pad_left([c[h > 0] for h, c, k in zip(histories, contexts, keep) if k], max_len)),)
 
 
 def split_valid(examples: pd.DataFrame, n_users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -332,12 +343,12 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     context = schema.read_sequences(settings.paths.sequences) if cfg.input == "all_scene" else None
     examples = samples(task_seqs, since, day, cfg.samples_per_user, context)
     train_ex, valid_ex = split_valid(examples, cfg.valid_users, tcfg.seed)
-    max_len = model.cfg.max_len
-    train, valid = to_tensors(train_ex, index, max_len), to_tensors(valid_ex, index, max_len)
+    max_len, gap = model.cfg.max_len, model.cfg.session_gap_minutes
+    train, valid = to_tensors(train_ex, index, max_len, gap), to_tensors(valid_ex, index, max_len, gap)
     if len(train[1]) < 2:
         raise PreciseError(f"task {task.name}: fewer than 2 training examples between {since} and {day}")
     if len(valid[1]) == 0:  # a thin day: select on the training examples' last items
-        valid = (train[0][-cfg.valid_users:], train[1][-cfg.valid_users:])
+        valid = tuple(x[-cfg.valid_users:] for x in train)
 
     torch.manual_seed(tcfg.seed)
     run = runs.RunSpec(

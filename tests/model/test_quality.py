@@ -99,12 +99,15 @@ def world(tmp_path_factory):
     # The article-click task (targeted training): task sequences of days 1..N-1; test = every
     # article click of day N from the user's article clicks before it.
     articles = clicks[clicks["scene"] == "article"]
-    task = articles[articles["day"] < last].groupby("user_id")["item_id"].agg(list)
-    task_test, _ = every_click(articles[articles["day"] == last], {u: index.lookup(s) for u, s in task.items()}, index)
+    task_frame = articles[articles["day"] < last].groupby("user_id")[["item_id", "ts"]].agg(list)
+    task, task_times = task_frame["item_id"], task_frame["ts"]
+    task_test, task_test_times = every_click(articles[articles["day"] == last], {u: index.lookup(s) for u, s in task.items()},
+                                             index, dict(task_times.items()))
     return {"settings": settings, "items": items, "tok_ids": tok_ids, "tok_init": tok_init, "index": index,
             "tokens": Index(sorted(str(t) for t in tok_ids)), "train": fit_on, "valid": valid,
             "test": test, "task": task, "task_test": task_test,
-            "times": {"train": fit_times, "valid": valid_times, "test": test_times}}
+            "times": {"train": fit_times, "valid": valid_times, "test": test_times, "task": task_times,
+                      "task_test": task_test_times}}
 
 
 def every_click(day: pd.DataFrame, history: dict, index: Index, times: dict | None = None):
@@ -161,22 +164,30 @@ def test_the_default_model_beats_counting_and_text_alone_beats_popularity(world,
     assert text_only >= TEXT_MARGIN * popularity, (text_only, popularity)
 
 
-def test_targeted_training_beats_counting_and_popularity_on_its_task(world, default_model):
-    """The universal model fine-tuned by targeted training with params.yaml's train_targeted (as
-    `precise train targeted` warm-starts it) on the article-click task must beat both baselines
-    learnt from the task's sequences, on every article click of the last day."""
+def train_targeted(world, universal_model, seed: int | None = None) -> float:
+    """Test R@10 on the article-click task of `universal_model` fine-tuned with params.yaml's
+    train_targeted (as `precise train targeted` warm-starts it), session context included."""
     s, index = world["settings"], world["index"]
-    _, universal_model = default_model
-    L = universal_model.cfg.max_len
-    examples = task_samples(world["task"], s.targeted.samples_per_user)
+    L, gap = universal_model.cfg.max_len, universal_model.cfg.session_gap_minutes
+    examples = task_samples(world["task"], s.targeted.samples_per_user, world["times"]["task"])
     train_ex, valid_ex = targeted.split_valid(examples, 200, seed=0)
     cfg = dataclasses.replace(targeted.train_config(s.targeted), checkpoint_every=0)
+    cfg = dataclasses.replace(cfg, seed=cfg.seed if seed is None else seed)
     torch.manual_seed(cfg.seed)
     model = targeted.Targeted(copy.deepcopy(universal_model), s.targeted.head_hidden, s.targeted.negatives, s.targeted.loss)
-    fit(model, targeted.to_tensors(train_ex, index, L), targeted.to_tensors(valid_ex, index, L), cfg)
+    fit(model, targeted.to_tensors(train_ex, index, L, gap), targeted.to_tensors(valid_ex, index, L, gap), cfg)
+    test_ctx = target_contexts(*world["times"]["task_test"], gap) if gap else None
+    return from_ranks(rank_targets(model, *world["task_test"], test_ctx))["R@10"]
+
+
+def test_targeted_training_beats_counting_and_popularity_on_its_task(world, default_model):
+    """The universal model fine-tuned by targeted training on the article-click task must beat
+    both baselines learnt from the task's sequences, on every article click of the last day."""
+    _, universal_model = default_model
+    tuned = train_targeted(world, universal_model)
+    index = world["index"]
     task_seqs = [index.lookup(x) for x in world["task"]]
     n = len(index)
-    tuned = from_ranks(rank_targets(model, *world["task_test"]))["R@10"]
     counting = from_ranks(Transitions(task_seqs, n).ranks(*world["task_test"]))["R@10"]
     popularity = from_ranks(Popularity(task_seqs, n).ranks(*world["task_test"]))["R@10"]
     print(f"article clicks, R@10 over {len(world['task_test'][1])} targets: targeted {tuned:.4f}, "
