@@ -23,11 +23,12 @@ class Transitions:
         self.pop = pop / max(pop.max(), 1) * 1e-3  # below one count: only breaks ties
         self.pop[0] = -np.inf
 
-    def ranks(self, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-        """0-based rank of each target (ties count against it)."""
+    def ranks(self, histories: list[np.ndarray], targets: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
+        """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""
         out = np.empty(len(targets), dtype=np.int64)
+        base = self.pop if candidates is None else np.where(candidates, self.pop, -np.inf)
         for i, (h, t) in enumerate(zip(histories, targets.tolist())):
-            scores = self.pop.copy()
+            scores = base.copy()
             for a in h[h > 0][-self.window :].tolist():
                 for b, c in self.follow.get(a, {}).items():
                     scores[b] += c
@@ -43,6 +44,7 @@ class Popularity:
         pop[0] = -np.inf
         self.pop = pop
 
-    def ranks(self, histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-        """0-based rank of each target (ties count against it)."""
-        return np.array([int((self.pop >= self.pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)
+    def ranks(self, histories: list[np.ndarray], targets: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
+        """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""
+        pop = self.pop if candidates is None else np.where(candidates, self.pop, -np.inf)
+        return np.array([int((pop >= pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)

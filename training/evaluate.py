@@ -55,15 +55,17 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks) -> d
 
 @torch.no_grad()
 def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray,
-                 contexts: list[np.ndarray] | None = None) -> np.ndarray:
+                 contexts: list[np.ndarray] | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
     """0-based full-ranking rank of each target given its history (and the history's session
-    contexts, training.data.session_context, the last one the target's)."""
+    contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)
+    bool), the rank among those items only."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
     users = torch.cat([model.users(inputs[i : i + 512], None if ctx is None else ctx[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets))
+    mask = torch.from_numpy(candidates) if candidates is not None else None
+    ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets), candidates=mask)
     return ranks
 
 
@@ -169,12 +171,13 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     split, before_day = split_day(task_seqs, day)
     has_task = split["history"].str.len() > 0
     users, fallback = split[has_task], split[~has_task]
-    all_scene_before: dict = {}  # user -> all-scene history before the day, read once if needed
+    all_scene_before: dict = {}  # user -> (all-scene history before the day, its times), read once if needed
     if meta.get("input") == "all_scene" or len(fallback):
         context = next_day_targets(schema.read_sequences(settings.paths.sequences), day)
-        all_scene_before = dict(zip(context["user_id"], context["history"]))
+        all_scene_before = dict(zip(context["user_id"], zip(context["history"], context["history_ts"])))
     if meta.get("input") == "all_scene":
-        users = users.assign(history=[all_scene_before.get(u, h) for u, h in zip(users["user_id"], users["history"])])
+        full = [all_scene_before.get(u, ht) for u, ht in zip(users["user_id"], zip(users["history"], users["history_ts"]))]
+        users = users.assign(history=[h for h, _ in full], history_ts=[t for _, t in full])
     ks = settings.universal.eval_ks
     freq = item_frequency([index.lookup(h) for h in users["history"]], len(index))
     metrics = {"date": day, "task": task.name, "model": ckpt.parent.name, "mode": meta["metrics"]["mode"],
@@ -182,7 +185,9 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     if len(users):
         targets = index.lookup(users["target"])
         histories = [index.lookup(h) for h in users["history"]]
-        metrics |= breakdown(rank_targets(model, histories, targets), targets, freq, ks)
+        gap = model.cfg.session_gap_minutes
+        contexts = target_contexts(users["history_ts"], users["target_ts"], gap) if gap else None
+        metrics |= breakdown(rank_targets(model, histories, targets, contexts), targets, freq, ks)
         metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks)
     metrics["fallback"] = {"users": len(fallback)}
     u_ckpt = universal.latest_checkpoint(settings, before=day)
@@ -190,12 +195,13 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         u_meta, u_weights = universal.load_checkpoint(u_ckpt)
         u_model, u_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
                                                 settings.universal.new_item_neighbours)
-        hist = [u_index.lookup(all_scene_before.get(u, [])) for u in fallback["user_id"]]
-        keep = np.array([len(h) > 0 for h in hist], dtype=bool)
-        if keep.any():
-            targets = u_index.lookup(fallback["target"])[keep]
-            metrics["fallback"] |= {"with_all_scene_history": int(keep.sum()),
-                                    **from_ranks(rank_targets(u_model, [h for h, k in zip(hist, keep) if k], targets), ks)}
+        rows = [(all_scene_before[u], item, t) for u, item, t in zip(fallback["user_id"], fallback["target"], fallback["target_ts"])
+                if len(all_scene_before.get(u, ((), ()))[0])]
+        if rows:
+            gap = u_model.cfg.session_gap_minutes
+            contexts = target_contexts([ht for (_, ht), _, _ in rows], [t for *_, t in rows], gap) if gap else None
+            ranks = rank_targets(u_model, [u_index.lookup(h) for (h, _), _, _ in rows], u_index.lookup([r[1] for r in rows]), contexts)
+            metrics["fallback"] |= {"with_all_scene_history": len(rows), **from_ranks(ranks, ks)}
     return metrics
 
 

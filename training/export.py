@@ -88,8 +88,9 @@ def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.da
 @torch.no_grad()
 def user_vectors(model, index: Index, histories: list, batch: int = 512, times: list | None = None) -> np.ndarray:
     """(U, D) user embeddings from item-id histories (oldest first). times: the histories'
-    timestamps, for a universal model that reads session context (`session_gap_minutes`): the
-    vectors are then computed for the user's next session, which is when they are served."""
+    timestamps, for a model that reads session context (`session_gap_minutes`, universal or
+    targeted): the vectors are then computed for the user's next session, which is when they are
+    served."""
     model.eval()
     seqs = torch.from_numpy(pad_left([index.lookup(h) for h in histories], model.cfg.max_len))
     gap = getattr(model.cfg, "session_gap_minutes", 0)
@@ -175,11 +176,11 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             t_version, t_ckpt = models[task.name]
             meta, weights = load_checkpoint(t_ckpt)
             t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
-            histories = list(recent["item_ids"])
+            histories, times = list(recent["item_ids"]), list(recent["ts"])
             if meta.get("input") == "all_scene":
-                full = dict(zip(active["user_id"], active["item_ids"]))
-                histories = [full[u] for u in recent["user_id"]]
-            t_users = user_vectors(t_model, t_index, histories)
+                full = dict(zip(active["user_id"], zip(active["item_ids"], active["ts"])))
+                histories, times = [full[u][0] for u in recent["user_id"]], [full[u][1] for u in recent["user_id"]]
+            t_users = user_vectors(t_model, t_index, histories, times=times)
             fallback = [u for u in active["user_id"] if u not in set(recent["user_id"])]
             users = pa.concat_tables([
                 table("user_id", list(recent["user_id"]), t_users, t_version, ts),

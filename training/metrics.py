@@ -16,17 +16,20 @@ KS = (10, 30, 50)
 
 @torch.no_grad()
 def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024,
-                 scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                 scale: float = 1.0, candidates: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """users (B, D), items (N+1, D) with row 0 = padding, targets (B,) in 1..N.
 
     Returns the 0-based rank of each target among all N items (B,) and the full-softmax
     cross-entropy of each target (B,), the scores multiplied by `scale` (1 / the model's
-    temperature) as in training.
+    temperature) as in training. candidates (N+1,) bool: rank among these items only (a task's
+    items, as its export serves them); the targets must be among them.
     """
     ranks, losses = [], []
     for i in range(0, len(users), chunk):
         s = users[i : i + chunk] @ items.T  # (b, N+1)
         s[:, 0] = float("-inf")
+        if candidates is not None:
+            s[:, ~candidates] = float("-inf")
         t = targets[i : i + chunk]
         pos = s.gather(1, t.unsqueeze(1))  # (b, 1)
         ranks.append((s >= pos).sum(1) - 1)  # items scoring at least as high, minus the target

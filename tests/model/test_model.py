@@ -155,9 +155,25 @@ def test_ranks_and_metrics():
     items = torch.tensor([[0.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
     ranks, losses = target_ranks(users, items, torch.tensor([2, 3]))
     assert ranks.tolist() == [1, 1], "item 1 beats the first target; the tie counts against the second"
+    among = torch.tensor([False, False, True, True, False])  # a task's items: 2 and 3
+    assert target_ranks(users, items, torch.tensor([2, 3]), candidates=among)[0].tolist() == [0, 0]
     m = from_ranks(np.array([0, 1, 20, 60]), ks=(10, 50))
     assert m["R@10"] == 0.5 and m["R@50"] == 0.75
     assert m["N@10"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
+
+
+def test_baselines_rank_among_candidates_when_given():
+    from training.baselines import Popularity, Transitions
+
+    train = [np.array([1, 2]), np.array([1, 2]), np.array([1, 3]), np.array([4, 4])]  # counts 1: 3, 2: 2, 3: 1, 4: 2
+    among = np.array([False, False, True, True, False])  # a task's items: 2 and 3
+    counting = Transitions(train, 4)
+    assert counting.ranks([np.array([1])], np.array([3])).tolist() == [1], "1 -> 2 counts more than 1 -> 3"
+    assert counting.ranks([np.array([1])], np.array([3]), among).tolist() == [1], "2 is a candidate"
+    assert counting.ranks([np.array([4])], np.array([3])).tolist() == [3], "4 follows 4; then popularity: 1, 2"
+    assert counting.ranks([np.array([4])], np.array([3]), among).tolist() == [1], "4 and 1 are no candidates"
+    popular = Popularity(train, 4)
+    assert popular.ranks([], np.array([2])).tolist() == [2] and popular.ranks([], np.array([2]), among).tolist() == [0]
 
 
 def test_exact_softmax_matches_a_plain_cross_entropy_chunked_or_not():

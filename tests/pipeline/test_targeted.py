@@ -112,6 +112,25 @@ def test_samples_use_only_the_past():
     assert ex["history"].tolist() == [["x", "a", "y"]], "all-scene input: every click before the target"
 
 
+def test_targeted_examples_carry_the_session_context_of_their_history_and_target():
+    import pandas as pd
+
+    from training.data import NEW_SESSION, SAME_SESSION, Index
+
+    ts = pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:10", "2026-01-01 12:00", "2026-01-01 12:05"], utc=True)
+    seqs = pd.DataFrame({"user_id": ["u"], "item_ids": [["a", "gone", "b", "c"]], "ts": [list(ts)]})
+    ex = targeted.samples(seqs, "2026-01-01", "2026-01-01", per_user=2)  # targets b (12:00) and c (12:05)
+    assert ex["target"].tolist() == ["b", "c"] and ex["target_ts"].tolist() == list(ts[2:])
+    index = Index(["a", "b", "c"])  # "gone" left the catalog: dropped with its code
+    seq, target, ctx = targeted.to_tensors(ex, index, max_len=4, gap_minutes=30)
+    assert seq.tolist() == [[0, 0, 0, 1], [0, 0, 1, 2]] and target.tolist() == [2, 3]
+    # a -> gone within 30 min, gone -> b later; the last slot relates the history to the target.
+    assert ctx.tolist() == [[0, 0, 0, SAME_SESSION], [0, 0, SAME_SESSION, SAME_SESSION]]
+    ex.loc[1, "target_ts"] = ts[3] + pd.Timedelta(hours=5)
+    assert targeted.to_tensors(ex, index, 4, 30)[2][1, -1] == NEW_SESSION, "the last code is the target's"
+    assert len(targeted.to_tensors(ex, index, 4)) == 2, "no gap: no context"
+
+
 def test_warm_start_incremental_and_periodic_warmup(world):
     d1, d2, d3 = schema.list_days(world.paths.events)[-3:]
     prepare(world, d1)
