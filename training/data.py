@@ -78,6 +78,15 @@ def session_context(ts, gap_minutes: float, request: int = UNKNOWN) -> np.ndarra
     return np.append(out, np.int64(request)) if len(t) else out
 
 
+def same_session_share(contexts: list[np.ndarray]) -> float:
+    """Share of the known codes of `session_context` arrays that read SAME_SESSION (nan if none
+    is known). Near 0 or 1, the codes say almost nothing: times that are made up (an importer's
+    evenly spread positions) or one timestamp per batch."""
+    codes = np.concatenate(contexts) if contexts else np.zeros(0, np.int64)
+    known = codes[codes != UNKNOWN]
+    return float((known == SAME_SESSION).mean()) if len(known) else float("nan")
+
+
 def target_contexts(history_times: list, target_times, gap_minutes: float) -> list[np.ndarray]:
     """The session contexts of held-out histories: one `session_context` array per history, its
     last position's code relating the history's last behaviour to the target's time."""

@@ -37,7 +37,8 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
-from training.data import Index, item_token_matrix, next_item_pairs, pad_left, per_scene, scene_codes, session_context
+from training.data import (Index, item_token_matrix, next_item_pairs, pad_left, per_scene, same_session_share, scene_codes,
+                           session_context)
 from training.model import ModelConfig, Precise
 from training.trainer import TrainConfig, load_checkpoint
 
@@ -190,12 +191,19 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     max_len = model.cfg.max_len
     valid = (torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len)),
              torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64)))
-    contexts = None
+    contexts, session_share = None, None
     if model.cfg.session_gap_minutes > 0:  # a held-out user's last context is its valid target's
         contexts = [session_context(t, model.cfg.session_gap_minutes) for t in seqs["ts"]]
         for i in valid_pos:
             contexts[i] = contexts[i][:-1]
         valid += (torch.from_numpy(pad_left([contexts[i] for i in valid_pos], max_len)),)
+        session_share = same_session_share(contexts)
+        log.info("session context: %.1f%% of the gaps within %g minutes", 100 * session_share, model.cfg.session_gap_minutes)
+        if not 0.01 <= session_share <= 0.99:
+            log.warning("the session context carries almost no information here (%.1f%% of the gaps within %g minutes); "
+                        "if this log's times are not real behaviour times (an import that spreads histories over a "
+                        "window, one timestamp per batch), set train_universal.model.session_gap_minutes: 0",
+                        100 * session_share, model.cfg.session_gap_minutes)
     train = next_item_pairs(train_seqs, max_len, contexts)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
@@ -210,6 +218,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             "date": day, "users": len(seqs), "train_sequences": int(len(train[0])), "valid_users": int(len(valid[1])),
             "items": len(item_index), "new_items": n_new, "tokens": len(token_index),
             "epochs": len(state.history), "best_epoch": state.best_epoch, "phase_switch_step": state.switched_at,
+            "same_session_share": session_share,
             "valid": {k: best[k] for k in best if k.startswith(("R@", "N@"))} | {"val_loss": best["val_loss"]},
             "fig4b": write_fig4b(settings, model, day),
         }

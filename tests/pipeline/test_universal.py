@@ -74,6 +74,7 @@ def test_train_continue_and_evaluate(world):
     assert meta1["model"]["session_gap_minutes"] == 30
     ctx = w1["ctx_emb.weight"]
     assert ctx[0].abs().sum() == 0 and ctx[1].abs().sum() > 0 and ctx[2].abs().sum() > 0
+    assert 0.01 < m1["same_session_share"] < 0.99, "the synthetic world's clicks have sessions"
 
     sequences.main(world, d2)
     text.main(world, d2)

@@ -40,12 +40,14 @@ def test_the_synthetic_dev_split_is_the_same_world_one_day_earlier():
 def test_session_context_marks_where_the_next_behaviour_starts_a_new_session():
     import pandas as pd
 
-    from training.data import NEW_SESSION, SAME_SESSION, UNKNOWN, next_item_pairs, session_context
+    from training.data import NEW_SESSION, SAME_SESSION, UNKNOWN, next_item_pairs, same_session_share, session_context
 
     ts = np.array(["2026-01-01T10:00", "2026-01-01T10:20", "2026-01-01T10:51", "2026-01-02T09:00"], dtype="datetime64[us]")
     assert session_context(ts, 30).tolist() == [SAME_SESSION, NEW_SESSION, NEW_SESSION, UNKNOWN]
     assert session_context(ts, 31).tolist() == [SAME_SESSION, SAME_SESSION, NEW_SESSION, UNKNOWN]
     assert session_context(ts, 30, request=NEW_SESSION)[-1] == NEW_SESSION
+    assert same_session_share([session_context(ts, 30), np.array([SAME_SESSION, UNKNOWN])]) == 0.5, "unknown codes do not count"
+    assert np.isnan(same_session_share([np.array([UNKNOWN])]))
     aware = list(pd.to_datetime(ts).tz_localize("UTC"))  # Timestamps with a zone: the same instants
     assert session_context(aware, 30).tolist() == session_context(ts, 30).tolist()
     assert len(session_context(ts[:0], 30)) == 0
