@@ -195,13 +195,14 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         u_meta, u_weights = universal.load_checkpoint(u_ckpt)
         u_model, u_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
                                                 settings.universal.new_item_neighbours)
-        rows = [(all_scene_before[u], item, t) for u, item, t in zip(fallback["user_id"], fallback["target"], fallback["target_ts"])
-                if len(all_scene_before.get(u, ((), ()))[0])]
-        if rows:
+        has = [len(all_scene_before.get(u, ((), ()))[0]) > 0 for u in fallback["user_id"]]
+        scored = fallback[has]  # fallback users with an all-scene history
+        if len(scored):
+            hist, hist_ts = zip(*(all_scene_before[u] for u in scored["user_id"]))
             gap = u_model.cfg.session_gap_minutes
-            contexts = target_contexts([ht for (_, ht), _, _ in rows], [t for *_, t in rows], gap) if gap else None
-            ranks = rank_targets(u_model, [u_index.lookup(h) for (h, _), _, _ in rows], u_index.lookup([r[1] for r in rows]), contexts)
-            metrics["fallback"] |= {"with_all_scene_history": len(rows), **from_ranks(ranks, ks)}
+            contexts = target_contexts(hist_ts, scored["target_ts"], gap) if gap else None
+            ranks = rank_targets(u_model, [u_index.lookup(h) for h in hist], u_index.lookup(scored["target"]), contexts)
+            metrics["fallback"] |= {"with_all_scene_history": len(scored), **from_ranks(ranks, ks)}
     return metrics
 
 

@@ -129,7 +129,7 @@ class Targeted(nn.Module):
         """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode,
         context (B, L) session codes or None (`users`; in training some rows read code 0 as in
         universal training, `Precise.drop_context`)."""
-        context = self.base.drop_context(context) if self.training else context
+        context = self.base.drop_context(context)
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
             loss = softmax_cross_entropy(self.users(seq, context), self.base.all_item_embeddings(), target, scale)

@@ -152,6 +152,8 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     day_events = schema.read_events(world.paths.data, [d2])
     clickers = set(day_events.loc[(day_events["scene"] == "article") & (day_events["action"] == "click"), "user_id"])
     assert ev["users"] + ev["fallback"]["users"] == len(clickers)
+    assert ev["fallback"]["users"] > 0 and ev["fallback"]["n"] == ev["fallback"]["with_all_scene_history"] > 0, \
+        "the fallback users with an all-scene history are scored by the universal model"
     ranks_again = evaluate.score_targeted(world, world.task("click_article"), t1, d2)
     assert ranks_again["all"] == ev["all"], "the next-day metric is deterministic"
     assert len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
