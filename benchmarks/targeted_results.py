@@ -180,11 +180,12 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     if task_gap:
         valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], task_gap), max_len)),)
         tt_test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], task_gap)
-    for label, start, negatives, loss in (VARIANTS[k] for k in variants or VARIANTS):
+    for label, start, negatives, loss, candidates in (VARIANTS[k] for k in variants or VARIANTS):
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
-        model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss)
+        model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss,
+                                  torch.from_numpy(in_task) if candidates == "task" else None)
         t1 = time.perf_counter()
         state = fit(model, train, valid_t, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
@@ -197,18 +198,20 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "total_seconds": round(time.perf_counter() - t0, 1)}
 
 
-# key (--variants) -> (label, start, negatives, loss). The params.yaml default first; `ut-tt`, `tt`
-# and the always-run UT only row are Table VII's comparison.
+# key (--variants) -> (label, start, negatives, loss, candidates). The params.yaml default first;
+# `ut-tt`, `tt` and the always-run UT only row are Table VII's comparison.
 VARIANTS = {
-    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr"),
-    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax"),
-    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr"),
-    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr"),
-    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr"),
-    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr"),
+    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog"),
+    "ut-tt-task": ("UT then TT (BPR among the task's items)", "UT then TT", "catalog", "bpr", "task"),
+    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog"),
+    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog"),
+    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog"),
+    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog"),
+    "tt-task": ("TT only (BPR among the task's items)", "TT only", "catalog", "bpr", "task"),
+    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog"),
 }
 LABELS = [v[0] for v in VARIANTS.values()]
-ORDER = [*LABELS[:4], "UT only", *LABELS[4:], "counting (last 3 items)", "popularity"]
+ORDER = [*LABELS[:5], "UT only", *LABELS[5:], "counting (last 3 items)", "popularity"]
 
 
 def markdown(results: dict, epochs: int) -> str:

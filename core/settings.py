@@ -248,6 +248,7 @@ class TargetedConfig:
     input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
     loss: TargetedLoss = "bpr"       # softmax needs negatives: catalog
     negatives: TargetedNegatives = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
+    candidates: Literal["catalog", "task"] = "catalog"  # items a task model ranks (negatives, selection, next-day metric): every item | the task's scenes' (what its export serves)
     samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
     head_hidden: int = 256        # hidden width of the MLP over all positions
     reset_head_at_warmup: bool = True

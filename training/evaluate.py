@@ -55,26 +55,28 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks) -> d
 
 @torch.no_grad()
 def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray,
-                 contexts: list[np.ndarray] | None = None, candidates: np.ndarray | None = None) -> np.ndarray:
+                 contexts: list[np.ndarray] | None = None, candidates=None) -> np.ndarray:
     """0-based full-ranking rank of each target given its history (and the history's session
     contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)
-    bool), the rank among those items only."""
+    bool, array or tensor), the rank among those items only."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
     users = torch.cat([model.users(inputs[i : i + 512], None if ctx is None else ctx[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    mask = torch.from_numpy(candidates) if candidates is not None else None
+    mask = torch.as_tensor(candidates) if candidates is not None else None
     ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets), candidates=mask)
     return ranks
 
 
-def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks) -> dict:
-    """Counting (last 3 items) and popularity on the same users and targets as a model."""
+def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks,
+                     candidates=None) -> dict:
+    """Counting (last 3 items) and popularity on the same users, targets and candidates as a model."""
     train_idx = [index.lookup(h) for h in train]
     hist_idx = [np.asarray(h) for h in histories]
-    return {"counting": from_ranks(Transitions(train_idx, len(index)).ranks(hist_idx, targets), ks),
-            "popularity": from_ranks(Popularity(train_idx, len(index)).ranks(hist_idx, targets), ks)}
+    among = np.asarray(candidates) if candidates is not None else None
+    return {"counting": from_ranks(Transitions(train_idx, len(index)).ranks(hist_idx, targets, among), ks),
+            "popularity": from_ranks(Popularity(train_idx, len(index)).ranks(hist_idx, targets, among), ks)}
 
 
 def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -187,8 +189,9 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         histories = [index.lookup(h) for h in users["history"]]
         gap = model.cfg.session_gap_minutes
         contexts = target_contexts(users["history_ts"], users["target_ts"], gap) if gap else None
-        metrics |= breakdown(rank_targets(model, histories, targets, contexts), targets, freq, ks)
-        metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks)
+        candidates = targeted.task_candidates(task, items, index) if meta.get("candidates") == "task" else None
+        metrics |= breakdown(rank_targets(model, histories, targets, contexts, candidates), targets, freq, ks)
+        metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks, candidates)
     metrics["fallback"] = {"users": len(fallback)}
     u_ckpt = universal.latest_checkpoint(settings, before=day)
     if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones

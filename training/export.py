@@ -111,11 +111,8 @@ def item_vectors(model) -> np.ndarray:
 def in_scenes(task: Task | None, ids: list[str], items: pd.DataFrame) -> np.ndarray:
     """Rows of `ids` (int64) whose items belong to the task's scenes; every row for universal or an
     all-scene task."""
-    if task is None or task.scenes is None:
-        return np.arange(len(ids), dtype=np.int64)
-    scene = dict(zip(items["item_id"], items["scene"]))
-    wanted = set(task.scenes)
-    return np.array([i for i, x in enumerate(ids) if scene.get(x) in wanted], dtype=np.int64)
+    mask = targeted.task_candidates(task, items, Index(ids)) if task is not None else None
+    return np.arange(len(ids), dtype=np.int64) if mask is None else np.flatnonzero(mask[1:].numpy())
 
 
 def version_label(task: str | None, version) -> str:

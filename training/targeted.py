@@ -79,7 +79,8 @@ log = logging.getLogger(__name__)
 class Targeted(nn.Module):
     """The universal encoder, bidirectional, with an MLP over all positions (PRECISE IV-D)."""
 
-    def __init__(self, base: Precise, hidden: int, negatives: str = "catalog", loss: str = "bpr"):
+    def __init__(self, base: Precise, hidden: int, negatives: str = "catalog", loss: str = "bpr",
+                 candidates: torch.Tensor | None = None):
         super().__init__()
         if negatives not in TARGETED_NEGATIVES or loss not in TARGETED_LOSSES:
             raise ValueError(f"negatives must be one of {', '.join(TARGETED_NEGATIVES)}; "
@@ -92,6 +93,9 @@ class Targeted(nn.Module):
         self.head = nn.Sequential(nn.Linear(L * D, hidden), nn.GELU(), nn.Linear(hidden, D))
         nn.init.zeros_(self.head[-1].weight)  # starts as the latest slot's state: see users()
         nn.init.zeros_(self.head[-1].bias)
+        # (N+1,) bool: the items this task ranks (its scenes', `task_candidates`), or None: every item.
+        # Not saved: each day's catalog gives it again.
+        self.register_buffer("candidates", candidates, persistent=False)
 
     # The trainer reads these from the model it trains.
     @property
@@ -121,6 +125,17 @@ class Targeted(nn.Module):
         h = self.base.encode(seq, causal=False, context=context)  # (B, L, D), padded positions zeroed
         return self.base.to_space(h[:, -1] + self.head(h.flatten(1)))  # (B, D), the base's scoring space
 
+    def scored_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The catalog losses' items and targets: (N+1, D) every item's embedding and target (B,),
+        or with `candidates` only theirs: (C+1, D) (row 0 padding) and the targets renumbered."""
+        items = self.base.all_item_embeddings()
+        if self.candidates is None:
+            return items, target
+        rows = torch.cat([torch.zeros(1, dtype=torch.long, device=items.device), self.candidates.nonzero().squeeze(1)])
+        renumber = torch.zeros(len(items), dtype=torch.long, device=items.device)
+        renumber[rows] = torch.arange(len(rows), device=items.device)
+        return items[rows], renumber[target]
+
     def forward(self, seq, target, negatives, item_logq=None, context=None):
         return self.loss(seq, target, negatives, context)
 
@@ -131,12 +146,14 @@ class Targeted(nn.Module):
         universal training, `Precise.drop_context`)."""
         context = self.base.drop_context(context)
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
+        if self.negatives == "catalog":
+            items, target = self.scored_items(target)
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
-            loss = softmax_cross_entropy(self.users(seq, context), self.base.all_item_embeddings(), target, scale)
+            loss = softmax_cross_entropy(self.users(seq, context), items, target, scale)
             return loss, dict(self.base.last_stats)
         u = self.users(seq, context) * scale  # (B, D)
         if self.negatives == "catalog":
-            s = u @ self.base.all_item_embeddings().T  # (B, N+1), column 0 = padding
+            s = u @ items.T  # (B, C+1), column 0 = padding
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
             keep = torch.ones_like(s, dtype=torch.bool)
             keep[:, 0] = False  # padding
@@ -158,6 +175,16 @@ class Targeted(nn.Module):
 
 
 # --- data -------------------------------------------------------------------------------------------
+
+
+def task_candidates(task: Task, items: pd.DataFrame, index: Index) -> torch.Tensor | None:
+    """(N+1,) bool: which of the index's items belong to the task's scenes (row 0, padding: False),
+    the items its export serves; None for a task over every scene."""
+    if task.scenes is None:
+        return None
+    scene = dict(zip(items["item_id"], items["scene"]))
+    wanted = set(task.scenes)
+    return torch.tensor([False] + [scene.get(i) in wanted for i in index.ids])
 
 
 def samples(task_seqs: pd.DataFrame, since: str, until: str, per_user: int,
@@ -336,6 +363,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
                                                 settings.universal.new_item_neighbours, cfg)
         since = day
         source = {k: p_meta["metrics"][k] for k in ("universal", "universal_run_id")}
+    model.candidates = task_candidates(task, items, index) if cfg.candidates == "task" else None
     mode = "warmup" if warmup else "incremental"
     log.info("targeted %s %s: %s (universal %s), %d new items", task.name, day, mode, source["universal"], n_new)
 
@@ -374,6 +402,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     metrics, _ = runs.train_and_register(
         settings, run, model, train, valid, tcfg, days, summarize,
         {"model": model.cfg.to_dict(), "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "loss": cfg.loss, "input": cfg.input,
+         "candidates": cfg.candidates,
          "task": task.name, "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens})
     state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
     state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}

@@ -213,12 +213,13 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
              context: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
     """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (and their session
-    context (B, L), `Precise.encode`); plus the ranks."""
+    context (B, L), `Precise.encode`), among a task model's `candidates` if it has them; plus the ranks."""
     model.eval()
     items = model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature)
+    ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
+                                 candidates=getattr(model, "candidates", None))  # a task model's items
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
     model.train()
