@@ -93,6 +93,19 @@ def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
     loss, _ = softmax.loss(seqs, target, None)
     logits = scale * u @ every.T  # (3, 30)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, target - 1))
+    # train_targeted.candidates: task: both catalog losses over the task's items only (here 5..12).
+    among = torch.zeros(31, dtype=torch.bool)
+    among[5:13] = True
+    for kind in ("bpr", "softmax"):
+        task = targeted.Targeted(base, hidden=16, loss=kind, candidates=among).eval()
+        task.head.load_state_dict(model.head.state_dict())
+        loss, _ = task.loss(seqs, target, None)
+        if kind == "bpr":
+            terms = [-torch.nn.functional.logsigmoid(scale * (u[b] @ e[b] - u[b] @ every[n - 1]))
+                     for b in range(3) for n in range(5, 13) if n != target[b]]
+            torch.testing.assert_close(loss, torch.stack(terms).mean())
+        else:
+            torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[:, 4:12], target - 5))
     with pytest.raises(ValueError, match="needs negatives: catalog"):
         targeted.Targeted(base, hidden=16, negatives="user", loss="softmax")
 
