@@ -67,6 +67,10 @@ def synthetic(settings: Settings) -> dict:
     valid_users = set(rng.choice(eligible, 500, replace=False).tolist())
     valid = [(u, task[u][:-1], universal[u], task[u][-1]) for u in sorted(valid_users)]
     valid_times = ([task_times[u][:-1] for u in sorted(valid_users)], [task_times[u][-1] for u in sorted(valid_users)])
+    # train_targeted.input: all_scene reads every scene's clicks before the target instead
+    cuts = [int(np.searchsorted(pd.to_datetime(universal_times[u]), t)) for u, t in zip(sorted(valid_users), valid_times[1])]
+    valid_all_scene = ([universal[u][:c] for u, c in zip(sorted(valid_users), cuts)],
+                       [universal_times[u][:c] for u, c in zip(sorted(valid_users), cuts)])
     task = pd.Series({u: (s[:-1] if u in valid_users else s) for u, s in task.items()})
     task_times = pd.Series({u: (t[:-1] if u in valid_users else t) for u, t in task_times.items()})
     first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")[["item_id", "ts"]].first()
@@ -75,7 +79,8 @@ def synthetic(settings: Settings) -> dict:
     catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
     return {"catalog": catalog, "universal": universal, "task": task, "valid": valid, "test": test,
             "universal_valid": None, "universal_times": universal_times, "test_times": list(first["ts"]),
-            "task_times": task_times, "valid_times": valid_times, "task_scene": "article"}
+            "task_times": task_times, "valid_times": valid_times, "task_scene": "article",
+            "valid_all_scene": valid_all_scene}
 
 
 def food_kitchen() -> dict:
@@ -93,15 +98,20 @@ def food_kitchen() -> dict:
             "universal_valid": valid, "task_scene": "kitchen"}
 
 
-def task_samples(task: pd.Series, per_user: int, times: pd.Series | None = None) -> pd.DataFrame:
+def task_samples(task: pd.Series, per_user: int, times: pd.Series | None = None,
+                 all_scene: tuple[pd.Series, pd.Series] | None = None) -> pd.DataFrame:
     """Examples through the pipeline's own preparation (`targeted.samples`): each task sequence's
     `per_user` most recent items as targets, the items before as input. `times`: the sequences'
     timestamps (same index); without them (food-kitchen) the order alone, one minute per position
-    (made-up times: train such examples without session context)."""
-    ts = ([pd.to_datetime(times[u], utc=True) for u in task.index] if times is not None else
-          [pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC") for s in task])
-    frame = pd.DataFrame({"user_id": task.index, "item_ids": task.to_numpy(), "ts": ts})
-    return targeted.samples(frame, "1970-01-01", "2100-01-01", per_user)
+    (made-up times: train such examples without session context). all_scene: (every scene's
+    sequences, their times), for `train_targeted.input: all_scene` (inputs = all clicks before)."""
+    def frame(seqs: pd.Series, times: pd.Series | None) -> pd.DataFrame:
+        ts = ([pd.to_datetime(times[u], utc=True) for u in seqs.index] if times is not None else
+              [pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC") for s in seqs])
+        return pd.DataFrame({"user_id": seqs.index, "item_ids": seqs.to_numpy(), "ts": ts})
+
+    return targeted.samples(frame(task, times), "1970-01-01", "2100-01-01", per_user,
+                            frame(*all_scene) if all_scene is not None else None)
 
 
 def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int,
@@ -180,16 +190,26 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     if task_gap:
         valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], task_gap), max_len)),)
         tt_test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], task_gap)
-    for label, start, negatives, loss, candidates in (VARIANTS[k] for k in variants or VARIANTS):
+    def all_scene_inputs() -> tuple:  # train_targeted.input: all_scene (synthetic: it needs times)
+        if d.get("valid_all_scene") is None:
+            raise SystemExit(f"error: {name} has no timestamps: the all-scene input variants run on synthetic only")
+        examples = task_samples(d["task"], per_user, d["task_times"], (d["universal"], d["universal_times"]))
+        hist, times = d["valid_all_scene"]
+        v = (torch.from_numpy(pad_left([index.lookup(h) for h in hist], max_len)), torch.from_numpy(valid[2]))
+        v += (torch.from_numpy(pad_left(target_contexts(times, d["valid_times"][1], gap), max_len)),) if gap else ()
+        return targeted.to_tensors(examples, index, max_len, gap), v, test[1], test_ctx
+
+    for label, start, negatives, loss, candidates, input_ in (VARIANTS[k] for k in variants or VARIANTS):
+        tt_train, tt_valid, tt_test, tt_ctx = (train, valid_t, test[0], tt_test_ctx) if input_ == "task" else all_scene_inputs()
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
         model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss,
                                   torch.from_numpy(in_task) if candidates == "task" else None)
         t1 = time.perf_counter()
-        state = fit(model, train, valid_t, tcfg)  # as the stage: the starting weights are no candidate
+        state = fit(model, tt_train, tt_valid, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
-        rows[label] = model_row(model, test[0], tt_test_ctx) | {
+        rows[label] = model_row(model, tt_test, tt_ctx) | {
             "valid_R@10": state.best_r10,
             "epochs": len(state.history), "best_epoch": state.best_epoch}
         print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
@@ -198,20 +218,22 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "total_seconds": round(time.perf_counter() - t0, 1)}
 
 
-# key (--variants) -> (label, start, negatives, loss, candidates). The params.yaml default first;
-# `ut-tt`, `tt` and the always-run UT only row are Table VII's comparison.
+# key (--variants) -> (label, start, negatives, loss, candidates, input): train_targeted's settings.
+# The params.yaml default first; `ut-tt`, `tt` and the always-run UT only row are Table VII's comparison.
 VARIANTS = {
-    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog"),
-    "ut-tt-task": ("UT then TT (BPR among the task's items)", "UT then TT", "catalog", "bpr", "task"),
-    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog"),
-    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog"),
-    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog"),
-    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog"),
-    "tt-task": ("TT only (BPR among the task's items)", "TT only", "catalog", "bpr", "task"),
-    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog"),
+    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog", "task"),
+    "ut-tt-task": ("UT then TT (BPR among the task's items)", "UT then TT", "catalog", "bpr", "task", "task"),
+    "ut-tt-all": ("UT then TT (all-scene input)", "UT then TT", "catalog", "bpr", "catalog", "all_scene"),
+    "ut-tt-all-task": ("UT then TT (all-scene input, among the task's items)", "UT then TT", "catalog", "bpr", "task", "all_scene"),
+    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog", "task"),
+    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog", "task"),
+    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog", "task"),
+    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog", "task"),
+    "tt-task": ("TT only (BPR among the task's items)", "TT only", "catalog", "bpr", "task", "task"),
+    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog", "task"),
 }
 LABELS = [v[0] for v in VARIANTS.values()]
-ORDER = [*LABELS[:5], "UT only", *LABELS[5:], "counting (last 3 items)", "popularity"]
+ORDER = [*LABELS[:7], "UT only", *LABELS[7:], "counting (last 3 items)", "popularity"]
 
 
 def markdown(results: dict, epochs: int) -> str:
