@@ -88,14 +88,24 @@ def food_kitchen() -> dict:
     the task: valid and test keep the users whose held-out item is a kitchen item."""
     catalog, universal, valid, test, _ = datasets.food_kitchen()  # no timestamps: no session context
     scene = dict(zip(catalog["item_id"], catalog["scene"]))
-    task = universal.map(lambda s: [x for x in s if scene[x] == "kitchen"])
-    task = task[task.str.len() > 0]
+    # Order only: position k of a history at minute k (made up, so no session context), which
+    # places the kitchen sub-sequence inside the all-scene one (train_targeted.input: all_scene).
+    order = universal.map(lambda s: list(pd.date_range("2026-01-01", periods=len(s), freq="min", tz="UTC")))
+    kitchen = universal.map(lambda s: [scene[x] == "kitchen" for x in s])
+    task = pd.Series({u: [x for x, k in zip(s, kitchen[u]) if k] for u, s in universal.items()})
+    task_times = pd.Series({u: [t for t, k in zip(order[u], kitchen[u]) if k] for u in universal.index})
+    keep = task.str.len() > 0
+    task, task_times = task[keep], task_times[keep]
 
     def split(users_targets: tuple[list, list]) -> list:
         return [(u, task.get(u, []), universal[u], t) for u, t in zip(*users_targets) if scene[t] == "kitchen"]
 
-    return {"catalog": catalog, "universal": universal, "task": task, "valid": split(valid), "test": split(test),
-            "universal_valid": valid, "task_scene": "kitchen"}
+    valid_rows = split(valid)  # the held-out item follows the whole history
+    end = [order[r[0]][-1] + pd.Timedelta(minutes=1) for r in valid_rows]
+    return {"catalog": catalog, "universal": universal, "task": task, "valid": valid_rows, "test": split(test),
+            "universal_valid": valid, "task_scene": "kitchen", "task_times": task_times, "made_up_times": True,
+            "valid_times": ([task_times.get(r[0], []) for r in valid_rows], end),
+            "universal_times": order, "valid_all_scene": ([r[2] for r in valid_rows], [order[r[0]] for r in valid_rows])}
 
 
 def task_samples(task: pd.Series, per_user: int, times: pd.Series | None = None,
@@ -153,6 +163,8 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         u_train = universal_seqs
     u_valid_t = (torch.from_numpy(pad_left(u_valid[0], max_len)), torch.from_numpy(u_valid[1]))
     gap, u_ctx, test_ctx = spec.get("session_gap_minutes", 0), None, None
+    if d.get("made_up_times"):
+        gap = 0  # times that only carry the order: no session context (universal or targeted)
     if gap and d.get("universal_times") is not None:  # as u_train and u_valid, the held-out users' last context their target's
         times = [d["universal_times"][u] for u in d["universal"].index]
         u_ctx = [session_context(t, gap) for t in times]
@@ -183,16 +195,14 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "task_items": from_ranks(fitted.ranks(histories, test[2], in_task), ks)}
 
     # Targeted training reads the session context where the task has real times (as the stage does).
-    task_gap = gap if d.get("task_times") is not None else 0
+    task_gap = gap
     train = targeted.to_tensors(task_samples(d["task"], per_user, d.get("task_times")), index, max_len, task_gap)
     valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
     tt_test_ctx = None
     if task_gap:
         valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], task_gap), max_len)),)
         tt_test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], task_gap)
-    def all_scene_inputs() -> tuple:  # train_targeted.input: all_scene (synthetic: it needs times)
-        if d.get("valid_all_scene") is None:
-            raise SystemExit(f"error: {name} has no timestamps: the all-scene input variants run on synthetic only")
+    def all_scene_inputs() -> tuple:  # train_targeted.input: all_scene, valid and test alike
         examples = task_samples(d["task"], per_user, d["task_times"], (d["universal"], d["universal_times"]))
         hist, times = d["valid_all_scene"]
         v = (torch.from_numpy(pad_left([index.lookup(h) for h in hist], max_len)), torch.from_numpy(valid[2]))
@@ -219,17 +229,18 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
 
 
 # key (--variants) -> (label, start, negatives, loss, candidates, input): train_targeted's settings.
-# The params.yaml default first; `ut-tt`, `tt` and the always-run UT only row are Table VII's comparison.
+# The params.yaml default first; `ut-tt`, `tt` and the always-run UT only row are Table VII's
+# comparison. TT only trains on the task's data alone (its own sequences), as in the paper.
 VARIANTS = {
-    "ut-tt": ("UT then TT (BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog", "task"),
-    "ut-tt-task": ("UT then TT (BPR among the task's items)", "UT then TT", "catalog", "bpr", "task", "task"),
-    "ut-tt-all": ("UT then TT (all-scene input)", "UT then TT", "catalog", "bpr", "catalog", "all_scene"),
-    "ut-tt-all-task": ("UT then TT (all-scene input, among the task's items)", "UT then TT", "catalog", "bpr", "task", "all_scene"),
-    "ut-tt-softmax": ("UT then TT (softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog", "task"),
-    "ut-tt-user": ("UT then TT (BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog", "task"),
-    "ut-tt-item": ("UT then TT (BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog", "task"),
+    "ut-tt": ("UT then TT (all-scene input, BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog", "all_scene"),
+    "ut-tt-among-task": ("UT then TT (all-scene input, among the task's items)", "UT then TT", "catalog", "bpr", "task", "all_scene"),
+    "ut-tt-s": ("UT then TT (task sequences S'_u, BPR, catalog negatives)", "UT then TT", "catalog", "bpr", "catalog", "task"),
+    "ut-tt-s-among-task": ("UT then TT (task sequences, among the task's items)", "UT then TT", "catalog", "bpr", "task", "task"),
+    "ut-tt-softmax": ("UT then TT (task sequences, softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog", "task"),
+    "ut-tt-user": ("UT then TT (task sequences, BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog", "task"),
+    "ut-tt-item": ("UT then TT (task sequences, BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog", "task"),
     "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog", "task"),
-    "tt-task": ("TT only (BPR among the task's items)", "TT only", "catalog", "bpr", "task", "task"),
+    "tt-among-task": ("TT only (among the task's items)", "TT only", "catalog", "bpr", "task", "task"),
     "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog", "task"),
 }
 LABELS = [v[0] for v in VARIANTS.values()]

@@ -30,6 +30,7 @@ def test_repo_params_load():
         ({"run": {"date": "tomorrow"}}, "not a date"),
         ({"ingest": {"earliest": "long ago"}}, "ingest.earliest"),
         ({"train_targeted": {"input": "tasks"}}, "train_targeted.input must be one of 'task' or 'all_scene'"),
+        ({"train_targeted": {"candidates": "scene"}}, "train_targeted.candidates must be one of 'catalog' or 'task'"),
         ({"train_targeted": {"loss": "softmax", "negatives": "user"}}, "train_targeted.loss softmax needs train_targeted.negatives: catalog"),
         ({"recall": {"index": "brute"}}, "recall.index must be one of"),
         ({"sequences": {"engine": "dask"}}, "sequences.engine must be one of 'local' or 'spark'"),
