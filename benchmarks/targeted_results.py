@@ -253,20 +253,22 @@ def markdown(results: dict, epochs: int) -> str:
              f"training with params.yaml's settings{f', capped at {epochs} epochs' if epochs else ''}, early stopping on the validation users). Cold = targets "
              "among the 80% least frequent items of the task's training data. The goals read the full ranking; "
              "\"among the task's items\" ranks only the items of the task's scene, as the task's export serves them "
-             "(`precise export` writes a task's item vectors for its scenes only).", ""]
+             "(`precise export` writes a task's item vectors for its scenes only). Valid R@10: what selected the "
+             "epoch, on the validation users (among the task's items for the variants that rank only those).", ""]
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['items']:,} items, {r['task_sequences']:,} task sequences "
                   f"({r['task_examples']:,} training examples, {r.get('samples_per_user', '?')} per user), {r['valid_users']:,} valid and {r['test_users']:,} test "
                   f"users; built in {r['total_seconds']:.0f} s.", "",
-                  "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | R@10 among the task's items | train s |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| variant | test R@10 | test N@10 | test R@50 | cold R@10 | R@10 among the task's items | valid R@10 | train s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for label in (x for x in ORDER if x in r["rows"]):  # a run with --variants has fewer rows
             row = r["rows"][label]
             t, c = row["all"], row["cold"]
             secs = r["seconds"].get(label, r["seconds"]["universal"] if label == "UT only" else None)
             task = f"{row['task_items']['R@10']:.4f}" if "task_items" in row else "-"  # runs before the column: none
+            valid = f"{row['valid_R@10']:.3f}" if "valid_R@10" in row else "-"  # targeted rows (selection)
             lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | {task} | "
-                         f"{'-' if secs is None else f'{secs:.0f}'} |")
+                         f"{valid} | {'-' if secs is None else f'{secs:.0f}'} |")
         lines.append("")
     return "\n".join(lines)
 
