@@ -6,9 +6,11 @@ Writes `docs/targeted_results.md` (and benchmarks/out/targeted_results.json). Ro
 test set per dataset (full ranking over every item, and apart the ranking among the task's items,
 which is what the task's export serves):
 
-* UT then TT: the universal model (fused, alternate training) fine-tuned by targeted training:
-  BPR against every catalog item (the default), the softmax over the catalog, BPR with
-  user-side negatives (the paper's eq. 6) and with the batch's other targets (`VARIANTS`);
+* UT then TT: the universal model (fused, alternate training) fine-tuned by targeted training,
+  reading every click before the target (`train_targeted.input: all_scene`, the default) or the
+  task's own sequence (`task`, the paper's): BPR against every catalog item (the default) or only
+  the task's items (`candidates: task`), the softmax over the catalog, BPR with user-side
+  negatives (the paper's eq. 6) and with the batch's other targets (`VARIANTS`);
 * UT only: the universal model's user embedding (its all-scene history) and item embeddings;
 * TT only: targeted training from a freshly initialised model on the task data alone;
 * counting (last 3 items) and popularity, learnt from the task's training sequences.
@@ -16,11 +18,12 @@ which is what the task's export serves):
 Tasks and protocols:
 * synthetic (the embedded default world): task = clicks in the `article` scene. Everything is
   trained on days 1..N-1; the test target is each user's first article click of day N, the input
-  their task history (TT) or all-scene history (UT) before it. TT selects on the last task item
-  of 500 training users. Every model reads the session context of its input (the click times).
+  the history before it (all scenes or the task's, as the row says). TT selects on the last task
+  item of 500 training users. Every model reads the session context of its input (the click times).
 * food-kitchen: task = the `kitchen` scene. Universal training as in the universal table; TT
-  trains on the kitchen sub-sequences. Test: the 637 `test` users whose held-out item is a
-  kitchen item (select on the 597 such `valid` users), input = their history before it.
+  trains on the kitchen sub-sequences' items as targets. Test: the 637 `test` users whose held-out
+  item is a kitchen item (select on the 597 such `valid` users), input = their history before it.
+  No times: position k of a history is minute k (order only, no session context).
 """
 
 from __future__ import annotations
