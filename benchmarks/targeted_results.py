@@ -77,13 +77,19 @@ def synthetic(settings: Settings) -> dict:
     task = pd.Series({u: (s[:-1] if u in valid_users else s) for u, s in task.items()})
     task_times = pd.Series({u: (t[:-1] if u in valid_users else t) for u, t in task_times.items()})
     first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")[["item_id", "ts"]].first()
+    # Users new to the task (no article click before, other clicks yes): served the universal
+    # vector today; an all-scene targeted model could embed them too.
+    new = first[~first.index.isin(task.index) & first.index.isin(universal.index)]
     first = first[first.index.isin(task.index) & first.index.isin(universal.index)]
     test = [(u, task[u], universal[u], t) for u, t in first["item_id"].items()]
     catalog = world.items[["item_id", "scene", "title", "text", "published_at"]]
     return {"catalog": catalog, "universal": universal, "task": task, "valid": valid, "test": test,
             "universal_valid": None, "universal_times": universal_times, "test_times": list(first["ts"]),
             "task_times": task_times, "valid_times": valid_times, "task_scene": "article",
-            "valid_all_scene": valid_all_scene}
+            "valid_all_scene": valid_all_scene,
+            "new_to_task": ([universal[u] for u in new.index], list(new["item_id"]),
+                            [target_contexts([universal_times[u]], [t], settings.universal.model.session_gap_minutes)[0]
+                             for u, t in new["ts"].items()] if settings.universal.model.session_gap_minutes else None)}
 
 
 def food_kitchen() -> dict:
@@ -189,6 +195,15 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "task_items": from_ranks(rank_targets(model, histories, test[2], contexts, in_task), ks)}
 
     rows["UT only"] = model_row(ut, test[1], test_ctx)
+    new_to_task = d.get("new_to_task")  # (all-scene histories, targets, contexts) of users new to the task
+    if new_to_task is not None:
+        new_hist, new_targets = [index.lookup(h) for h in new_to_task[0]], index.lookup(new_to_task[1])
+
+    def new_users_row(model) -> dict:  # R@10 on users new to the task (all-scene input only)
+        return {"new_to_task": from_ranks(rank_targets(model, new_hist, new_targets, new_to_task[2]), ks)} \
+            if new_to_task is not None else {}
+
+    rows["UT only"] |= new_users_row(ut)
     print(f"{name} UT only: R@10 {rows['UT only']['all']['R@10']:.4f}", flush=True)
 
     # The non-learned baselines on the same test users: task histories, task training sequences.
@@ -222,7 +237,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         t1 = time.perf_counter()
         state = fit(model, tt_train, tt_valid, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
-        rows[label] = model_row(model, tt_test, tt_ctx) | {
+        rows[label] = model_row(model, tt_test, tt_ctx) | (new_users_row(model) if input_ == "all_scene" else {}) | {
             "valid_R@10": state.best_r10,
             "epochs": len(state.history), "best_epoch": state.best_epoch}
         print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
@@ -272,6 +287,12 @@ def markdown(results: dict, epochs: int) -> str:
             valid = f"{row['valid_R@10']:.3f}" if "valid_R@10" in row else "-"  # targeted rows (selection)
             lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | {task} | "
                          f"{valid} | {'-' if secs is None else f'{secs:.0f}'} |")
+        new = {label: row["new_to_task"] for label, row in r["rows"].items() if "new_to_task" in row}
+        if new:
+            n = next(iter(new.values()))["n"]
+            lines += ["", f"Users new to the task ({n:,}: a first article click on the test day, no article click before, "
+                      "other clicks yes; today served the universal vector), R@10: "
+                      + "; ".join(f"{label} {m['R@10']:.4f}" for label, m in new.items()) + "."]
         lines.append("")
     return "\n".join(lines)
 
