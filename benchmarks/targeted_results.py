@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from benchmarks import datasets  # noqa: E402
 from ingest import synth  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import Settings, Task  # noqa: E402
 from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
@@ -187,8 +187,8 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     t1 = time.perf_counter()
     fit(ut, next_item_pairs(u_train, max_len, u_ctx), u_valid_t, ucfg)
     seconds["universal"] = round(time.perf_counter() - t1, 1)
-    scene = dict(zip(d["catalog"]["item_id"], d["catalog"]["scene"]))
-    in_task = np.array([False] + [scene[i] == d["task_scene"] for i in index.ids])  # what the task's export serves
+    # (N+1,) bool: the task's items, what the task's export serves (the pipeline's own definition)
+    in_task = targeted.task_candidates(Task(name, ("click",), (d["task_scene"],)), d["catalog"], index)
 
     def model_row(model, histories, contexts) -> dict:  # full ranking, and among the task's items
         return breakdown(rank_targets(model, histories, test[2], contexts), test[2], freq, ks) | {
@@ -210,7 +210,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     for label, baseline in (("counting (last 3 items)", Transitions), ("popularity", Popularity)):
         fitted, histories = baseline(task_seqs, len(index)), [np.asarray(h) for h in test[0]]
         rows[label] = breakdown(fitted.ranks(histories, test[2]), test[2], freq, ks) | {
-            "task_items": from_ranks(fitted.ranks(histories, test[2], in_task), ks)}
+            "task_items": from_ranks(fitted.ranks(histories, test[2], in_task.numpy()), ks)}
 
     # Targeted training reads the session context where the task has real times (as the stage does).
     task_gap = gap
@@ -233,7 +233,7 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
         model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss,
-                                  torch.from_numpy(in_task) if candidates == "task" else None)
+                                  in_task if candidates == "task" else None)
         t1 = time.perf_counter()
         state = fit(model, tt_train, tt_valid, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)

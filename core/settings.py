@@ -164,7 +164,7 @@ class ModelSpec:
     # the user vector is computed for a new session (what the daily export serves). 0: off.
     session_gap_minutes: Annotated[float, Field(ge=0)] = 30.0
     # Training only: this share of the sequences trains with unknown context (code 0), so that the
-    # model also serves inputs without timestamps (targeted training reads none yet).
+    # model also serves inputs without timestamps (a log or an importer without real times).
     session_context_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
