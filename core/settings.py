@@ -249,6 +249,7 @@ class TargetedConfig:
     loss: TargetedLoss = "bpr"       # softmax needs negatives: catalog
     negatives: TargetedNegatives = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
     candidates: Literal["catalog", "task"] = "catalog"  # items a task model ranks (negatives, selection, next-day metric): every item | the task's scenes' (what its export serves)
+    newcomers: Literal["targeted", "universal"] = "universal"  # users without task history (input all_scene only): the task model's vector of their all-scene history | the universal vector (scored against universal items)
     samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
     head_hidden: int = 256        # hidden width of the MLP over all positions
     reset_head_at_warmup: bool = True

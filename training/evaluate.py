@@ -162,8 +162,9 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
 
 
 def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
-    """Next-day metrics of one targeted checkpoint on `day`, with the fallback users scored by the
-    newest universal model before `day` (no side effects)."""
+    """Next-day metrics of one targeted checkpoint on `day`, with the users without task history
+    (`fallback`) scored apart: by the newest universal model before `day`, or by this model
+    (`train_targeted.newcomers: targeted`, all-scene input). No side effects."""
     from training import targeted, universal
 
     meta, weights = targeted.load_checkpoint(ckpt)
@@ -192,28 +193,36 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         candidates = targeted.task_candidates(task, items, index) if meta.get("candidates") == "task" else None
         metrics |= breakdown(rank_targets(model, histories, targets, contexts, candidates), targets, freq, ks)
         metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks, candidates)
-    metrics["fallback"] = {"users": len(fallback)}
-    u_ckpt = universal.latest_checkpoint(settings, before=day)
-    if len(fallback) and u_ckpt is not None:  # universal user and item embeddings, never mixed with targeted ones
-        u_meta, u_weights = universal.load_checkpoint(u_ckpt)
-        u_model, u_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
-                                                settings.universal.new_item_neighbours)
-        has = [len(all_scene_before.get(u, ((), ()))[0]) > 0 for u in fallback["user_id"]]
-        scored = fallback[has]  # fallback users with an all-scene history
-        if len(scored):
-            hist, hist_ts = zip(*(all_scene_before[u] for u in scored["user_id"]))
-            gap = u_model.cfg.session_gap_minutes
-            contexts = target_contexts(hist_ts, scored["target_ts"], gap) if gap else None
-            ranks = rank_targets(u_model, [u_index.lookup(h) for h in hist], u_index.lookup(scored["target"]), contexts)
-            metrics["fallback"] |= {"with_all_scene_history": len(scored), **from_ranks(ranks, ks)}
+    # Users without task history, as the export serves them: by this model from their all-scene
+    # history (an all-scene model, `train_targeted.newcomers: targeted`), else by the universal
+    # model (its user and item embeddings, never mixed with targeted ones).
+    by_task_model = meta.get("input") == "all_scene" and settings.targeted.newcomers == "targeted"
+    metrics["fallback"] = {"users": len(fallback), "scored_by": "targeted" if by_task_model else "universal"}
+    has = [len(all_scene_before.get(u, ((), ()))[0]) > 0 for u in fallback["user_id"]]
+    scored = fallback[has]  # fallback users with an all-scene history
+    u_ckpt = None if by_task_model else universal.latest_checkpoint(settings, before=day)
+    if len(scored) and (by_task_model or u_ckpt is not None):
+        if by_task_model:
+            f_model, f_index = model, index
+        else:
+            u_meta, u_weights = universal.load_checkpoint(u_ckpt)
+            f_model, f_index, _, _ = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, u_meta["max_tokens"],
+                                                    settings.universal.new_item_neighbours)
+        hist, hist_ts = zip(*(all_scene_before[u] for u in scored["user_id"]))
+        gap = f_model.cfg.session_gap_minutes
+        contexts = target_contexts(hist_ts, scored["target_ts"], gap) if gap else None
+        candidates = targeted.task_candidates(task, items, f_index) if by_task_model and meta.get("candidates") == "task" else None
+        ranks = rank_targets(f_model, [f_index.lookup(h) for h in hist], f_index.lookup(scored["target"]), contexts, candidates)
+        metrics["fallback"] |= {"with_all_scene_history": len(scored), **from_ranks(ranks, ks)}
     return metrics
 
 
 def targeted_next_day(settings: Settings, task_name: str, date: str | None = None, if_model: bool = False) -> dict:
     """Daily metrics of a task: the newest targeted model trained before D predicts each user's
     first task behaviour on D from their history (task or all-scene, as the model was trained).
-    Users with a task behaviour on D but no task history are scored by the universal model
-    (the documented fallback) and reported apart. Also the Figure 4a coverage curve."""
+    Users with a task behaviour on D but no task history are scored as the export serves them (the
+    universal model, or the task model with `train_targeted.newcomers: targeted`) and reported
+    apart as `fallback`. Also the Figure 4a coverage curve."""
     from training import targeted
     from validation import manifest
 

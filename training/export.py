@@ -5,7 +5,9 @@
     universal_user.parquet        user_id, embedding, model_version, event_timestamp, created
     universal_item.parquet        item_id, ...
     <task>_user.parquet           the task's champion; users without task history get their
-                                  universal embedding (model_version = the universal version)
+                                  universal embedding (model_version = the universal version),
+                                  or with `train_targeted.newcomers: targeted` and a model that
+                                  reads all-scene histories, the task model's embedding
     <task>_item.parquet           item embeddings of the task's champion (targeted training moves them),
                                   only the items of the task's scenes: its recall and Feast views
                                   never offer another scene's items
@@ -173,14 +175,14 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             t_version, t_ckpt = models[task.name]
             meta, weights = load_checkpoint(t_ckpt)
             t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
-            histories, times = list(recent["item_ids"]), list(recent["ts"])
-            if meta.get("input") == "all_scene":
-                full = dict(zip(active["user_id"], zip(active["item_ids"], active["ts"])))
-                histories, times = [full[u][0] for u in recent["user_id"]], [full[u][1] for u in recent["user_id"]]
-            t_users = user_vectors(t_model, t_index, histories, times=times)
-            fallback = [u for u in active["user_id"] if u not in set(recent["user_id"])]
+            if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
+                mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(set(recent["user_id"]))]
+            else:
+                mine = recent
+            t_users = user_vectors(t_model, t_index, list(mine["item_ids"]), times=list(mine["ts"]))
+            fallback = [u for u in active["user_id"] if u not in set(mine["user_id"])]
             users = pa.concat_tables([
-                table("user_id", list(recent["user_id"]), t_users, t_version, ts),
+                table("user_id", list(mine["user_id"]), t_users, t_version, ts),
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
             ])
             _write(tmp, f"{task.name}_user", users, manifest_out)

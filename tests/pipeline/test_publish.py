@@ -24,6 +24,7 @@ from core.settings import Settings
 from serving import publish
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
 from training import gate, export, registry, sequences, targeted, text, universal
+from training.trainer import load_checkpoint
 from validation import validate
 
 TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
@@ -314,3 +315,34 @@ def test_item_init_export_loads_into_an_id_embedding(world):
     missing = run_cli("--params", str(world.params_path), "export", "item-init", "--date", d2,
                       cwd=world.paths.root, check=False)
     assert missing.returncode == 2 and "needs --task" in missing.stderr
+
+
+def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(world):
+    """train_targeted.newcomers: targeted: a task model that reads all-scene histories embeds the
+    active users without task history too (one model version per task table, so the Feast score
+    works for them); users with task history get the same vectors as with `universal`. Runs last:
+    it re-exports the module's day."""
+    import dataclasses
+
+    d2 = schema.list_days(world.paths.events)[-1]
+    folder = schema.partition_dir(world.paths.data / "export", d2)
+    assert world.targeted.input == "all_scene" and world.targeted.newcomers == "universal"
+    task_version, ckpt = export.champions(world)["click_article"]  # earlier tests moved the champion
+    export.main(world, d2, force=True)
+    before = pq.read_table(folder / "click_article_user.parquet").to_pandas()
+    s = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="targeted"))
+    export.main(s, d2, force=True)
+    after = pq.read_table(folder / "click_article_user.parquet").to_pandas()
+    assert set(after["user_id"]) == set(before["user_id"]) and set(after["model_version"]) == {task_version}
+    kept = before[before["model_version"] == task_version]
+    mine = dict(zip(after["user_id"], after["embedding"]))
+    for user, vector in zip(kept["user_id"], kept["embedding"]):
+        np.testing.assert_allclose(mine[user], vector, rtol=1e-6)
+    newcomer = before.loc[before["model_version"] != task_version, "user_id"].iloc[0]
+    meta, weights = load_checkpoint(ckpt)
+    items, tok_ids, tok_init = text.read(world.paths.text)
+    model, index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, world.universal.new_item_neighbours)
+    seqs = schema.read_sequences(world.paths.sequences)
+    row = seqs[seqs["user_id"] == newcomer].iloc[0]
+    expected = export.user_vectors(model, index, [row["item_ids"]], times=[row["ts"]])[0]
+    np.testing.assert_allclose(mine[newcomer], expected, rtol=1e-5, atol=1e-6)

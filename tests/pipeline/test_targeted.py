@@ -169,6 +169,11 @@ def test_warm_start_incremental_and_periodic_warmup(world):
         "the fallback users with an all-scene history are scored by the universal model"
     ranks_again = evaluate.score_targeted(world, world.task("click_article"), t1, d2)
     assert ranks_again["all"] == ev["all"], "the next-day metric is deterministic"
+    assert ev["fallback"]["scored_by"] == "universal"
+    newcomers = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="targeted"))
+    by_task = evaluate.score_targeted(newcomers, world.task("click_article"), t1, d2)
+    assert by_task["all"] == ev["all"] and by_task["fallback"]["scored_by"] == "targeted"
+    assert by_task["fallback"]["n"] == ev["fallback"]["n"], "the same users, scored by the task model"
     assert len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
     assert (world.paths.data / "plots" / "fig4a_click_article.png").is_file()
 
