@@ -85,8 +85,8 @@ def synthetic(settings: Settings, newcomer_share: float = 0.0) -> dict:
     task = pd.Series({u: (s[:-1] if u in valid_users else s) for u, s in task.items()})
     task_times = pd.Series({u: (t[:-1] if u in valid_users else t) for u, t in task_times.items()})
     first = clicks[(clicks["day"] == last) & (clicks["scene"] == "article")].groupby("user_id")[["item_id", "ts"]].first()
-    # Users new to the task (no article click before, other clicks yes): served the universal
-    # vector today; an all-scene targeted model could embed them too.
+    # Users new to the task (no article click before, other clicks yes): an all-scene task model
+    # embeds them (train_targeted.newcomers: targeted), else they get the universal vector.
     new = first[~first.index.isin(task.index) & first.index.isin(universal.index)]
     first = first[first.index.isin(task.index) & first.index.isin(universal.index)]
     test = [(u, task[u], universal[u], t) for u, t in first["item_id"].items()]
@@ -310,7 +310,7 @@ def markdown(results: dict, epochs: int) -> str:
         if new:
             n = next(iter(new.values()))["new_to_task_task_items"]["n"]
             lines += ["", f"Users new to the task ({n:,}: a first article click on the test day, no article click before, "
-                      "other clicks yes): R@10 among the task's items (full ranking in brackets). Counting learns "
+                      "other clicks yes), R@10. Counting learns "
                       "transitions from every scene's sequences here; popularity is what recall gives unknown users.", "",
                       "| variant | R@10 among the task's items | full ranking |", "| --- | --- | --- |"]
             for label, row in sorted(new.items(), key=lambda x: ORDER.index(x[0])):

@@ -87,7 +87,7 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert export.main(world, d2) == out, "same champions: the day's export is left as it is"
     folder = schema.partition_dir(world.paths.data / "export", d2)
     users = pq.read_table(folder / "click_article_user.parquet").to_pandas()
-    assert set(users["model_version"]) == {"precise-click_article:1", "precise-universal:1"}, "fallback rows"
+    assert set(users["model_version"]) == {"precise-click_article:1"}, "newcomers too (train_targeted.newcomers: targeted)"
     assert users["embedding"].map(len).eq(32).all() and str(pq.read_schema(folder / "click_article_user.parquet")
                                                             .field("embedding").type) == "list<element: float>"
 
@@ -108,10 +108,6 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert versions_of(got)["click_article_user_model_version"] == "precise-click_article:1"
     assert got["click_article_recent_items"][0], "the U2I2I input is online"
     assert got["click_article_user_embedding"][1] is None and got["click_article_score"][1] is None, "unknown: nulls"
-    fallback = users[users["model_version"] == "precise-universal:1"].iloc[0]
-    mixed = publish.read_online(world, [{"user_id": fallback["user_id"], "item_id": item["item_id"]}])
-    assert mixed["click_article_user_embedding"][0] is not None and mixed["click_article_score"][0] is None, \
-        "vectors of different versions are never combined"
 
     # Redis returns what SQLite returns.
     monkeypatch.setenv(publish.ENV_STORE, f"redis://127.0.0.1:{redis_port}")
@@ -318,27 +314,35 @@ def test_item_init_export_loads_into_an_id_embedding(world):
 
 
 def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(world):
-    """train_targeted.newcomers: targeted: a task model that reads all-scene histories embeds the
-    active users without task history too (one model version per task table, so the Feast score
-    works for them); users with task history get the same vectors as with `universal`. Runs last:
-    it re-exports the module's day."""
+    """train_targeted.newcomers: with `targeted` (the default) a task model that reads all-scene
+    histories embeds the active users without task history too, so the Feast score is a number for
+    them; with `universal` they carry the universal vector and version, and the score is null
+    (vectors of different versions are never combined). Users with task history get the same
+    vectors either way. Runs last: it re-exports and re-publishes the module's day."""
     import dataclasses
 
     d2 = schema.list_days(world.paths.events)[-1]
     folder = schema.partition_dir(world.paths.data / "export", d2)
-    assert world.targeted.input == "all_scene" and world.targeted.newcomers == "universal"
+    assert world.targeted.input == "all_scene" and world.targeted.newcomers == "targeted"
     task_version, ckpt = export.champions(world)["click_article"]  # earlier tests moved the champion
-    export.main(world, d2, force=True)
+    old = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="universal"))
+    export.main(old, d2, force=True)
     before = pq.read_table(folder / "click_article_user.parquet").to_pandas()
-    s = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="targeted"))
-    export.main(s, d2, force=True)
+    newcomer = before.loc[before["model_version"] != task_version, "user_id"].iloc[0]
+    assert set(before["model_version"]) == {task_version, export.champions(world)["universal"][0]}
+    item = pq.read_table(folder / "click_article_item.parquet").to_pandas().iloc[0]
+    publish.main(old, d2)
+    mixed = publish.read_online(old, [{"user_id": newcomer, "item_id": item["item_id"]}])
+    assert mixed["click_article_user_embedding"][0] is not None and mixed["click_article_score"][0] is None, \
+        "vectors of different versions are never combined"
+
+    export.main(world, d2, force=True)
     after = pq.read_table(folder / "click_article_user.parquet").to_pandas()
     assert set(after["user_id"]) == set(before["user_id"]) and set(after["model_version"]) == {task_version}
     kept = before[before["model_version"] == task_version]
     mine = dict(zip(after["user_id"], after["embedding"]))
     for user, vector in zip(kept["user_id"], kept["embedding"]):
         np.testing.assert_allclose(mine[user], vector, rtol=1e-6)
-    newcomer = before.loc[before["model_version"] != task_version, "user_id"].iloc[0]
     meta, weights = load_checkpoint(ckpt)
     items, tok_ids, tok_init = text.read(world.paths.text)
     model, index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, world.universal.new_item_neighbours)
@@ -346,3 +350,6 @@ def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(
     row = seqs[seqs["user_id"] == newcomer].iloc[0]
     expected = export.user_vectors(model, index, [row["item_ids"]], times=[row["ts"]])[0]
     np.testing.assert_allclose(mine[newcomer], expected, rtol=1e-5, atol=1e-6)
+    publish.main(world, d2)
+    scored = publish.read_online(world, [{"user_id": newcomer, "item_id": item["item_id"]}])
+    assert scored["click_article_score"][0] == pytest.approx(float(np.dot(expected, item["embedding"])), rel=1e-4)

@@ -166,14 +166,14 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     clickers = set(day_events.loc[(day_events["scene"] == "article") & (day_events["action"] == "click"), "user_id"])
     assert ev["users"] + ev["fallback"]["users"] == len(clickers)
     assert ev["fallback"]["users"] > 0 and ev["fallback"]["n"] == ev["fallback"]["with_all_scene_history"] > 0, \
-        "the fallback users with an all-scene history are scored by the universal model"
+        "the users without task history but with an all-scene history are scored"
     ranks_again = evaluate.score_targeted(world, world.task("click_article"), t1, d2)
     assert ranks_again["all"] == ev["all"], "the next-day metric is deterministic"
-    assert ev["fallback"]["scored_by"] == "universal"
-    newcomers = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="targeted"))
-    by_task = evaluate.score_targeted(newcomers, world.task("click_article"), t1, d2)
-    assert by_task["all"] == ev["all"] and by_task["fallback"]["scored_by"] == "targeted"
-    assert by_task["fallback"]["n"] == ev["fallback"]["n"], "the same users, scored by the task model"
+    assert ev["fallback"]["scored_by"] == "targeted", "train_targeted.newcomers: targeted (the default)"
+    old = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="universal"))
+    by_universal = evaluate.score_targeted(old, world.task("click_article"), t1, d2)
+    assert by_universal["all"] == ev["all"] and by_universal["fallback"]["scored_by"] == "universal"
+    assert by_universal["fallback"]["n"] == ev["fallback"]["n"], "the same users, scored by the universal model"
     assert len(ev["coverage"]["with_warmup"]) == len(ev["coverage"]["days"])
     assert (world.paths.data / "plots" / "fig4a_click_article.png").is_file()
 
