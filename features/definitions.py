@@ -14,7 +14,8 @@ the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, defau
 * Per task version, an on-demand view `<task>_score_v<N>` with field `<task>_score`: the user.item
   dot product of the exported vectors, the training score (PRECISE's ranking feature; a cosine under
   `similarity: cosine`, whose exported vectors are L2-normalised), null when the two vectors come from different model
-  versions (a user without task history carries the universal vector).
+  versions (a user without task history carries the universal vector under
+  `train_targeted.newcomers: universal`, or with a task model that reads only task sequences).
 * Per task, view `<task>_recent_items`, field `<task>_recent_items` (Array(String)): the user's
   recent task items, the online input of U2I2I.
 * The FeatureService (`ranking_v1`) serves the *current* version of each model: publishing
