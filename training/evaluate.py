@@ -241,8 +241,9 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_targeted", "task": task.name}) as mlflow:
-        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", "new") if part in metrics
-                            for k, v in metrics[part].items()} | {"coverage": metrics["coverage"]["with_warmup"][-1]})
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", "new", "fallback") if part in metrics
+                            for k, v in metrics[part].items() if isinstance(v, (int, float))}
+                           | {"coverage": metrics["coverage"]["with_warmup"][-1]})
     write_json(out, metrics)
     return metrics
 

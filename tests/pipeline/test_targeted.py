@@ -233,6 +233,11 @@ def test_warm_start_incremental_and_periodic_warmup(world):
     assert set(trained["tags.parent_universal"]) == {f"date={d1}", f"date={d2}"}
     universal_runs = set(mlflow.search_runs(experiment_names=["precise-universal"])["run_id"])
     assert set(trained["tags.parent_universal_run_id"]) <= universal_runs
+    evaluated = runs[(runs["tags.stage"] == "evaluate_targeted") & (runs["tags.mlflow.runName"] == f"evaluate-{d2}")]
+    assert len(evaluated) == 1, runs[["tags.stage", "tags.mlflow.runName"]]
+    evaluated = evaluated.iloc[0]
+    assert evaluated["metrics.fallback_users"] == ev["fallback"]["users"], "the users without task history, apart"
+    assert evaluated["metrics.fallback_R_at_10"] == pytest.approx(ev["fallback"]["R@10"])
 
 
 def test_coverage_curve_from_item_sets():
