@@ -311,7 +311,7 @@ def markdown(results: dict, epochs: int) -> str:
             n = next(iter(new.values()))["new_to_task_task_items"]["n"]
             lines += ["", f"Users new to the task ({n:,}: a first article click on the test day, no article click before, "
                       "other clicks yes), R@10. Counting learns "
-                      "transitions from every scene's sequences here; popularity is what recall gives unknown users.", "",
+                      "transitions from every scene's sequences here; popularity is what recall gives users without a vector of the task's version.", "",
                       "| variant | R@10 among the task's items | full ranking |", "| --- | --- | --- |"]
             for label, row in sorted(new.items(), key=lambda x: ORDER.index(x[0])):
                 full = f"{row['new_to_task']['R@10']:.4f}" if "new_to_task" in row else "-"  # baselines: among the task's items only
