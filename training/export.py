@@ -24,8 +24,9 @@ the newest write), `created` the wall clock.
 export, embedded by each champion grown to D's catalog (text-driven ID rows), into
 `data/export/date=D/new_items-<time>/`.
 
-Re-running a date whose export holds the same champion versions changes nothing (`--force`
-re-exports with a new timestamp).
+Re-running a date whose export holds the same champion versions and export settings
+(`export.lookback_days`, `export.recent_items`, `train_targeted.newcomers`) changes nothing
+(`--force` re-exports with a new timestamp).
 
 `precise export item-init --task T|universal --date D` turns D's exported item vectors of one
 model into files a plain ID-based model starts from (the Elephant-style initialisation,
@@ -140,18 +141,21 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     out = schema.partition_dir(export_root(settings), day)
     models = champions(settings)
     wanted = {k: v for k, (v, _) in models.items()}
+    cfg = settings.export
+    # what else decides the files: a changed setting re-exports the day (a DVC stage re-run applies it)
+    shape = {"lookback_days": cfg.lookback_days, "recent_items": cfg.recent_items, "newcomers": settings.targeted.newcomers}
     if (out / "manifest.json").is_file() and not force:
         done = json.loads((out / "manifest.json").read_text())
-        if done["versions"] == wanted:
-            log.info("export of %s with the same champions exists; nothing to do (--force re-exports)", day)
+        if done["versions"] == wanted and done.get("settings") == shape:
+            log.info("export of %s with the same champions and settings exists; nothing to do (--force re-exports)", day)
             return done
-    cfg = settings.export
     items, tok_ids, tok_init = text.read(settings.paths.text)
     all_scene = schema.read_sequences(settings.paths.sequences)
     since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.lookback_days - 1)).strftime("%Y-%m-%d")
     active = all_scene[all_scene["last_day"] >= since]
     ts = publish_time(settings)
-    manifest_out = {"date": day, "event_timestamp": ts.isoformat(), "lookback_since": since, "versions": wanted, "files": {}}
+    manifest_out = {"date": day, "event_timestamp": ts.isoformat(), "lookback_since": since, "versions": wanted,
+                    "settings": shape, "files": {}}
     neighbours = settings.universal.new_item_neighbours
     with atomic_dir(out) as tmp:
         u_version, u_ckpt = models["universal"]

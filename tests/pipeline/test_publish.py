@@ -336,7 +336,7 @@ def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(
     assert mixed["click_article_user_embedding"][0] is not None and mixed["click_article_score"][0] is None, \
         "vectors of different versions are never combined"
 
-    export.main(world, d2, force=True)
+    assert export.main(world, d2)["settings"]["newcomers"] == "targeted", "a changed setting re-exports the day"
     after = pq.read_table(folder / "click_article_user.parquet").to_pandas()
     assert set(after["user_id"]) == set(before["user_id"]) and set(after["model_version"]) == {task_version}
     kept = before[before["model_version"] == task_version]
