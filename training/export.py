@@ -12,7 +12,9 @@
                                   only the items of the task's scenes: its recall and Feast views
                                   never offer another scene's items
     <task>_recent_items.parquet   user_id, items (list<string>, newest last): the U2I2I input
-    manifest.json                 the versions exported, row counts, the publish time
+    manifest.json                 the versions exported, row counts, the publish time, the
+                                  export settings and, per task, the users without task history
+                                  embedded by the task model or given the universal vector
 
 Users: those active in the last `export.lookback_days` days (any universal behaviour). Unknown
 users get nothing (recall falls back to popularity). `embedding` is list<float32>;
@@ -185,6 +187,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
                 mine = recent
             t_users = user_vectors(t_model, t_index, list(mine["item_ids"]), times=list(mine["ts"]))
             fallback = [u for u in active["user_id"] if u not in set(mine["user_id"])]
+            # users without task history: how many the task model embedded, how many got the universal vector
+            manifest_out.setdefault("without_task_history", {})[task.name] = {
+                "task_model": len(mine) - int(mine["user_id"].isin(set(recent["user_id"])).sum()), "universal": len(fallback)}
             users = pa.concat_tables([
                 table("user_id", list(mine["user_id"]), t_users, t_version, ts),
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
@@ -195,6 +200,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
                                                    t_version, ts), manifest_out)
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest_out, indent=1))
     log.info("exported %s: %s", day, ", ".join(f"{k} {v} rows" for k, v in manifest_out["files"].items()))
+    for task_name, n in manifest_out.get("without_task_history", {}).items():
+        log.info("%s: %d users without task history embedded by the task model, %d given the universal vector",
+                 task_name, n["task_model"], n["universal"])
     return manifest_out
 
 

@@ -326,20 +326,24 @@ def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(
     assert world.targeted.input == "all_scene" and world.targeted.newcomers == "targeted"
     task_version, ckpt = export.champions(world)["click_article"]  # earlier tests moved the champion
     old = dataclasses.replace(world, targeted=dataclasses.replace(world.targeted, newcomers="universal"))
-    export.main(old, d2, force=True)
+    first = export.main(old, d2, force=True)
     before = pq.read_table(folder / "click_article_user.parquet").to_pandas()
+    kept = before[before["model_version"] == task_version]  # users with task history
     newcomer = before.loc[before["model_version"] != task_version, "user_id"].iloc[0]
     assert set(before["model_version"]) == {task_version, export.champions(world)["universal"][0]}
+    n_new = len(before) - len(kept)
+    assert first["without_task_history"]["click_article"] == {"task_model": 0, "universal": n_new}
     item = pq.read_table(folder / "click_article_item.parquet").to_pandas().iloc[0]
     publish.main(old, d2)
     mixed = publish.read_online(old, [{"user_id": newcomer, "item_id": item["item_id"]}])
     assert mixed["click_article_user_embedding"][0] is not None and mixed["click_article_score"][0] is None, \
         "vectors of different versions are never combined"
 
-    assert export.main(world, d2)["settings"]["newcomers"] == "targeted", "a changed setting re-exports the day"
+    done = export.main(world, d2)
+    assert done["settings"]["newcomers"] == "targeted", "a changed setting re-exports the day"
+    assert done["without_task_history"]["click_article"] == {"task_model": n_new, "universal": 0}
     after = pq.read_table(folder / "click_article_user.parquet").to_pandas()
     assert set(after["user_id"]) == set(before["user_id"]) and set(after["model_version"]) == {task_version}
-    kept = before[before["model_version"] == task_version]
     mine = dict(zip(after["user_id"], after["embedding"]))
     for user, vector in zip(kept["user_id"], kept["embedding"]):
         np.testing.assert_allclose(mine[user], vector, rtol=1e-6)
