@@ -52,7 +52,7 @@ from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
-from training.metrics import from_ranks  # noqa: E402
+from training.metrics import from_ranks, target_ranks  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
@@ -254,12 +254,22 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         state = fit(model, tt_train, tt_valid, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
         rows[label] = model_row(model, tt_test, tt_ctx) | (new_users_row(model) if input_ == "all_scene" else {}) | {
-            "valid_R@10": state.best_r10,
+            "valid_R@10": state.best_r10, "valid_task_items_R@10": valid_among(model, tt_valid, in_task),
             "epochs": len(state.history), "best_epoch": state.best_epoch}
         print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
     return {"rows": rows, "seconds": seconds, "items": len(index), "task_sequences": len(task_seqs),
             "task_examples": int(len(train[1])), "test_users": int(len(test[2])), "valid_users": int(len(valid[2])),
             "total_seconds": round(time.perf_counter() - t0, 1)}
+
+
+@torch.no_grad()
+def valid_among(model, valid: tuple, candidates: torch.Tensor) -> float:
+    """R@10 of the selected model on the validation users among `candidates` (the task's items,
+    what its export serves): one candidate set for every row, so validation compares them all."""
+    model.eval()
+    users = model.users(valid[0], valid[2] if len(valid) > 2 else None)
+    ranks, _ = target_ranks(users, model.all_item_embeddings(), valid[1], candidates=candidates)
+    return from_ranks(ranks, (10,))["R@10"]
 
 
 DATASETS = {"synthetic": synthetic, "synthetic-newcomers": lambda s: synthetic(s, newcomer_share=0.3),
@@ -291,7 +301,8 @@ def markdown(results: dict, epochs: int) -> str:
              "among the 80% least frequent items of the task's training data. The goals read the full ranking; "
              "\"among the task's items\" ranks only the items of the task's scene, as the task's export serves them "
              "(`precise export` writes a task's item vectors for its scenes only). Valid R@10: what selected the "
-             "epoch, on the validation users (among the task's items for the variants that rank only those).", ""]
+             "epoch, on the validation users (among the task's items for the variants that rank only those); in "
+             "brackets, where recorded, the selected model's valid R@10 among the task's items, comparable across rows.", ""]
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['items']:,} items, {r['task_sequences']:,} task sequences "
                   f"({r['task_examples']:,} training examples, {r.get('samples_per_user', '?')} per user), {r['valid_users']:,} valid and {r['test_users']:,} test "
@@ -304,6 +315,8 @@ def markdown(results: dict, epochs: int) -> str:
             secs = r["seconds"].get(label, r["seconds"]["universal"] if label == "UT only" else None)
             task = f"{row['task_items']['R@10']:.4f}" if "task_items" in row else "-"  # runs before the column: none
             valid = f"{row['valid_R@10']:.3f}" if "valid_R@10" in row else "-"  # targeted rows (selection)
+            if "valid_task_items_R@10" in row:  # and the same validation users among the task's items
+                valid += f" ({row['valid_task_items_R@10']:.3f})"
             lines.append(f"| {label} | {t['R@10']:.4f} | {t['N@10']:.4f} | {t['R@50']:.4f} | {c['R@10']:.4f} | {task} | "
                          f"{valid} | {'-' if secs is None else f'{secs:.0f}'} |")
         new = {label: row for label, row in r["rows"].items() if "new_to_task_task_items" in row}
