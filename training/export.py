@@ -181,15 +181,17 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             t_version, t_ckpt = models[task.name]
             meta, weights = load_checkpoint(t_ckpt)
             t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
+            has_task = set(recent["user_id"])
             if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
-                mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(set(recent["user_id"]))]
+                mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(has_task)]
             else:
                 mine = recent
             t_users = user_vectors(t_model, t_index, list(mine["item_ids"]), times=list(mine["ts"]))
-            fallback = [u for u in active["user_id"] if u not in set(mine["user_id"])]
+            embedded = set(mine["user_id"])
+            fallback = [u for u in active["user_id"] if u not in embedded]
             # users without task history: how many the task model embedded, how many got the universal vector
             manifest_out.setdefault("without_task_history", {})[task.name] = {
-                "task_model": len(mine) - int(mine["user_id"].isin(set(recent["user_id"])).sum()), "universal": len(fallback)}
+                "task_model": len(embedded - has_task), "universal": len(fallback)}
             users = pa.concat_tables([
                 table("user_id", list(mine["user_id"]), t_users, t_version, ts),
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
