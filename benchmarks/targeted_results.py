@@ -52,8 +52,8 @@ from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
-from training.metrics import from_ranks, target_ranks  # noqa: E402
-from training.trainer import fit  # noqa: E402
+from training.metrics import from_ranks  # noqa: E402
+from training.trainer import evaluate, fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"
@@ -96,8 +96,9 @@ def synthetic(settings: Settings, newcomer_share: float = 0.0) -> dict:
             "task_times": task_times, "valid_times": valid_times, "task_scene": "article",
             "valid_all_scene": valid_all_scene,
             "new_to_task": ([universal[u] for u in new.index], list(new["item_id"]),
-                            [target_contexts([universal_times[u]], [t], settings.universal.model.session_gap_minutes)[0]
-                             for u, t in new["ts"].items()] if settings.universal.model.session_gap_minutes else None)}
+                            target_contexts([universal_times[u] for u in new.index], list(new["ts"]),
+                                            settings.universal.model.session_gap_minutes)
+                            if settings.universal.model.session_gap_minutes else None)}
 
 
 def food_kitchen() -> dict:
@@ -254,22 +255,14 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         state = fit(model, tt_train, tt_valid, tcfg)  # as the stage: the starting weights are no candidate
         seconds[label] = round(time.perf_counter() - t1, 1)
         rows[label] = model_row(model, tt_test, tt_ctx) | (new_users_row(model) if input_ == "all_scene" else {}) | {
-            "valid_R@10": state.best_r10, "valid_task_items_R@10": valid_among(model, tt_valid, in_task),
+            "valid_R@10": state.best_r10,
+            # the same users among the task's items: one candidate set for every row, so validation compares them all
+            "valid_task_items_R@10": evaluate(model, *tt_valid, candidates=in_task)[0]["R@10"],
             "epochs": len(state.history), "best_epoch": state.best_epoch}
         print(f"{name} {label}: R@10 {rows[label]['all']['R@10']:.4f} ({seconds[label]} s)", flush=True)
     return {"rows": rows, "seconds": seconds, "items": len(index), "task_sequences": len(task_seqs),
             "task_examples": int(len(train[1])), "test_users": int(len(test[2])), "valid_users": int(len(valid[2])),
             "total_seconds": round(time.perf_counter() - t0, 1)}
-
-
-@torch.no_grad()
-def valid_among(model, valid: tuple, candidates: torch.Tensor) -> float:
-    """R@10 of the selected model on the validation users among `candidates` (the task's items,
-    what its export serves): one candidate set for every row, so validation compares them all."""
-    model.eval()
-    users = model.users(valid[0], valid[2] if len(valid) > 2 else None)
-    ranks, _ = target_ranks(users, model.all_item_embeddings(), valid[1], candidates=candidates)
-    return from_ranks(ranks, (10,))["R@10"]
 
 
 DATASETS = {"synthetic": synthetic, "synthetic-newcomers": lambda s: synthetic(s, newcomer_share=0.3),

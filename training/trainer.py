@@ -211,15 +211,16 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 
 @torch.no_grad()
 def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
-             context: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+             context: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
     """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (and their session
-    context (B, L), `Precise.encode`), among a task model's `candidates` if it has them; plus the ranks."""
+    context (B, L), `Precise.encode`), among `candidates` ((N+1,) bool) if given, else among a task
+    model's own `candidates` if it has them; plus the ranks."""
     model.eval()
     items = model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
     ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
-                                 candidates=getattr(model, "candidates", None))  # a task model's items
+                                 candidates=candidates if candidates is not None else getattr(model, "candidates", None))
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
     model.train()
