@@ -378,3 +378,40 @@ def test_session_context_dropout_hides_whole_sequences_contexts_in_training_only
     torch.testing.assert_close(with_ctx, without)  # every sequence dropped (p close to 1)
     assert not torch.isclose(losses[0.0][0], losses[0.0][1])  # p = 0: the context counts
     torch.testing.assert_close(evaluated, losses[0.0][2])  # evaluation never drops
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_history_negative_weight_counts_each_history_item_w_times_in_the_denominator(sampled):
+    """model.history_negative_weight w: at each position, every distinct item of its history (the
+    position itself and before, its target left out) counts w times in the softmax's denominator;
+    exact softmax and sampled softmax alike (sampled: those items are added as exact terms, no log
+    q), training only; w = 1 is the plain loss."""
+    torch.manual_seed(0)
+    seq = torch.tensor([[0, 3, 5, 3, 9, 2], [4, 6, 1, 8, 2, 7]])
+    target = torch.tensor([[0, 5, 3, 7, 2, 11], [6, 1, 8, 2, 7, 4]])  # row 1's last target is in its history
+    negatives = torch.randint(1, 31, (12,)) if sampled else None
+    w = 4.0
+    plain_model, weighted = tiny("id", id_aux_weight=0.0).train(), tiny("id", id_aux_weight=0.0, history_negative_weight=w).train()
+    h = weighted.to_space(weighted.encode(seq))[target > 0]  # (P, D); dropout is 0
+    e = weighted.all_item_embeddings()
+    t = target[target > 0]
+    rows = [set(seq[b, : l + 1].tolist()) - {0, int(target[b, l])} for b in range(2) for l in range(6) if target[b, l] > 0]
+    if sampled:
+        cand = [[int(x)] + negatives.tolist() for x in t]
+        denominators = []
+        for p, c in enumerate(cand):
+            logits = torch.stack([h[p] @ e[j] for j in c])
+            logits[1:][negatives == c[0]] = float("-inf")  # a negative equal to the target is masked
+            extra = torch.stack([h[p] @ e[j] for j in sorted(rows[p])]) if rows[p] else torch.zeros(0)
+            denominators.append(torch.logsumexp(torch.cat([logits, extra + math.log(w - 1)]), 0) - logits[0])
+        ref = torch.stack(denominators).mean()
+    else:
+        logits = h @ e[1:].T
+        mult = torch.ones_like(logits)
+        for p, items in enumerate(rows):
+            mult[p, [j - 1 for j in items]] = w
+        ref = (torch.log((mult * logits.exp()).sum(1)) - logits.gather(1, (t - 1)[:, None]).squeeze(1)).mean()
+    got, _ = weighted.loss(seq, target, negatives)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert not torch.isclose(got, plain_model.loss(seq, target, negatives)[0])
+    torch.testing.assert_close(weighted.eval().loss(seq, target, negatives)[0], plain_model.eval().loss(seq, target, negatives)[0])
