@@ -166,10 +166,6 @@ class ModelSpec:
     # Training only: this share of the sequences trains with unknown context (code 0), so that the
     # model also serves inputs without timestamps (a log or an importer without real times).
     session_context_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    # Training only: an item already in a position's history (never its target) counts this many
-    # times in the softmax's denominator, so that the model learns not to offer what the user has
-    # consumed (logs without repeats, e.g. MovieLens ratings; docs/quality.md). 1: as any item.
-    history_negative_weight: Annotated[float, Field(ge=1)] = 1.0
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,6 @@ class ModelConfig(ModelSpec):
     id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
     session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
     session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
-    history_negative_weight: float = 1.0  # training only; checkpoints before it trained without
 
     @property
     def dim(self) -> int:
@@ -145,8 +144,7 @@ class ModelConfig(ModelSpec):
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
-                          max_elements: int = 2**27, history: torch.Tensor | None = None,
-                          history_weight: float = 1.0) -> torch.Tensor:
+                          max_elements: int = 2**27) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -156,40 +154,18 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     step's largest tensor, so nothing touches it but the product and the loss: the scale is applied
     to h (P, D), and padding is left out by slicing the item rows instead of masking a column
     (forward + backward of this loss at P 1,500, N 36k, one thread: 1.11 s instead of 1.44 s).
-
-    history (P, L) item indices (0 = none; `history_items`) with history_weight w > 1: each of
-    those items counts w times in its row's denominator (`ModelSpec.history_negative_weight`).
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
-    extra = math.log(history_weight - 1.0) if history is not None and history_weight > 1.0 else None
 
-    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor, hist=None) -> torch.Tensor:
-        logits = (hc * scale) @ it.T  # (c, N)
-        if extra is None:
-            return F.cross_entropy(logits, tc, reduction="sum")
-        seen = logits.gather(1, (hist - 1).clamp(min=0)).masked_fill(hist == 0, float("-inf"))  # (c, L)
-        lse = torch.logaddexp(torch.logsumexp(logits, 1), torch.logsumexp(seen, 1) + extra)
-        return (lse - logits.gather(1, tc.unsqueeze(1)).squeeze(1)).sum()
+    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy((hc * scale) @ it.T, tc, reduction="sum")  # logits (c, N)
 
     rows = max(max_elements // max(candidates.shape[0], 1), 1)
     if len(h) <= rows:
-        return chunk_loss(h, targets, candidates, history) / max(len(h), 1)
+        return chunk_loss(h, targets, candidates) / max(len(h), 1)
     total = sum(torch.utils.checkpoint.checkpoint(chunk_loss, h[i : i + rows], targets[i : i + rows], candidates,
-                                                  None if history is None else history[i : i + rows],
                                                   use_reentrant=False) for i in range(0, len(h), rows))
     return total / len(h)
-
-
-def history_items(seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """seq (B, L) inputs, target (B, L) next items (0 = none) -> (P, L) for the P positions with a
-    target: the distinct items of each position's history (itself and the positions before it),
-    the position's own target left out, 0 elsewhere."""
-    L = seq.shape[1]
-    hist = (seq.unsqueeze(1) * torch.ones(L, L, dtype=torch.bool, device=seq.device).tril())[target > 0]  # (P, L)
-    hist = hist.masked_fill(hist == target[target > 0].unsqueeze(1), 0)
-    ordered, _ = hist.sort(1)
-    repeat = F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0))  # a repeated item counts once
-    return ordered.masked_fill(repeat, 0)
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -444,11 +420,8 @@ class Precise(nn.Module):
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
-        weight = self.cfg.history_negative_weight if self.training else 1.0
-        hist = history_items(seq, target) if weight > 1.0 else None  # (P, L)
         if scored_rows is None:
-            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale,
-                                         history=hist, history_weight=weight)
+            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], self.to_space(scored[scored_rows[B * L :]])
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)
@@ -458,9 +431,4 @@ class Precise(nn.Module):
             neg = neg - item_logq[negatives]
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
-        if hist is not None:  # the history's items once more each, at weight - 1 (exact terms: no log q)
-            items = torch.unique(torch.cat([seq.reshape(-1), target.reshape(-1), negatives]))  # the rows of `scored`
-            seen = (h.unsqueeze(1) * self.to_space(scored[torch.searchsorted(items, hist)])).sum(-1) * scale  # (P, L)
-            seen = seen.masked_fill(hist == 0, float("-inf")) + math.log(weight - 1.0)
-            logits = torch.cat([logits, seen], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))
