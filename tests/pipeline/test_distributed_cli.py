@@ -1,9 +1,13 @@
 """`precise train universal --nproc 2`: the product launches its own torchrun workers (gloo on CPU).
 
 Same day, same data: 2 workers of batch 32 against 1 process of batch 64 (the same examples per
-optimizer step). The runs differ in batch composition and float order, so the stated tolerance
-is 0.1 absolute on valid R@10 and 10% on valid loss. Rank 0 alone registers and logs. A killed
-worker fails the stage with an `error:` line and leaves no half-written model."""
+optimizer step). That the ranks stay in step and learn is tests/model/test_distributed.py's
+check; here it is the product's launch: rank 0 alone registers and logs, and the result is in
+the range of one process's. Two epochs of this tiny world leave both runs near the uniform loss
+ln(800) = 6.68, and 40 validation users make the figures noisy: over 6 seeds of these settings
+here the two runs' val_loss differed by at most 5.8% (6.62-7.15), and one CI run saw 6.60
+against 7.44 (12.6%). So the tolerances are 0.1 absolute on valid R@10 and 20% on valid loss.
+A killed worker fails the stage with an `error:` line and leaves no half-written model."""
 
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ def test_two_workers_match_one_process_and_rank0_alone_registers(world, tmp_path
     multi = json.loads((two / "data" / "metrics" / "train_universal.json").read_text())
     assert proc.stdout.count('"mlflow_run_id"') == 1, "rank 0 alone prints the stage's metrics"
     assert abs(multi["valid"]["R@10"] - single["valid"]["R@10"]) <= 0.1, (multi["valid"], single["valid"])
-    assert multi["valid"]["val_loss"] == pytest.approx(single["valid"]["val_loss"], rel=0.1)
+    assert multi["valid"]["val_loss"] == pytest.approx(single["valid"]["val_loss"], rel=0.2)
     s2 = Settings.load(two / "params.yaml")
     assert [r["version"] for r in registry.listing(s2)] == ["1"], "one registered version, by rank 0"
     import mlflow
