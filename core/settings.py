@@ -166,6 +166,10 @@ class ModelSpec:
     # Training only: this share of the sequences trains with unknown context (code 0), so that the
     # model also serves inputs without timestamps (a log or an importer without real times).
     session_context_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # A learned logit offset for the items a user has already read (in the model's input window):
+    # trained with the rest, it settles below zero on logs without repeats (MovieLens ratings) and
+    # near or above it where users come back to items; scoring adds it wherever the model scores.
+    history_offset: bool = False
 
 
 @dataclass(frozen=True)

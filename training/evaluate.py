@@ -27,8 +27,9 @@ from core.settings import Settings
 from training import text, tracking
 from training.baselines import Popularity, Transitions
 from training.data import Index, pad_left, target_contexts
-from training.metrics import from_ranks, target_ranks
+from training.metrics import from_ranks
 from training.model import Precise
+from training.trainer import model_ranks
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,10 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
     """0-based full-ranking rank of each target given its history (and the history's session
     contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)
     bool, array or tensor), the rank among those items only."""
-    model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
-    users = torch.cat([model.users(inputs[i : i + 512], None if ctx is None else ctx[i : i + 512])
-                       for i in range(0, len(inputs), 512)])
     mask = torch.as_tensor(candidates) if candidates is not None else None
-    ranks, _ = target_ranks(users, model.all_item_embeddings(), torch.from_numpy(targets), candidates=mask)
-    return ranks
+    return model_ranks(model, inputs, torch.from_numpy(targets), ctx, mask)[0]
 
 
 def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks,

@@ -13,8 +13,11 @@
                                   never offer another scene's items
     <task>_recent_items.parquet   user_id, items (list<string>, newest last): the U2I2I input
     manifest.json                 the versions exported, row counts, the publish time, the
-                                  export settings and, per task, the users without task history
-                                  embedded by the task model or given the universal vector
+                                  export settings, the universal model's `history_logit` (the
+                                  learned logit offset of items a user has already read, null
+                                  without `model.history_offset`; U2I's `recall.exclude_consumed`
+                                  is its serving form) and, per task, the users without task
+                                  history embedded by the task model or given the universal vector
 
 Users: those active in the last `export.lookback_days` days (any universal behaviour). Unknown
 users get nothing (recall falls back to popularity). `embedding` is list<float32>;
@@ -167,6 +170,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         universal_by_user = dict(zip(active["user_id"], range(len(active))))
         _write(tmp, "universal_user", table("user_id", list(active["user_id"]), u_users, u_version, ts), manifest_out)
         _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
+        # the universal model's learned logit offset of items the user has already read (model.history_offset)
+        offset = u_model.history_logit()
+        manifest_out["history_logit"] = None if offset is None else round(offset.item(), 4)
         for task in settings.tasks:
             task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
             recent = task_seqs[task_seqs["user_id"].isin(set(active["user_id"]))]

@@ -16,17 +16,24 @@ KS = (10, 30, 50)
 
 @torch.no_grad()
 def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024,
-                 scale: float = 1.0, candidates: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 scale: float = 1.0, candidates: torch.Tensor | None = None, history: torch.Tensor | None = None,
+                 history_logit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """users (B, D), items (N+1, D) with row 0 = padding, targets (B,) in 1..N.
 
     Returns the 0-based rank of each target among all N items (B,) and the full-softmax
     cross-entropy of each target (B,), the scores multiplied by `scale` (1 / the model's
     temperature) as in training. candidates (N+1,) bool: rank among these items only (a task's
-    items, as its export serves them); the targets must be among them.
+    items, as its export serves them); the targets must be among them. history (B, L) the items
+    each user has read (0 = none) with history_logit: the model's offset of those items' logits
+    (`Precise.history_logit`), added to their scores.
     """
     ranks, losses = [], []
     for i in range(0, len(users), chunk):
         s = users[i : i + chunk] @ items.T  # (b, N+1)
+        if history is not None and history_logit is not None:
+            rows, slot = (history[i : i + chunk] > 0).nonzero(as_tuple=True)
+            cols = history[i : i + chunk][rows, slot]
+            s[rows, cols] += history_logit / scale  # repeats of an item write the same value
         s[:, 0] = float("-inf")
         if candidates is not None:
             s[:, ~candidates] = float("-inf")

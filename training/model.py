@@ -134,6 +134,7 @@ class ModelConfig(ModelSpec):
     id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
     session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
     session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
+    history_offset: bool = False  # checkpoints written before it score the history like any item
 
     @property
     def dim(self) -> int:
@@ -143,8 +144,42 @@ class ModelConfig(ModelSpec):
         return asdict(self)
 
 
+def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """seq (B, L) inputs, valid (B, L) bool the positions with a target -> (P, L): for each of the
+    P valid positions the distinct items it has read (itself and the positions before it), in
+    ascending order, 0 for none and for a repeat."""
+    L = seq.shape[1]
+    hist = (seq.unsqueeze(1) * torch.ones(L, L, dtype=seq.dtype, device=seq.device).tril())[valid]  # (P, L)
+    ordered, _ = hist.sort(1)
+    return ordered.masked_fill(F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0)), 0)
+
+
+def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torch.Tensor | float,
+                       columns: torch.Tensor | None = None) -> torch.Tensor:
+    """Add `offset` in place to the logits (P, C) of each row's history items.
+
+    history (P, L) distinct item ids per row (0 = none, `history_items`); columns None: column
+    c is item c + 1 (the catalog without padding); else columns (C,) the item of each column, which
+    may repeat (sampled negatives): every column of a history item gets the offset."""
+    rows, slot = (history > 0).nonzero(as_tuple=True)
+    items = history[rows, slot]
+    if columns is None:
+        cols = items - 1
+        logits.index_put_((rows, cols), logits[rows, cols] + offset)
+        return logits
+    sorted_items, order = columns.sort()
+    lo = torch.searchsorted(sorted_items, items)
+    hi = torch.searchsorted(sorted_items, items, right=True)
+    for k in range(int((hi - lo).max()) if len(items) else 0):
+        hit = lo + k < hi
+        r, c = rows[hit], order[(lo + k)[hit]]
+        logits.index_put_((r, c), logits[r, c] + offset)
+    return logits
+
+
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
-                          max_elements: int = 2**27) -> torch.Tensor:
+                          max_elements: int = 2**27, history: torch.Tensor | None = None,
+                          offset: torch.Tensor | None = None) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -157,15 +192,23 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
 
-    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy((hc * scale) @ it.T, tc, reduction="sum")  # logits (c, N)
+    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor, hist: torch.Tensor | None = None,
+                   off: torch.Tensor | None = None) -> torch.Tensor:
+        logits = (hc * scale) @ it.T  # (c, N)
+        if hist is not None:
+            logits = add_history_offset(logits, hist, off)
+        return F.cross_entropy(logits, tc, reduction="sum")
 
     rows = max(max_elements // max(candidates.shape[0], 1), 1)
     if len(h) <= rows:
-        return chunk_loss(h, targets, candidates) / max(len(h), 1)
+        return chunk_loss(h, targets, candidates, history, offset) / max(len(h), 1)
     total = sum(torch.utils.checkpoint.checkpoint(chunk_loss, h[i : i + rows], targets[i : i + rows], candidates,
+                                                  None if history is None else history[i : i + rows], offset,
                                                   use_reentrant=False) for i in range(0, len(h), rows))
     return total / len(h)
+
+
+HISTORY_OFFSET_SCALE = 10.0
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -233,6 +276,9 @@ class Precise(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
+        # The learned logit offset of the items a position has already read (`history_offset`):
+        # a scalar, times HISTORY_OFFSET_SCALE so that AdamW's step moves it by ~0.01 a step.
+        self.history_bias = nn.Parameter(torch.zeros(())) if cfg.history_offset else None
         self.last_stats: dict = {}
 
     # -- items --
@@ -354,6 +400,10 @@ class Precise(nn.Module):
         the scored vectors (cosine under `similarity: cosine`), as in evaluation and recall."""
         return users @ items.T
 
+    def history_logit(self) -> torch.Tensor | None:
+        """The logit offset of an item the user has already read (None: not this model's)."""
+        return None if self.history_bias is None else self.history_bias * HISTORY_OFFSET_SCALE
+
     def forward(self, seq, target, negatives=None, item_logq=None, context=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
         return self.loss(seq, target, negatives, item_logq, context)
@@ -420,8 +470,10 @@ class Precise(nn.Module):
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
+        offset = self.history_logit()
+        hist = history_items(seq, valid) if offset is not None else None  # (P, L)
         if scored_rows is None:
-            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale)
+            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale, history=hist, offset=offset)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], self.to_space(scored[scored_rows[B * L :]])
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)
@@ -431,4 +483,9 @@ class Precise(nn.Module):
             neg = neg - item_logq[negatives]
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
+        if hist is not None:  # column 0 is each row's own target
+            columns = torch.cat([torch.zeros(1, dtype=negatives.dtype, device=negatives.device), negatives])
+            seen = (hist == pos_items.unsqueeze(1)).any(1)  # (P,) the target was read before
+            logits = add_history_offset(logits, hist.masked_fill(hist == pos_items.unsqueeze(1), 0), offset, columns)
+            logits[:, 0] = logits[:, 0] + seen * offset
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))

@@ -210,17 +210,29 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
-             context: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
-    """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (and their session
-    context (B, L), `Precise.encode`), among `candidates` ((N+1,) bool) if given, else among a task
-    model's own `candidates` if it has them; plus the ranks."""
+def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
+                candidates: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The model's full-ranking rank and softmax loss of each target (B,) given its inputs (B, L)
+    (and their session context (B, L), `Precise.encode`): among `candidates` ((N+1,) bool) if given,
+    else among a task model's own `candidates` if it has them; the items of each input window get
+    the model's learned history offset if it has one (`model.history_offset`). The one scoring
+    of evaluation, benchmarks and the gate."""
     model.eval()
     items = model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    ranks, losses = target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
-                                 candidates=candidates if candidates is not None else getattr(model, "candidates", None))
+    offset = model.history_logit() if hasattr(model, "history_logit") else None
+    return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
+                        candidates=candidates if candidates is not None else getattr(model, "candidates", None),
+                        history=inputs[:, -model.cfg.max_len :], history_logit=None if offset is None else offset.item())
+
+
+@torch.no_grad()
+def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
+             context: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+    """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (`model_ranks`), plus
+    the ranks."""
+    ranks, losses = model_ranks(model, inputs, targets, context, candidates)
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
     model.train()
@@ -353,8 +365,12 @@ def fit(
             change = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
             metrics["id_change"] = change
             id_before = model.id_emb.weight.detach().clone()
+        offset = model.history_logit() if hasattr(model, "history_logit") else None
+        if offset is not None:  # the learned logit offset of items already read (model.history_offset)
+            metrics["history_logit"] = offset.item()
         state.history.append(metrics)
         aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
+        aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
         log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
                  state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
         if on_eval:

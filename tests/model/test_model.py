@@ -378,3 +378,48 @@ def test_session_context_dropout_hides_whole_sequences_contexts_in_training_only
     torch.testing.assert_close(with_ctx, without)  # every sequence dropped (p close to 1)
     assert not torch.isclose(losses[0.0][0], losses[0.0][1])  # p = 0: the context counts
     torch.testing.assert_close(evaluated, losses[0.0][2])  # evaluation never drops
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_history_offset_adds_a_learned_logit_to_the_items_already_read(sampled):
+    """model.history_offset: at each position, every item it has read (itself and the positions
+    before) scores its logit plus one learned offset, the position's own target included when it
+    is a repeat; exact and sampled softmax alike (sampled: every negative column of such an item,
+    a negative equal to the target still masked). Evaluation ranks with the same offset."""
+    torch.manual_seed(0)
+    seq = torch.tensor([[0, 3, 5, 3, 9, 2], [4, 6, 1, 8, 2, 7]])
+    target = torch.tensor([[0, 5, 3, 7, 2, 11], [6, 1, 8, 2, 7, 4]])  # repeats: row 0's 3, row 1's last 4
+    negatives = torch.tensor([3, 9, 9, 12, 4, 20, 11, 1]) if sampled else None
+    m = tiny("id", history_offset=True).train()
+    with torch.no_grad():
+        m.history_bias.fill_(-0.13)  # offset -1.3 (HISTORY_OFFSET_SCALE 10)
+    offset = m.history_logit().item()
+    h = m.to_space(m.encode(seq))[target > 0]  # (P, D); dropout is 0
+    e = m.all_item_embeddings()
+    t = target[target > 0]
+    read = [set(seq[b, : l + 1].tolist()) - {0} for b in range(2) for l in range(6) if target[b, l] > 0]
+    ref = []
+    for p, items in enumerate(read):
+        cand = [int(t[p])] + negatives.tolist() if sampled else list(range(1, 31))
+        logits = torch.stack([h[p] @ e[j] + (offset if j in items else 0.0) for j in cand])
+        if sampled:
+            logits[1:][negatives == t[p]] = float("-inf")  # a negative equal to the target is masked
+            ref.append(torch.logsumexp(logits, 0) - logits[0])
+        else:
+            ref.append(torch.logsumexp(logits, 0) - logits[int(t[p]) - 1])
+    got, _ = m.loss(seq, target, negatives)
+    torch.testing.assert_close(got, torch.stack(ref).mean(), atol=1e-5, rtol=1e-5)
+    got.backward()
+    assert m.history_bias.grad is not None and float(m.history_bias.grad) != 0.0, "the offset is learned"
+    # Evaluation: the window's items score with the offset (ranks and loss of the next item).
+    from training.trainer import model_ranks
+    inputs, nxt = seq, torch.tensor([3, 11])  # row 0's next item is one it has read
+    ranks, losses = model_ranks(m, inputs, nxt)
+    users = m.users(inputs)
+    scores = users @ e.T
+    for b in range(2):
+        scores[b, [j for j in set(inputs[b].tolist()) if j]] += offset
+    scores[:, 0] = float("-inf")
+    expect = [(scores[b] >= scores[b, nxt[b]]).sum().item() - 1 for b in range(2)]
+    assert ranks.tolist() == expect
+    torch.testing.assert_close(torch.from_numpy(losses), torch.logsumexp(scores, 1) - scores[[0, 1], nxt], atol=1e-5, rtol=1e-5)
