@@ -53,7 +53,8 @@ OUT = REPO / "benchmarks" / "out"
 # key: (label, model overrides, train overrides); {} = the params.yaml defaults.
 VARIANTS = {
     "sasrec": ("SASRec peer (id-only, exact softmax, dot)",
-               {"item_embedding": "id", "similarity": "dot", "temperature": 1.0, "session_gap_minutes": 0},
+               {"item_embedding": "id", "similarity": "dot", "temperature": 1.0, "session_gap_minutes": 0,
+                "history_offset": False},
                {"loss": "softmax", "alternate.enabled": False, "epochs": 40, "patience": 3}),
     "ut": ("PRECISE-UT (fused, alternate)", {}, {}),
     "joint": ("fused, joint training", {}, {"alternate.enabled": False}),
