@@ -169,7 +169,7 @@ class ModelSpec:
     # A learned logit offset for the items a user has already read (in the model's input window):
     # trained with the rest, it settles below zero on logs without repeats (MovieLens ratings) and
     # near or above it where users come back to items; scoring adds it wherever the model scores.
-    history_offset: bool = False
+    history_offset: bool = True
 
 
 @dataclass(frozen=True)

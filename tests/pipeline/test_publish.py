@@ -85,6 +85,8 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert out["versions"] == {"universal": "precise-universal:1", "click_article": "precise-click_article:1",
                                "share_all": "precise-share_all:1"}
     assert export.main(world, d2) == out, "same champions: the day's export is left as it is"
+    assert out["history_logit"] is not None and out["history_logit"] != 0.0, \
+        "the manifest records the universal model's learned offset of items already read (model.history_offset)"
     folder = schema.partition_dir(world.paths.data / "export", d2)
     users = pq.read_table(folder / "click_article_user.parquet").to_pandas()
     assert set(users["model_version"]) == {"precise-click_article:1"}, "newcomers too (train_targeted.newcomers: targeted)"
