@@ -14,6 +14,31 @@ import torch
 KS = (10, 30, 50)
 
 
+def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torch.Tensor | float,
+                       columns: torch.Tensor | None = None) -> torch.Tensor:
+    """Add `offset` in place to the logits (P, C) of each row's history items.
+
+    history (P, L) item ids per row (0 = none), distinct where gradients flow (`model.history_items`;
+    outside autograd a repeat writes the same value twice); columns None: column c is item c + 1
+    (the catalog without padding); else columns (C,) the item of each column, which may repeat
+    (sampled negatives): every column of a history item gets the offset. The training losses
+    (`training/model.py`) and `target_ranks` score the history with it."""
+    rows, slot = (history > 0).nonzero(as_tuple=True)
+    items = history[rows, slot]
+    if columns is None:
+        cols = items - 1
+        logits.index_put_((rows, cols), logits[rows, cols] + offset)
+        return logits
+    sorted_items, order = columns.sort()
+    lo = torch.searchsorted(sorted_items, items)
+    hi = torch.searchsorted(sorted_items, items, right=True)
+    for k in range(int((hi - lo).max()) if len(items) else 0):
+        hit = lo + k < hi
+        r, c = rows[hit], order[(lo + k)[hit]]
+        logits.index_put_((r, c), logits[r, c] + offset)
+    return logits
+
+
 @torch.no_grad()
 def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024,
                  scale: float = 1.0, candidates: torch.Tensor | None = None, history: torch.Tensor | None = None,
@@ -31,9 +56,7 @@ def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
     for i in range(0, len(users), chunk):
         s = users[i : i + chunk] @ items.T  # (b, N+1)
         if history is not None and history_logit is not None:
-            rows, slot = (history[i : i + chunk] > 0).nonzero(as_tuple=True)
-            cols = history[i : i + chunk][rows, slot]
-            s[rows, cols] += history_logit / scale  # repeats of an item write the same value
+            add_history_offset(s[:, 1:], history[i : i + chunk], history_logit / scale)  # a view: writes into s
         s[:, 0] = float("-inf")
         if candidates is not None:
             s[:, ~candidates] = float("-inf")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from core.settings import ITEM_EMBEDDINGS, SIMILARITIES, ModelSpec
+from training.metrics import add_history_offset
 
 # --- building blocks ------------------------------------------------------------------------------
 
@@ -152,29 +153,6 @@ def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     hist = (seq.unsqueeze(1) * torch.ones(L, L, dtype=seq.dtype, device=seq.device).tril())[valid]  # (P, L)
     ordered, _ = hist.sort(1)
     return ordered.masked_fill(F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0)), 0)
-
-
-def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torch.Tensor | float,
-                       columns: torch.Tensor | None = None) -> torch.Tensor:
-    """Add `offset` in place to the logits (P, C) of each row's history items.
-
-    history (P, L) distinct item ids per row (0 = none, `history_items`); columns None: column
-    c is item c + 1 (the catalog without padding); else columns (C,) the item of each column, which
-    may repeat (sampled negatives): every column of a history item gets the offset."""
-    rows, slot = (history > 0).nonzero(as_tuple=True)
-    items = history[rows, slot]
-    if columns is None:
-        cols = items - 1
-        logits.index_put_((rows, cols), logits[rows, cols] + offset)
-        return logits
-    sorted_items, order = columns.sort()
-    lo = torch.searchsorted(sorted_items, items)
-    hi = torch.searchsorted(sorted_items, items, right=True)
-    for k in range(int((hi - lo).max()) if len(items) else 0):
-        hit = lo + k < hi
-        r, c = rows[hit], order[(lo + k)[hit]]
-        logits.index_put_((r, c), logits[r, c] + offset)
-    return logits
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
@@ -491,7 +469,7 @@ class Precise(nn.Module):
         logits = torch.cat([pos, neg], dim=1)
         if hist is not None:  # column 0 is each row's own target
             columns = torch.cat([torch.zeros(1, dtype=negatives.dtype, device=negatives.device), negatives])
-            seen = (hist == pos_items.unsqueeze(1)).any(1)  # (P,) the target was read before
-            logits = add_history_offset(logits, hist.masked_fill(hist == pos_items.unsqueeze(1), 0), offset, columns)
-            logits[:, 0] = logits[:, 0] + seen * offset
+            is_target = hist == pos_items.unsqueeze(1)  # (P, L)
+            logits = add_history_offset(logits, hist.masked_fill(is_target, 0), offset, columns)
+            logits[:, 0] = logits[:, 0] + is_target.any(1) * offset  # the target was read before
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=seq.device))

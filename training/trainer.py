@@ -209,6 +209,13 @@ def set_token_training(model: Precise, trainable: bool) -> None:
         model.tok_emb.weight.requires_grad_(trainable)
 
 
+def history_logit(model) -> float | None:
+    """The model's learned offset of items already read (`model.history_offset`), or None (off, or
+    a targeted model, which has none)."""
+    offset = model.history_logit() if hasattr(model, "history_logit") else None
+    return None if offset is None else offset.item()
+
+
 @torch.no_grad()
 def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
                 candidates: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -221,10 +228,9 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
     items = model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    offset = model.history_logit() if hasattr(model, "history_logit") else None
     return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
                         candidates=candidates if candidates is not None else getattr(model, "candidates", None),
-                        history=inputs[:, -model.cfg.max_len :], history_logit=None if offset is None else offset.item())
+                        history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model))
 
 
 @torch.no_grad()
@@ -365,9 +371,8 @@ def fit(
             change = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
             metrics["id_change"] = change
             id_before = model.id_emb.weight.detach().clone()
-        offset = model.history_logit() if hasattr(model, "history_logit") else None
-        if offset is not None:  # the learned logit offset of items already read (model.history_offset)
-            metrics["history_logit"] = offset.item()
+        if (offset := history_logit(model)) is not None:
+            metrics["history_logit"] = offset
         state.history.append(metrics)
         aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
         aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
