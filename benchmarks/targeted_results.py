@@ -244,11 +244,13 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
         v += (torch.from_numpy(pad_left(target_contexts(times, d["valid_times"][1], gap), max_len)),) if gap else ()
         return targeted.to_tensors(examples, index, max_len, gap), v, test[1], test_ctx
 
-    for label, start, negatives, loss, candidates, input_ in (VARIANTS[k] for k in variants or VARIANTS):
+    for label, start, negatives, loss, candidates, input_, offset in (VARIANTS[k] for k in variants or VARIANTS):
         tt_train, tt_valid, tt_test, tt_ctx = (train, valid_t, test[0], tt_test_ctx) if input_ == "task" else all_scene_inputs()
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
+        if not offset:  # the task model without the learned offset of items already read (model.history_offset)
+            base.history_bias = None
         model = targeted.Targeted(base, settings.targeted.head_hidden, negatives, loss,
                                   in_task if candidates == "task" else None)
         t1 = time.perf_counter()
@@ -268,23 +270,25 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
 DATASETS = {"synthetic": synthetic, "synthetic-newcomers": lambda s: synthetic(s, newcomer_share=0.3),
             "food-kitchen": lambda s: food_kitchen()}
 
-# key (--variants) -> (label, start, negatives, loss, candidates, input): train_targeted's settings.
+# key (--variants) -> (label, start, negatives, loss, candidates, input, history offset): train_targeted's
+# settings, and whether the task model keeps the base's learned offset of items already read.
 # The params.yaml default first; `ut-tt`, `tt` and the always-run UT only row are Table VII's
 # comparison. TT only trains on the task's data alone (its own sequences), as in the paper.
 VARIANTS = {
-    "ut-tt": ("UT then TT (all-scene input, BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog", "all_scene"),
-    "ut-tt-among-task": ("UT then TT (all-scene input, among the task's items)", "UT then TT", "catalog", "bpr", "task", "all_scene"),
-    "ut-tt-s": ("UT then TT (task sequences S'_u, BPR, catalog negatives)", "UT then TT", "catalog", "bpr", "catalog", "task"),
-    "ut-tt-s-among-task": ("UT then TT (task sequences, among the task's items)", "UT then TT", "catalog", "bpr", "task", "task"),
-    "ut-tt-softmax": ("UT then TT (task sequences, softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog", "task"),
-    "ut-tt-user": ("UT then TT (task sequences, BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog", "task"),
-    "ut-tt-item": ("UT then TT (task sequences, BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog", "task"),
-    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog", "task"),
-    "tt-among-task": ("TT only (among the task's items)", "TT only", "catalog", "bpr", "task", "task"),
-    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog", "task"),
+    "ut-tt": ("UT then TT (all-scene input, BPR, catalog negatives: default)", "UT then TT", "catalog", "bpr", "catalog", "all_scene", True),
+    "ut-tt-no-offset": ("UT then TT (all-scene input, without the history offset)", "UT then TT", "catalog", "bpr", "catalog", "all_scene", False),
+    "ut-tt-among-task": ("UT then TT (all-scene input, among the task's items)", "UT then TT", "catalog", "bpr", "task", "all_scene", True),
+    "ut-tt-s": ("UT then TT (task sequences S'_u, BPR, catalog negatives)", "UT then TT", "catalog", "bpr", "catalog", "task", True),
+    "ut-tt-s-among-task": ("UT then TT (task sequences, among the task's items)", "UT then TT", "catalog", "bpr", "task", "task", True),
+    "ut-tt-softmax": ("UT then TT (task sequences, softmax over the catalog)", "UT then TT", "catalog", "softmax", "catalog", "task", True),
+    "ut-tt-user": ("UT then TT (task sequences, BPR, user-side negatives: eq. 6)", "UT then TT", "user", "bpr", "catalog", "task", True),
+    "ut-tt-item": ("UT then TT (task sequences, BPR, item-side in-batch negatives)", "UT then TT", "item", "bpr", "catalog", "task", True),
+    "tt": ("TT only (BPR, catalog negatives)", "TT only", "catalog", "bpr", "catalog", "task", True),
+    "tt-among-task": ("TT only (among the task's items)", "TT only", "catalog", "bpr", "task", "task", True),
+    "tt-user": ("TT only (BPR, user-side negatives: eq. 6)", "TT only", "user", "bpr", "catalog", "task", True),
 }
 LABELS = [v[0] for v in VARIANTS.values()]
-ORDER = [*LABELS[:7], "UT only", *LABELS[7:], "counting (last 3 items)", "popularity"]
+ORDER = [*LABELS[:8], "UT only", *LABELS[8:], "counting (last 3 items)", "popularity"]
 
 
 def markdown(results: dict, epochs: int) -> str:

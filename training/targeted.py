@@ -67,7 +67,8 @@ from core.errors import PreciseError
 from core.settings import TARGETED_LOSSES, TARGETED_NEGATIVES, Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, text, universal
 from training.data import Index, pad_left, target_contexts
-from training.model import Precise, softmax_cross_entropy
+from training.metrics import add_history_offset
+from training.model import Precise, history_items, softmax_cross_entropy
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,13 @@ class Targeted(nn.Module):
     def all_item_embeddings(self) -> torch.Tensor:
         return self.base.all_item_embeddings()
 
+    def history_logit(self) -> torch.Tensor | None:
+        """The base's learned offset of items already read (`model.history_offset`; a warm start
+        begins at the universal model's), which the catalog losses train and evaluation adds to
+        the items of the input; None without one or with `user`/`item` negatives (those losses
+        never score the catalog, so they could not learn it)."""
+        return self.base.history_logit() if self.negatives == "catalog" else None
+
     def users(self, seq: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """seq (B, L) left-padded task sequences (context (B, L): their session codes, as the
         universal model's `encode` reads them, the last one the predicted behaviour's) -> h'_u (B, D).
@@ -125,16 +133,17 @@ class Targeted(nn.Module):
         h = self.base.encode(seq, causal=False, context=context)  # (B, L, D), padded positions zeroed
         return self.base.to_space(h[:, -1] + self.head(h.flatten(1)))  # (B, D), the base's scoring space
 
-    def scored_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def scored_items(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The catalog losses' items and targets: (N+1, D) every item's embedding and target (B,),
-        or with `candidates` only theirs: (C+1, D) (row 0 padding) and the targets renumbered."""
+        or with `candidates` only theirs: (C+1, D) (row 0 padding) and the targets renumbered.
+        The third value maps an item id to its row (None: the identity; 0: not a candidate)."""
         items = self.base.all_item_embeddings()
         if self.candidates is None:
-            return items, target
+            return items, target, None
         rows = torch.cat([torch.zeros(1, dtype=torch.long, device=items.device), self.candidates.nonzero().squeeze(1)])
         renumber = torch.zeros(len(items), dtype=torch.long, device=items.device)
         renumber[rows] = torch.arange(len(rows), device=items.device)
-        return items[rows], renumber[target]
+        return items[rows], renumber[target], renumber
 
     def forward(self, seq, target, negatives, item_logq=None, context=None):
         return self.loss(seq, target, negatives, context)
@@ -146,14 +155,23 @@ class Targeted(nn.Module):
         universal training, `Precise.drop_context`)."""
         context = self.base.drop_context(context)
         scale = 1.0 / self.base.cfg.temperature  # scores as the universal loss sees them
+        offset = self.history_logit()
         if self.negatives == "catalog":
-            items, target = self.scored_items(target)
+            items, target, renumber = self.scored_items(target)
+            if offset is not None:  # (B, L) each input's distinct items, as rows of `items` (0: none)
+                last = torch.zeros_like(seq, dtype=torch.bool)
+                last[:, -1] = True  # the one position scored: the whole input is its history
+                history = history_items(seq, last)
+                history = history if renumber is None else renumber[history]
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
-            loss = softmax_cross_entropy(self.users(seq, context), items, target, scale)
+            loss = softmax_cross_entropy(self.users(seq, context), items, target, scale,
+                                         history=None if offset is None else history, offset=offset)
             return loss, dict(self.base.last_stats)
         u = self.users(seq, context) * scale  # (B, D)
         if self.negatives == "catalog":
             s = u @ items.T  # (B, C+1), column 0 = padding
+            if offset is not None:  # the items already read score their logit plus the offset
+                s = torch.cat([s[:, :1], add_history_offset(s[:, 1:].clone(), history, offset)], 1)
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
             keep = torch.ones_like(s, dtype=torch.bool)
             keep[:, 0] = False  # padding

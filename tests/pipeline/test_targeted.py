@@ -110,6 +110,54 @@ def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
         targeted.Targeted(base, hidden=16, negatives="user", loss="softmax")
 
 
+def test_targeted_losses_and_ranks_add_the_learned_offset_of_items_already_read():
+    """model.history_offset in a task model: the catalog losses (BPR and softmax, over the catalog
+    or the task's items) score every item of the input plus the base's learned offset, the target
+    too when it is one of them; the offset is trained, and evaluation ranks with it. Losses that
+    never score the catalog (user, item) have none."""
+    torch.manual_seed(0)
+    base = Precise(ModelConfig(n_items=30, n_tokens=10, llm_dim=8, id_dim=8, sem_dim=8, layers=1, heads=2,
+                               max_len=6, dropout=0.0, history_offset=True), torch.randint(0, 11, (31, 4)))
+    with torch.no_grad():
+        base.history_bias.fill_(0.13)  # offset +1.3 (HISTORY_OFFSET_SCALE 10)
+    seqs = torch.tensor([[0, 0, 3, 4, 7, 6], [0, 0, 1, 2, 5, 6], [0, 9, 9, 2, 12, 30]])
+    target = torch.tensor([7, 8, 9])  # rows 0 and 2 read their target before
+    among = torch.zeros(31, dtype=torch.bool)
+    among[5:13] = True
+    for kind in ("bpr", "softmax"):
+        for candidates in (None, among):
+            model = targeted.Targeted(base, hidden=16, loss=kind, candidates=candidates).eval()
+            torch.nn.init.normal_(model.head[-1].weight)
+            offset = model.history_logit()
+            assert offset is not None and abs(offset.item() - 1.3) < 1e-6
+            u = model.users(seqs) / base.cfg.temperature
+            cols = list(range(1, 31)) if candidates is None else list(range(5, 13))
+            terms = []
+            for b in range(3):
+                read = set(seqs[b].tolist()) - {0}
+                s = {j: u[b] @ base.item_embeddings(torch.tensor(j)) + (offset if j in read else 0.0) for j in cols}
+                t = int(target[b])
+                if kind == "bpr":
+                    terms += [-torch.nn.functional.logsigmoid(s[t] - s[j]) for j in cols if j != t]
+                else:
+                    terms.append(torch.logsumexp(torch.stack(list(s.values())), 0) - s[t])
+            loss, _ = model.loss(seqs, target, None)
+            torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+            base.zero_grad()
+            loss.backward()
+            assert float(base.history_bias.grad) != 0.0, "the offset is trained"
+    # Evaluation ranks every input item with the offset (the trainer's one scoring).
+    from training.trainer import model_ranks
+    model = targeted.Targeted(base, hidden=16).eval()
+    ranks, _ = model_ranks(model, seqs, target)
+    with torch.no_grad():
+        scores = model.users(seqs) / base.cfg.temperature @ base.all_item_embeddings().T
+        for b in range(3):
+            scores[b, [j for j in set(seqs[b].tolist()) if j]] += 1.3
+        scores[:, 0] = float("-inf")
+    assert ranks.tolist() == [(scores[b] >= scores[b, target[b]]).sum().item() - 1 for b in range(3)]
+    assert targeted.Targeted(base, hidden=16, negatives="user").history_logit() is None
+
 def test_samples_use_only_the_past():
     import pandas as pd
 
