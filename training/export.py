@@ -16,8 +16,9 @@
                                   export settings, the universal model's `history_logit` (the
                                   learned logit offset of items a user has already read, null
                                   without `model.history_offset`; U2I's `recall.exclude_consumed`
-                                  is its serving form) and, per task, the users without task
-                                  history embedded by the task model or given the universal vector
+                                  is its serving form), per task its model's offset
+                                  (`task_history_logit`) and the users without task history
+                                  embedded by the task model or given the universal vector
 
 Users: those active in the last `export.lookback_days` days (any universal behaviour). Unknown
 users get nothing (recall falls back to popularity). `embedding` is list<float32>;
@@ -187,6 +188,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             t_version, t_ckpt = models[task.name]
             meta, weights = load_checkpoint(t_ckpt)
             t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
+            offset = t_model.history_logit()  # the task model's own (trained on from the universal model's)
+            manifest_out.setdefault("task_history_logit", {})[task.name] = None if offset is None else round(offset.item(), 4)
             has_task = set(recent["user_id"])
             if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
                 mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(has_task)]

@@ -87,6 +87,8 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert export.main(world, d2) == out, "same champions: the day's export is left as it is"
     assert out["history_logit"] is not None and out["history_logit"] != 0.0, \
         "the manifest records the universal model's learned offset of items already read (model.history_offset)"
+    assert set(out["task_history_logit"]) == {"click_article", "share_all"} and all(
+        v is not None for v in out["task_history_logit"].values()), "and each task model's"
     folder = schema.partition_dir(world.paths.data / "export", d2)
     users = pq.read_table(folder / "click_article_user.parquet").to_pandas()
     assert set(users["model_version"]) == {"precise-click_article:1"}, "newcomers too (train_targeted.newcomers: targeted)"
