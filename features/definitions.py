@@ -13,7 +13,9 @@ the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, defau
   A new version is written into its own views, so readers never see a half-written version.
 * Per task version, an on-demand view `<task>_score_v<N>` with field `<task>_score`: the user.item
   dot product of the exported vectors, the training score (PRECISE's ranking feature; a cosine under
-  `similarity: cosine`, whose exported vectors are L2-normalised), null when the two vectors come from different model
+  `similarity: cosine`, whose exported vectors are L2-normalised), plus the model's learned offset
+  when the item is one the user's vector has read (`model.history_offset`: the task user view's
+  fields `<task>_user_window` and `<task>_user_history_logit`, in versions exported with them), null when the two vectors come from different model
   versions (a user without task history carries the universal vector under
   `train_targeted.newcomers: universal`, or with a task model that reads only task sequences).
 * Per task, view `<task>_recent_items`, field `<task>_recent_items` (Array(String)): the user's
@@ -40,16 +42,18 @@ user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, d
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalog item")
 
 
-def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict) -> FeatureView:
+def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict, history: bool = False) -> FeatureView:
+    fields = {"embedding": Array(Float32), "model_version": String}
+    if history:  # a task's user view: the items its score adds the model's offset to, and the offset
+        fields |= {"window": Array(String), "history_logit": Float32}
     return FeatureView(
         name=name,
         entities=[entity],
         ttl=None,
-        schema=[Field(name=f"{prefix}_embedding", dtype=Array(Float32)),
-                Field(name=f"{prefix}_model_version", dtype=String)],
+        schema=[Field(name=f"{prefix}_{column}", dtype=dtype) for column, dtype in fields.items()],
         source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
                           created_timestamp_column="created",
-                          field_mapping={"embedding": f"{prefix}_embedding", "model_version": f"{prefix}_model_version"}),
+                          field_mapping={column: f"{prefix}_{column}" for column in fields}),
         online=True,
         tags=tags,
     )
@@ -68,10 +72,18 @@ def _score_view(name: str, task: str, users: FeatureView, items: FeatureView):
         # is read back from the input field names (<task>_user_embedding).
         key = next(k for k in inputs if k.endswith("_user_embedding") and "__" not in k)
         prefix = key[: -len("_user_embedding")]
+        n = len(inputs[key])
+        windows = inputs.get(f"{prefix}_user_window") or [None] * n  # versions exported with the offset
+        logits = inputs.get(f"{prefix}_user_history_logit") or [None] * n
         out = []
-        for u, i, uv, iv in zip(inputs[f"{prefix}_user_embedding"], inputs[f"{prefix}_item_embedding"],
-                                inputs[f"{prefix}_user_model_version"], inputs[f"{prefix}_item_model_version"]):
-            out.append(None if u is None or i is None or uv != iv else float(sum(a * b for a, b in zip(u, i))))
+        for u, i, uv, iv, item, window, logit in zip(
+                inputs[key], inputs[f"{prefix}_item_embedding"], inputs[f"{prefix}_user_model_version"],
+                inputs[f"{prefix}_item_model_version"], inputs.get("item_id") or [None] * n, windows, logits):
+            if u is None or i is None or uv != iv:
+                out.append(None)
+                continue
+            read = logit is not None and window is not None and item in window  # model.history_offset
+            out.append(float(sum(a * b for a, b in zip(u, i))) + (float(logit) if read else 0.0))
         return {f"{prefix}_score": out}
 
     return score
@@ -97,7 +109,8 @@ def build(state: dict) -> list:
     for model, published in sorted(state.get("versions", {}).items()):
         for version, files in sorted(published.items()):
             tags = {"model": model, "version": str(version), "model_version": files["model_version"]}
-            pair = (_embedding_view(f"{model}_user_v{version}", f"{model}_user", user, files["user"], tags),
+            pair = (_embedding_view(f"{model}_user_v{version}", f"{model}_user", user, files["user"], tags,
+                                    history=files.get("history", False)),
                     _embedding_view(f"{model}_item_v{version}", f"{model}_item", item, files["item"], tags))
             views[(model, str(version))] = pair
             objects += list(pair)

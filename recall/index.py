@@ -13,8 +13,10 @@ Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own
 `ids.json` (item ids in row order), `meta.json` (kind, dim, version, popular items).
 
 * **U2I** (`precise recall u2i --task T --user U`): the user's embedding of the serving version to
-  the top-K items; items the user already has in the task sequence are dropped
-  (`recall.exclude_consumed`).
+  the top-K items, scored as the model scores them: items its vector has read get the model's
+  learned offset (`model.history_offset`; exported with the user, `training/export.py`
+  `with_history`), so a negative offset pushes them down and a positive one up; items the user
+  already has in the task sequence are dropped (`recall.exclude_consumed`).
 * **U2I2I** (`precise recall u2i2i ...`): the user's recent task items (recent clicks for a click
   task, recent shares for a share task) to their nearest items; candidates are merged by their
   best score over the seeds; the seeds themselves are dropped.
@@ -153,6 +155,12 @@ class Recall:
         recent_path = state.get("recent", {}).get(model)
         recent = pq.read_table(recent_path).to_pydict() if recent_path else {"user_id": [], "items": []}
         self.recent = dict(zip(recent["user_id"], recent["items"]))
+        # user -> (the items its vector read, the model's offset of them): model.history_offset
+        self.history: dict[str, tuple[list[str], float]] = {}
+        if files.get("history"):
+            t = pq.read_table(files["user"], columns=["user_id", "model_version", "window", "history_logit"]).to_pydict()
+            self.history = {u: (w, float(b)) for u, v, w, b in zip(t["user_id"], t["model_version"], t["window"], t["history_logit"])
+                            if v == files["model_version"] and b is not None and w}
         self.cfg = settings.recall
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +173,15 @@ class Recall:
         if user not in self.users:
             return self.popular(user, k)
         consumed = set(self.recent.get(user, [])) if exclude else set()
-        scores, rows = self._search(self.users[user][None, :], k + len(consumed))
-        out = [{"item_id": self.ids[r], "score": float(s)} for s, r in zip(scores[0], rows[0])
-               if r >= 0 and self.ids[r] not in consumed]
-        return out[:k]
+        window, offset = self.history.get(user, ([], 0.0))
+        read = {i for i in window if i in self.row and i not in consumed}
+        query = self.users[user]
+        scores, rows = self._search(query[None, :], k + len(consumed) + len(read))
+        best = {self.ids[r]: float(s) for s, r in zip(scores[0], rows[0]) if r >= 0 and self.ids[r] not in consumed}
+        for item in read:  # the model's score of an item the vector has read: its dot product plus the offset
+            best[item] = float(self.index.reconstruct(self.row[item]) @ query) + offset
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:k]
+        return [{"item_id": i, "score": s} for i, s in ranked]
 
     def u2i2i(self, user: str, k: int | None = None, per_seed: int | None = None) -> list[dict]:
         k = k or self.cfg.top_k

@@ -97,7 +97,13 @@ def main(settings: Settings, date: str | None = None) -> dict:
         version = label.rsplit(":", 1)[1]
         files = {kind: _copy(export_dir / f"{model}_{kind}.parquet", offline / model / f"v{version}" / f"{kind}.parquet")
                  for kind in ("user", "item")}
-        candidate["versions"].setdefault(model, {})[version] = files | {"model_version": label}
+        # a task's user file with `window` and `history_logit` (training/export.py `with_history`):
+        # its Feast score adds the model's offset of items already read
+        import pyarrow.parquet as pq
+
+        history = model != "universal" and "history_logit" in pq.read_schema(files["user"]).names
+        candidate["versions"].setdefault(model, {})[version] = files | {"model_version": label} | (
+            {"history": True} if history else {})
         new_views += [f"{model}_user_v{version}", f"{model}_item_v{version}"]
         serving[model] = version
     for task in settings.tasks:

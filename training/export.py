@@ -7,7 +7,10 @@
     <task>_user.parquet           the task's champion; users without task history get their
                                   universal embedding (model_version = the universal version),
                                   or with `train_targeted.newcomers: targeted` and a model that
-                                  reads all-scene histories, the task model's embedding
+                                  reads all-scene histories, the task model's embedding;
+                                  plus window (the input's last max_len items) and
+                                  history_logit (the model's offset of those items, null for
+                                  universal rows): what the Feast score and U2I add (`with_history`)
     <task>_item.parquet           item embeddings of the task's champion (targeted training moves them),
                                   only the items of the task's scenes: its recall and Feast views
                                   never offer another scene's items
@@ -92,6 +95,19 @@ def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.da
     stamp = pa.array([ts] * n, type=pa.timestamp("us", tz="UTC"))
     return pa.table({key: pa.array(ids, pa.string()), "embedding": emb, "model_version": pa.array([version] * n, pa.string()),
                      "event_timestamp": stamp, "created": pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))})
+
+
+def with_history(users: pa.Table, windows: list, offset: torch.Tensor | None, max_len: int) -> pa.Table:
+    """A task's user table plus what its score adds to the items a user has already read
+    (`model.history_offset`): `window` list<string>, the last `max_len` items of the input that
+    the first len(windows) rows' vectors were computed from, and `history_logit` float32, the
+    model's offset (null without one); the other rows (the universal vector) get [] and null. The
+    Feast score view and U2I add the offset to the window's items."""
+    n = len(windows)
+    logit = None if offset is None else float(offset.item())
+    window = [list(w[-max_len:]) for w in windows] + [[]] * (users.num_rows - n)
+    return users.append_column("window", pa.array(window, pa.list_(pa.string()))).append_column(
+        "history_logit", pa.array([logit] * n + [None] * (users.num_rows - n), pa.float32()))
 
 
 @torch.no_grad()
@@ -201,10 +217,10 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             # users without task history: how many the task model embedded, how many got the universal vector
             manifest_out.setdefault("without_task_history", {})[task.name] = {
                 "task_model": len(embedded - has_task), "universal": len(fallback)}
-            users = pa.concat_tables([
+            users = with_history(pa.concat_tables([
                 table("user_id", list(mine["user_id"]), t_users, t_version, ts),
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
-            ])
+            ]), list(mine["item_ids"]), t_model.history_logit(), t_model.cfg.max_len)
             _write(tmp, f"{task.name}_user", users, manifest_out)
             rows = in_scenes(task, t_index.ids, items)
             _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model)[rows],

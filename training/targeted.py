@@ -14,7 +14,10 @@
   e' = e (`user`, the paper's eq. 6: it ranks users for an item, which never pushes the user's
   own ranking of items, and loses to popularity on our worlds), or e' the other targets of the
   batch (`item`). `loss: softmax` is the cross-entropy over the whole catalog instead of BPR.
-  Scores are the universal model's (its similarity and temperature), as in evaluation and recall.
+  Scores are the universal model's (its similarity and temperature), as in evaluation and recall,
+  and with `model.history_offset` the catalog losses add the base's learned offset to every item
+  of the input (the target too when it is one), as evaluation does; a warm start begins at the
+  universal model's offset and trains it on the task (`Targeted.history_logit`).
   `catalog` and `softmax` score every item each step (B x N, like the universal exact softmax).
 * **Input**: the task sequence S'_u (default) or, with `input: all_scene`, the user's all-scene
   clicks before the target's time.

@@ -104,11 +104,18 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert {scene[i] for i in items["item_id"]} == {"article"}, "a one-scene task exports its scene's items only"
     every = pq.read_table(folder / "share_all_item.parquet").to_pandas()
     assert {scene[i] for i in every["item_id"]} == {"article", "video", "music", "game"}
-    item = items.iloc[3]
-    rows = [{"user_id": targeted_user["user_id"], "item_id": item["item_id"]}, {"user_id": "nobody", "item_id": "nothing"}]
+    # The score is the model's: the dot product, plus the learned offset for an item the vector has read.
+    window, logit = list(targeted_user["window"]), float(targeted_user["history_logit"])
+    assert window and logit != 0.0 and not np.isnan(logit), "the task user rows carry their window and offset"
+    item = items[~items["item_id"].isin(window)].iloc[3]
+    read = items[items["item_id"].isin(window)].iloc[0]
+    rows = [{"user_id": targeted_user["user_id"], "item_id": item["item_id"]}, {"user_id": "nobody", "item_id": "nothing"},
+            {"user_id": targeted_user["user_id"], "item_id": read["item_id"]}]
     got = publish.read_online(world, rows)
     np.testing.assert_allclose(got["click_article_user_embedding"][0], targeted_user["embedding"], rtol=1e-6)
     assert got["click_article_score"][0] == pytest.approx(float(np.dot(targeted_user["embedding"], item["embedding"])), rel=1e-5)
+    assert got["click_article_score"][2] == pytest.approx(float(np.dot(targeted_user["embedding"], read["embedding"])) + logit,
+                                                          rel=1e-5), "an item already read: the offset added"
     assert versions_of(got)["click_article_user_model_version"] == "precise-click_article:1"
     assert got["click_article_recent_items"][0], "the U2I2I input is online"
     assert got["click_article_user_embedding"][1] is None and got["click_article_score"][1] is None, "unknown: nulls"
@@ -135,8 +142,8 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert not recent & {x["item_id"] for x in u2i["items"]}
     scores = [x["score"] for x in u2i["items"]]
     assert scores == sorted(scores, reverse=True)
-    top = item_ids_by_score(items, targeted_user["embedding"], exclude=recent)[:10]
-    assert [x["item_id"] for x in u2i["items"]] == top, "flat index = exact dot-product ranking"
+    top = item_ids_by_score(items, targeted_user["embedding"], exclude=recent, read=(set(window), logit))[:10]
+    assert [x["item_id"] for x in u2i["items"]] == top, "flat index = the model's exact ranking"
     u2i2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i2i", "--task", "click_article", "--user", u,
                                cwd=world.paths.root).stdout)
     assert u2i2i["items"] and not recent & {x["item_id"] for x in u2i2i["items"]}
@@ -149,8 +156,10 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert nobody["items"] and all(x["fallback"] == "popular" for x in nobody["items"])
 
 
-def item_ids_by_score(items, user_vector, exclude) -> list[str]:
+def item_ids_by_score(items, user_vector, exclude, read=(set(), 0.0)) -> list[str]:
+    """The model's ranking: dot products, plus the offset `read[1]` for the items in `read[0]`."""
     scores = np.stack(items["embedding"].to_numpy()) @ np.asarray(user_vector)
+    scores = scores + read[1] * items["item_id"].isin(read[0]).to_numpy()
     order = np.argsort(-scores, kind="stable")
     return [items["item_id"].iloc[i] for i in order if items["item_id"].iloc[i] not in exclude]
 
