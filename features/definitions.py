@@ -44,7 +44,7 @@ item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, d
 
 def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict, history: bool = False) -> FeatureView:
     fields = {"embedding": Array(Float32), "model_version": String}
-    if history:  # a task's user view: the items its score adds the model's offset to, and the offset
+    if history:  # a user view: the items a score adds the model's offset to, and the offset
         fields |= {"window": Array(String), "history_logit": Float32}
     return FeatureView(
         name=name,

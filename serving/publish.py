@@ -33,6 +33,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
 from core import schema
@@ -97,11 +98,9 @@ def main(settings: Settings, date: str | None = None) -> dict:
         version = label.rsplit(":", 1)[1]
         files = {kind: _copy(export_dir / f"{model}_{kind}.parquet", offline / model / f"v{version}" / f"{kind}.parquet")
                  for kind in ("user", "item")}
-        # a task's user file with `window` and `history_logit` (training/export.py `with_history`):
-        # its Feast score adds the model's offset of items already read
-        import pyarrow.parquet as pq
-
-        history = model != "universal" and "history_logit" in pq.read_schema(files["user"]).names
+        # a user file with `window` and `history_logit` (training/export.py `with_history`): a task's
+        # Feast score and every U2I add the model's offset of items already read
+        history = "history_logit" in pq.read_schema(files["user"]).names
         candidate["versions"].setdefault(model, {})[version] = files | {"model_version": label} | (
             {"history": True} if history else {})
         new_views += [f"{model}_user_v{version}", f"{model}_item_v{version}"]
@@ -158,8 +157,6 @@ def new_items(settings: Settings, folder: Path) -> dict:
     """The hourly path: new items' embeddings (training/export.new_items) into the serving item
     views of their model version (online write) and into that version's FAISS index. Rows of a
     version that is no longer serving are skipped (the next daily export covers them)."""
-    import pyarrow.parquet as pq
-
     from recall import index as recall_index
 
     state = read_state(settings)

@@ -2,7 +2,8 @@
 
 `precise export --date D` writes, atomically, `data/export/date=D/`:
 
-    universal_user.parquet        user_id, embedding, model_version, event_timestamp, created
+    universal_user.parquet        user_id, embedding, model_version, event_timestamp, created,
+                                  window, history_logit (as in <task>_user below)
     universal_item.parquet        item_id, ...
     <task>_user.parquet           the task's champion; users without task history get their
                                   universal embedding (model_version = the universal version),
@@ -98,7 +99,7 @@ def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.da
 
 
 def with_history(users: pa.Table, windows: list, offset: torch.Tensor | None, max_len: int) -> pa.Table:
-    """A task's user table plus what its score adds to the items a user has already read
+    """A user table plus what its score adds to the items a user has already read
     (`model.history_offset`): `window` list<string>, the last `max_len` items of the input that
     the first len(windows) rows' vectors were computed from, and `history_logit` float32, the
     model's offset (null without one); the other rows (the universal vector) get [] and null. The
@@ -185,7 +186,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         u_model, u_index, _, _ = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
         u_users = user_vectors(u_model, u_index, list(active["item_ids"]), times=list(active["ts"]))
         universal_by_user = dict(zip(active["user_id"], range(len(active))))
-        _write(tmp, "universal_user", table("user_id", list(active["user_id"]), u_users, u_version, ts), manifest_out)
+        _write(tmp, "universal_user", with_history(table("user_id", list(active["user_id"]), u_users, u_version, ts),
+                                                   list(active["item_ids"]), u_model.history_logit(), u_model.cfg.max_len),
+               manifest_out)
         _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
         # the universal model's learned logit offset of items the user has already read (model.history_offset)
         offset = u_model.history_logit()

@@ -151,6 +151,12 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     universal_u2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "universal",
                                        "--user", u, "--k", "200", cwd=world.paths.root).stdout)
     assert len({scene[x["item_id"]] for x in universal_u2i["items"]}) > 1, "universal recall spans the scenes"
+    u_users = pq.read_table(folder / "universal_user.parquet").to_pandas().set_index("user_id")
+    u_items = pq.read_table(folder / "universal_item.parquet").to_pandas()
+    u_read = (set(u_users.loc[u, "window"]), float(u_users.loc[u, "history_logit"]))
+    assert u_read[0] and u_read[1] != 0.0
+    assert [x["item_id"] for x in universal_u2i["items"]][:20] == item_ids_by_score(
+        u_items, u_users.loc[u, "embedding"], exclude=set(), read=u_read)[:20], "universal U2I: the model's ranking too"
     nobody = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "click_article", "--user",
                                 "nobody", cwd=world.paths.root).stdout)
     assert nobody["items"] and all(x["fallback"] == "popular" for x in nobody["items"])
