@@ -16,7 +16,7 @@ from training.trainer import fit  # noqa: E402
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 train, valid = toy_data()
-model = tiny("fused").train()  # same seed on every rank: the same initial weights
+model = tiny("fused", history_offset=True).train()  # same seed on every rank: the same initial weights; the default offset
 state = fit(model, train, valid, CFG)
 out = Path(sys.argv[1])
 torch.save({k: v.detach() for k, v in model.state_dict().items()}, out / f"rank{rank}.pt")

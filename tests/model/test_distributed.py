@@ -21,6 +21,8 @@ def test_two_processes_train_in_step(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert "history_bias" in w0, "the learned offset of items already read (the default) trains data-parallel too"
+    assert float(w0["history_bias"]) != 0.0
     for name in w0:
         torch.testing.assert_close(w0[name], w1[name], msg=f"{name} differs between ranks")
     r0 = json.loads((tmp_path / "rank0.json").read_text())
