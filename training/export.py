@@ -19,8 +19,8 @@
     manifest.json                 the versions exported, row counts, the publish time, the
                                   export settings, the universal model's `history_logit` (the
                                   learned logit offset of items a user has already read, null
-                                  without `model.history_offset`; U2I's `recall.exclude_consumed`
-                                  is its serving form), per task its model's offset
+                                  without `model.history_offset`; the user files carry it per
+                                  row beside the items it applies to), per task its model's offset
                                   (`task_history_logit`) and the users without task history
                                   embedded by the task model or given the universal vector
 
