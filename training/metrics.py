@@ -18,7 +18,7 @@ def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torc
                        columns: torch.Tensor | None = None) -> torch.Tensor:
     """Add `offset` in place to the logits (P, C) of each row's history items.
 
-    history (P, L) item ids per row (0 = none), distinct where gradients flow (`model.history_items`;
+    history (P, L) item ids per row (0 = none), distinct where gradients flow (`model.distinct_items`;
     outside autograd a repeat writes the same value twice); columns None: column c is item c + 1
     (the catalog without padding); else columns (C,) the item of each column, which may repeat
     (sampled negatives): every column of a history item gets the offset. The training losses

@@ -145,14 +145,19 @@ class ModelConfig(ModelSpec):
         return asdict(self)
 
 
+def distinct_items(rows: torch.Tensor) -> torch.Tensor:
+    """rows (P, L) item ids (0 = none) -> (P, L) each row's distinct items in ascending order, 0 for
+    none and for a repeat (so that `add_history_offset` adds the offset once per item)."""
+    ordered, _ = rows.sort(1)
+    return ordered.masked_fill(F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0)), 0)
+
+
 def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """seq (B, L) inputs, valid (B, L) bool the positions with a target -> (P, L): for each of the
-    P valid positions the distinct items it has read (itself and the positions before it), in
-    ascending order, 0 for none and for a repeat."""
+    P valid positions the distinct items it has read (itself and the positions before it)
+    (`distinct_items`)."""
     L = seq.shape[1]
-    hist = (seq.unsqueeze(1) * torch.ones(L, L, dtype=seq.dtype, device=seq.device).tril())[valid]  # (P, L)
-    ordered, _ = hist.sort(1)
-    return ordered.masked_fill(F.pad(ordered[:, 1:] == ordered[:, :-1], (1, 0)), 0)
+    return distinct_items((seq.unsqueeze(1) * torch.ones(L, L, dtype=seq.dtype, device=seq.device).tril())[valid])
 
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,

@@ -71,7 +71,7 @@ from core.settings import TARGETED_LOSSES, TARGETED_NEGATIVES, Settings, Targete
 from training import registry, runs, text, universal
 from training.data import Index, pad_left, target_contexts
 from training.metrics import add_history_offset
-from training.model import Precise, history_items, softmax_cross_entropy
+from training.model import Precise, distinct_items, softmax_cross_entropy
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,7 @@ class Targeted(nn.Module):
         if self.negatives == "catalog":
             items, target, renumber = self.scored_items(target)
             if offset is not None:  # (B, L) each input's distinct items, as rows of `items` (0: none)
-                last = torch.zeros_like(seq, dtype=torch.bool)
-                last[:, -1] = True  # the one position scored: the whole input is its history
-                history = history_items(seq, last)
-                history = history if renumber is None else renumber[history]
+                history = distinct_items(seq) if renumber is None else distinct_items(renumber[seq])
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
             loss = softmax_cross_entropy(self.users(seq, context), items, target, scale,
                                          history=None if offset is None else history, offset=offset)
@@ -174,7 +171,7 @@ class Targeted(nn.Module):
         if self.negatives == "catalog":
             s = u @ items.T  # (B, C+1), column 0 = padding
             if offset is not None:  # the items already read score their logit plus the offset
-                s = torch.cat([s[:, :1], add_history_offset(s[:, 1:].clone(), history, offset)], 1)
+                add_history_offset(s[:, 1:], history, offset)  # a view: writes into s
             pos = s.gather(1, target.unsqueeze(1))  # (B, 1)
             keep = torch.ones_like(s, dtype=torch.bool)
             keep[:, 0] = False  # padding
