@@ -67,7 +67,7 @@ from core.errors import PreciseError
 from core.settings import Settings, Task
 from training import registry, targeted, text, universal
 from training.data import NEW_SESSION, Index, pad_left, session_context
-from training.trainer import load_checkpoint
+from training.trainer import history_logit, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,16 @@ def table(key: str, ids: list[str], vectors: np.ndarray, version: str, ts: dt.da
                      "event_timestamp": stamp, "created": pa.array([dt.datetime.now(dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))})
 
 
-def with_history(users: pa.Table, windows: list, offset: torch.Tensor | None, max_len: int) -> pa.Table:
+def with_history(users: pa.Table, windows: list, offset: float | None, max_len: int) -> pa.Table:
     """A user table plus what its score adds to the items a user has already read
     (`model.history_offset`): `window` list<string>, the last `max_len` items of the input that
     the first len(windows) rows' vectors were computed from, and `history_logit` float32, the
     model's offset (null without one); the other rows (the universal vector) get [] and null. The
     Feast score view and U2I add the offset to the window's items."""
     n = len(windows)
-    logit = None if offset is None else float(offset.item())
     window = [list(w[-max_len:]) for w in windows] + [[]] * (users.num_rows - n)
     return users.append_column("window", pa.array(window, pa.list_(pa.string()))).append_column(
-        "history_logit", pa.array([logit] * n + [None] * (users.num_rows - n), pa.float32()))
+        "history_logit", pa.array([offset] * n + [None] * (users.num_rows - n), pa.float32()))
 
 
 @torch.no_grad()
@@ -186,13 +185,13 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         u_model, u_index, _, _ = universal.grow(meta, weights, items, tok_ids, tok_init, meta["max_tokens"], neighbours)
         u_users = user_vectors(u_model, u_index, list(active["item_ids"]), times=list(active["ts"]))
         universal_by_user = dict(zip(active["user_id"], range(len(active))))
+        # the universal model's learned logit offset of items the user has already read (model.history_offset)
+        u_offset = history_logit(u_model)
+        manifest_out["history_logit"] = None if u_offset is None else round(u_offset, 4)
         _write(tmp, "universal_user", with_history(table("user_id", list(active["user_id"]), u_users, u_version, ts),
-                                                   list(active["item_ids"]), u_model.history_logit(), u_model.cfg.max_len),
+                                                   list(active["item_ids"]), u_offset, u_model.cfg.max_len),
                manifest_out)
         _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
-        # the universal model's learned logit offset of items the user has already read (model.history_offset)
-        offset = u_model.history_logit()
-        manifest_out["history_logit"] = None if offset is None else round(offset.item(), 4)
         for task in settings.tasks:
             task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
             recent = task_seqs[task_seqs["user_id"].isin(set(active["user_id"]))]
@@ -207,8 +206,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             t_version, t_ckpt = models[task.name]
             meta, weights = load_checkpoint(t_ckpt)
             t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
-            offset = t_model.history_logit()  # the task model's own (trained on from the universal model's)
-            manifest_out.setdefault("task_history_logit", {})[task.name] = None if offset is None else round(offset.item(), 4)
+            t_offset = history_logit(t_model)  # the task model's own (trained on from the universal model's)
+            manifest_out.setdefault("task_history_logit", {})[task.name] = None if t_offset is None else round(t_offset, 4)
             has_task = set(recent["user_id"])
             if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
                 mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(has_task)]
@@ -223,7 +222,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             users = with_history(pa.concat_tables([
                 table("user_id", list(mine["user_id"]), t_users, t_version, ts),
                 table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
-            ]), list(mine["item_ids"]), t_model.history_logit(), t_model.cfg.max_len)
+            ]), list(mine["item_ids"]), t_offset, t_model.cfg.max_len)
             _write(tmp, f"{task.name}_user", users, manifest_out)
             rows = in_scenes(task, t_index.ids, items)
             _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model)[rows],

@@ -210,8 +210,8 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 
 
 def history_logit(model) -> float | None:
-    """The model's learned offset of items already read (`model.history_offset`), or None (off, or
-    a targeted model, which has none)."""
+    """The model's learned offset of items already read (`model.history_offset`, `Precise` and
+    `Targeted` alike), or None (off, or a model without the method)."""
     offset = model.history_logit() if hasattr(model, "history_logit") else None
     return None if offset is None else offset.item()
 
