@@ -16,11 +16,13 @@ test split (sweeps); `--sample F` keeps a share F of the training-only users (pr
 valid and test users are always kept). Headline rows (PRECISE-UT, the SASRec peer) run on
 `--seeds` (two by default) and the table shows their mean.
 
-Rows: counting (items that followed the user's last 3 items, no learning), popularity, the
-SASRec peer (id-only, exact softmax, dot product: SASRec's objective at every position in one
-pass), PRECISE-UT (fused, alternate), fused with joint training, id-only, text-only (token table +
-MoE), mean-pool, and the HLLM-style baseline (a frozen per-item LLM vector through a trained map,
-no ID and no token table).
+Rows: counting (items that followed the user's last 3 items, no learning), popularity, text
+neighbours (the items whose text is nearest the last item's: the mean of their tokens'
+language-model states, centred, cosine; no learning: what the text alone knows), the SASRec peer
+(id-only, exact softmax, dot product: SASRec's objective at every position in one pass),
+PRECISE-UT (fused, alternate), fused with joint training, id-only, text-only (token table + MoE),
+mean-pool, and the HLLM-style baseline (a frozen per-item LLM vector through a trained map, no ID
+and no token table).
 Cold = targets among the 80% least frequent items seen in training; new = never seen in training.
 """
 
@@ -43,9 +45,10 @@ from benchmarks import datasets  # noqa: E402
 from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
-from training.baselines import Popularity, Transitions  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
+from training.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
+from training.data import Index, item_token_matrix, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
+from training.model import Bags  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
 
@@ -164,6 +167,18 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     return row, model
 
 
+def text_vectors(data: dict, max_tokens: int) -> np.ndarray:
+    """(N+1, H) each item's text vector for the text-neighbours row: the mean of its first
+    `max_tokens` tokens' language-model states (the encode stage's token vectors, the same tokens
+    the models read); zeros for an item without text."""
+    init = dict(zip((str(t) for t in data["tok_ids"]), data["tok_init"]))
+    table = np.zeros((len(data["token_index"]) + 1, data["tok_init"].shape[1]), dtype=np.float32)
+    if len(data["token_index"]):
+        table[1:] = np.stack([init[t] for t in data["token_index"].ids])
+    tokens = item_token_matrix(data["items"], data["item_index"], data["token_index"], max_tokens)
+    return Bags(tokens).mean(torch.from_numpy(table)).numpy()
+
+
 def contexts(data: dict, gap_minutes: float) -> dict:
     """Session contexts (training.data.session_context) of the training sequences and of the valid
     and test histories (each history's last position: its target's context), or None for each
@@ -200,8 +215,10 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
     freq = item_frequency(data["train"], len(data["item_index"]))
     splits = ("valid",) if args.tune else ("valid", "test")
     rows = {}
-    for label, model in (("counting (last 3 items)", Transitions(data["train"], len(data["item_index"]))),
-                         ("popularity", Popularity(data["train"], len(data["item_index"])))):
+    n = len(data["item_index"])
+    for label, model in (("counting (last 3 items)", Transitions(data["train"], n)),
+                         ("popularity", Popularity(data["train"], n)),
+                         ("text neighbours (last item)", TextNeighbours(text_vectors(data, settings.encode.max_tokens), data["train"], n))):
         rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
     fig4b = {}
 
@@ -306,7 +323,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(datasets.DATASETS), choices=datasets.DATASETS + datasets.DEV_DATASETS,
                         help="default: every results table; synthetic-dev is a tuning split (day N-1 as the test)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="learned rows (none given: the non-learned baselines only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8], help="headline rows run on each; others on the first")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")

@@ -1,5 +1,5 @@
 """Non-learned baselines, ranked over all items like the models (training/metrics.py): counting
-(item-to-item transitions) and popularity."""
+(item-to-item transitions), popularity and text neighbours (what the items' text alone says)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,39 @@ class Popularity:
         """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""
         pop = self.pop if candidates is None else np.where(candidates, self.pop, -np.inf)
         return np.array([int((pop >= pop[t]).sum()) - 1 for t in targets.tolist()], dtype=np.int64)
+
+
+class TextNeighbours:
+    """Text baseline: score(j) = cosine of j's text vector with the user's last item's, centred
+    (the catalog's mean vector removed: language-model states share a large common direction) and
+    L2-normalised; the last item itself is not offered (it is its own nearest neighbour); ties, and
+    items without text (a zero vector), by popularity. No learning: it says how much the text
+    alone knows about the next item, cold items included.
+
+    vectors (N+1, H) one text vector per item, row 0 = padding (e.g. the mean of its tokens'
+    language-model states, `Bags.mean`); a zero row = no text."""
+
+    def __init__(self, vectors: np.ndarray, train: list[np.ndarray], n_items: int):
+        v = np.asarray(vectors, dtype=np.float32)
+        has = np.linalg.norm(v, axis=1) > 0
+        has[0] = False
+        v = np.where(has[:, None], v - v[has].mean(0) if has.any() else v, 0.0)
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        self.vectors = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1)
+        self.pop = pop / max(pop.max(), 1) * 1e-3  # below any text difference that matters: only breaks ties
+        self.pop[0] = -np.inf
+
+    def ranks(self, histories: list[np.ndarray], targets: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
+        """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""
+        out = np.empty(len(targets), dtype=np.int64)
+        base = self.pop if candidates is None else np.where(candidates, self.pop, -np.inf)
+        for i, (h, t) in enumerate(zip(histories, targets.tolist())):
+            h = h[h > 0]
+            scores = base.copy()
+            if len(h):
+                last = int(h[-1])
+                scores = scores + self.vectors @ self.vectors[last]
+                scores[last] = -np.inf
+            out[i] = int((scores >= scores[t]).sum()) - 1
+        return out

@@ -176,6 +176,26 @@ def test_baselines_rank_among_candidates_when_given():
     assert popular.ranks([], np.array([2])).tolist() == [2] and popular.ranks([], np.array([2]), among).tolist() == [0]
 
 
+def test_text_neighbours_rank_by_centred_text_cosine_with_the_last_item():
+    from training.baselines import TextNeighbours
+
+    # Items 1-4 share a large common direction (column 0), as language-model states do; what tells
+    # them apart is columns 1-2. Item 5 has no text. Counts: 1: 1, 2: 1, 3: 3, 4: 1, 5: 4.
+    vectors = np.array([[0, 0, 0], [10, 1, 0], [10, 0.9, 0.1], [10, 0, 1], [10, -1, 0], [0, 0, 0]], dtype=float)
+    train = [np.array([1, 2, 3, 3, 3, 4]), np.array([5, 5, 5, 5])]
+    text = TextNeighbours(vectors, train, 5)
+    # Last item 1: item 2 is nearest once the common direction is removed (raw cosines are all ~0.99).
+    assert text.ranks([np.array([4, 1])], np.array([2])).tolist() == [0]
+    # Centred, 3 and 4 point away from 1 (cos -0.60, -0.85): below 5, whose cos is 0 (no text).
+    assert text.ranks([np.array([4, 1])], np.array([4])).tolist() == [3], "below 2, 5 and 3"
+    assert text.ranks([np.array([2, 1])], np.array([1])).tolist() == [5], "the last item itself is never offered"
+    among = np.array([False, False, False, True, True, True])
+    assert text.ranks([np.array([1])], np.array([3]), among).tolist() == [1], "among 3, 4, 5: 5, 3, 4"
+    # A last item without text scores every item 0: popularity decides (5, then 3).
+    assert text.ranks([np.array([5])], np.array([3])).tolist() == [0], "5 itself is not offered; 3 is the most popular"
+    assert text.ranks([np.array([0, 0])], np.array([5])).tolist() == [0], "no history: popularity"
+
+
 def test_exact_softmax_matches_a_plain_cross_entropy_chunked_or_not():
     m = tiny()
     seq = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 0, 7, 8, 9]])
