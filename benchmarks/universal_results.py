@@ -215,10 +215,10 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
     freq = item_frequency(data["train"], len(data["item_index"]))
     splits = ("valid",) if args.tune else ("valid", "test")
     rows = {}
-    n = len(data["item_index"])
+    n, vectors = len(data["item_index"]), text_vectors(data, settings.encode.max_tokens)
     for label, model in (("counting (last 3 items)", Transitions(data["train"], n)),
                          ("popularity", Popularity(data["train"], n)),
-                         ("text neighbours (last item)", TextNeighbours(text_vectors(data, settings.encode.max_tokens), data["train"], n))):
+                         ("text neighbours (last item)", TextNeighbours(vectors, data["train"], n))):
         rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
     fig4b = {}
 
