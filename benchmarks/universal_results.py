@@ -266,7 +266,9 @@ def markdown(results: dict) -> str:
              "against the target; early stopping on the validation split, the test split read once per row). "
              "Learned rows train with `params.yaml`'s `train_universal` defaults plus the overrides shown. "
              "Cold = targets among the 80% least frequent items seen in training; new = never seen in training. "
-             "Rows marked with seeds show the mean over those seeds. How the defaults were chosen, the "
+             "The text-neighbours row (no learning: the items whose text is nearest the user's last item, by the "
+             "cosine of their centred mean token states; the last item itself is not offered) says what the text "
+             "alone knows. Rows marked with seeds show the mean over those seeds. How the defaults were chosen, the "
              "validation sweeps and where the quality goals stand: `docs/quality.md`.", ""]
     for name, r in results.items():
         lines += [f"## {name}", "", f"{r['items']:,} items ({r['no_text_share']:.0%} without text), "
