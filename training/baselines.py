@@ -8,6 +8,21 @@ from collections import Counter, defaultdict
 import numpy as np
 
 
+def item_frequency(histories: list[np.ndarray], n_items: int) -> np.ndarray:
+    """(N+1,) occurrences of each item index in the training histories."""
+    flat = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
+    return np.bincount(flat, minlength=n_items + 1)
+
+
+def tie_breaker(train: list[np.ndarray], n_items: int) -> np.ndarray:
+    """(N+1,) popularity scaled below 1e-3 (below one count, and below any text difference that
+    matters): added to a baseline's scores, it only breaks ties; -inf for padding."""
+    pop = item_frequency(train, n_items)
+    out = pop / max(pop.max(), 1) * 1e-3
+    out[0] = -np.inf
+    return out
+
+
 class Transitions:
     """Counting baseline: score(j) = how often j followed any of the user's last `window` items in
     training, summed; ties broken by popularity. No learning."""
@@ -19,9 +34,7 @@ class Transitions:
             for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
                 if a and b:
                     self.follow[a][b] += 1
-        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1)
-        self.pop = pop / max(pop.max(), 1) * 1e-3  # below one count: only breaks ties
-        self.pop[0] = -np.inf
+        self.pop = tie_breaker(train, n_items)
 
     def ranks(self, histories: list[np.ndarray], targets: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
         """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""
@@ -40,7 +53,7 @@ class Popularity:
     """Most-popular baseline: every user gets the items by training frequency. No learning."""
 
     def __init__(self, train: list[np.ndarray], n_items: int):
-        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1).astype(float)
+        pop = item_frequency(train, n_items).astype(float)
         pop[0] = -np.inf
         self.pop = pop
 
@@ -67,9 +80,7 @@ class TextNeighbours:
         v = np.where(has[:, None], v - v[has].mean(0) if has.any() else v, 0.0)
         norm = np.linalg.norm(v, axis=1, keepdims=True)
         self.vectors = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
-        pop = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items + 1)
-        self.pop = pop / max(pop.max(), 1) * 1e-3  # below any text difference that matters: only breaks ties
-        self.pop[0] = -np.inf
+        self.pop = tie_breaker(train, n_items)
 
     def ranks(self, histories: list[np.ndarray], targets: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
         """0-based rank of each target (ties count against it); among `candidates` ((N+1,) bool) only if given."""

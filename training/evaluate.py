@@ -25,19 +25,13 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import Settings
 from training import text, tracking
-from training.baselines import Popularity, Transitions
+from training.baselines import Popularity, Transitions, item_frequency
 from training.data import Index, pad_left, target_contexts
 from training.metrics import from_ranks
 from training.model import Precise
 from training.trainer import model_ranks
 
 log = logging.getLogger(__name__)
-
-
-def item_frequency(histories: list[np.ndarray], n_items: int) -> np.ndarray:
-    """(N+1,) occurrences of each item index in the training histories."""
-    flat = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
-    return np.bincount(flat, minlength=n_items + 1)
 
 
 def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks) -> dict:
