@@ -71,9 +71,7 @@ def kitchen_split(data: dict) -> dict:
 def llm_vectors(data: dict, rows: np.ndarray, width: int, max_tokens: int) -> np.ndarray:
     """(K, width): each item's mean cached LLM token state (the HLLM-style model's frozen item
     vectors, `item_embedding: llm`), PCA to `width`."""
-    frozen = build({"item_embedding": "llm"}, data["items"], data["tok_ids"], data["tok_init"], max_tokens,
-                   data["item_index"], data["token_index"])
-    states = frozen.item_llm[torch.from_numpy(rows)].numpy()
+    states = ur.text_vectors(data, max_tokens)[rows]
     centred = states - states.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     return centred @ vt[:width].T

@@ -46,9 +46,8 @@ from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
 from training.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
-from training.data import Index, item_token_matrix, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
+from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.evaluate import breakdown, item_frequency, rank_targets  # noqa: E402
-from training.model import Bags  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
 
@@ -169,14 +168,11 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
 
 def text_vectors(data: dict, max_tokens: int) -> np.ndarray:
     """(N+1, H) each item's text vector for the text-neighbours row: the mean of its first
-    `max_tokens` tokens' language-model states (the encode stage's token vectors, the same tokens
-    the models read); zeros for an item without text."""
-    init = dict(zip((str(t) for t in data["tok_ids"]), data["tok_init"]))
-    table = np.zeros((len(data["token_index"]) + 1, data["tok_init"].shape[1]), dtype=np.float32)
-    if len(data["token_index"]):
-        table[1:] = np.stack([init[t] for t in data["token_index"].ids])
-    tokens = item_token_matrix(data["items"], data["item_index"], data["token_index"], max_tokens)
-    return Bags(tokens).mean(torch.from_numpy(table)).numpy()
+    `max_tokens` tokens' language-model states, as the HLLM-style model's frozen item vectors
+    (`item_embedding: llm`, `Precise.item_llm`) define it; zeros for an item without text."""
+    frozen = build({"item_embedding": "llm"}, data["items"], data["tok_ids"], data["tok_init"], max_tokens,
+                   data["item_index"], data["token_index"])
+    return frozen.item_llm.numpy()
 
 
 def contexts(data: dict, gap_minutes: float) -> dict:
