@@ -26,7 +26,7 @@ from core.settings import Settings
 from training.baselines import TextNeighbours
 from training.data import pad_left
 from training.evaluate import breakdown, item_frequency
-from training.metrics import add_history_offset
+from training.metrics import target_ranks
 from training.trainer import history_logit
 
 
@@ -34,25 +34,21 @@ from training.trainer import history_logit
 def blended_ranks(model, text: torch.Tensor, histories: list[np.ndarray], targets: np.ndarray,
                   contexts: list[np.ndarray] | None, lambdas: list[float]) -> dict[float, np.ndarray]:
     """0-based full-ranking rank of each target for each lambda. text (N+1, H) the centred,
-    normalised text vectors (row 0 and items without text: zeros)."""
+    normalised text vectors (row 0 and items without text: zeros).
+
+    The blend is a dot product of longer vectors: user [u ; lambda tau T[last]] against item
+    [e ; T[j]] gives u.e + lambda tau cos_text, i.e. tau x (the model's logit + lambda cos_text), so
+    `target_ranks` ranks it as the model's own scoring does (history offset, ties, padding)."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
-    items = model.all_item_embeddings()
-    out: dict[float, list] = {lam: [] for lam in lambdas}
-    for i in range(0, len(inputs), 256):
-        rows = inputs[i : i + 256]
-        users = model.users(rows, None if ctx is None else ctx[i : i + 256])
-        s = (users @ items.T) / model.cfg.temperature  # (b, N+1)
-        if (offset := history_logit(model)) is not None:
-            add_history_offset(s[:, 1:], rows, offset)
-        cos = text[rows[:, -1]] @ text.T  # (b, N+1): the last item's text against every item's
-        t = torch.from_numpy(targets[i : i + 256]).unsqueeze(1)
-        for lam in lambdas:
-            a = s + lam * cos
-            a[:, 0] = float("-inf")
-            out[lam].append(((a >= a.gather(1, t)).sum(1) - 1).numpy())  # ties count against the target
-    return {lam: np.concatenate(r) for lam, r in out.items()}
+    users = torch.cat([model.users(inputs[i : i + 512], None if ctx is None else ctx[i : i + 512])
+                       for i in range(0, len(inputs), 512)])
+    items = torch.cat([model.all_item_embeddings(), text], 1)  # (N+1, D + H)
+    tau, last = model.cfg.temperature, text[inputs[:, -1]]  # last: (B, H) the last item's text
+    return {lam: target_ranks(torch.cat([users, lam * tau * last], 1), items, torch.from_numpy(targets),
+                              scale=1.0 / tau, history=inputs, history_logit=history_logit(model))[0]
+            for lam in lambdas}
 
 
 def main() -> None:
