@@ -170,6 +170,11 @@ class ModelSpec:
     # trained with the rest, it settles below zero on logs without repeats (MovieLens ratings) and
     # near or above it where users come back to items; scoring adds it wherever the model scores.
     history_offset: bool = True
+    # A learned weight w on the text neighbours' cosine: every logit gains w x cos(T[last read
+    # item], T[j]), T the items' frozen language-model vectors (the mean of their tokens' states,
+    # centred, reduced to this many principal components, L2-normalised). 0: off. Served as extra
+    # columns of the exported vectors (user: temperature w T[last], item: T[j]).
+    text_logit_dim: Annotated[int, Field(ge=0)] = 0
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,7 @@ class ModelConfig(ModelSpec):
     session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
     session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
     history_offset: bool = False  # checkpoints written before it score the history like any item
+    text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
 
     @property
     def dim(self) -> int:
@@ -194,9 +195,31 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     return total / len(h)
 
 
+def text_neighbour_vectors(item_tokens: torch.Tensor, token_init: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """item_tokens (N+1, T), token_init (V, H) or None -> (N+1, dim) frozen text vectors of the
+    text-neighbour logit (`text_logit_dim`): each item's mean token state, centred (language-model
+    states share a large common direction), projected on the `dim` leading principal components
+    and L2-normalised; zeros for padding and items without text. T[a].T[b] is the text
+    neighbours' cosine (`training.baselines.TextNeighbours`) in `dim` dimensions."""
+    out = torch.zeros(item_tokens.shape[0], dim)
+    if token_init is None:
+        return out
+    table = torch.cat([torch.zeros(1, token_init.shape[1]), token_init.float()])
+    v = Bags(item_tokens.long()).mean(table)  # (N+1, H)
+    has = v.norm(dim=1) > 0
+    has[0] = False
+    if int(has.sum()) < 2:
+        return out
+    x = v[has] - v[has].mean(0)
+    basis = torch.linalg.svd(x, full_matrices=False).Vh[:dim]  # (<=dim, H)
+    out[has, : basis.shape[0]] = F.normalize(x @ basis.T, dim=1)
+    return out
+
+
 # `history_offset`'s scalar parameter times this: AdamW moves the offset by ~0.01 a step, so that
 # it reaches -2 within MovieLens's 300 steps (10x more reached -6 there, with the same ranking).
 HISTORY_OFFSET_SCALE = 10.0
+TEXT_LOGIT_SCALE = 10.0  # the text-neighbour weight's parameter times this, for the same reason
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -266,6 +289,14 @@ class Precise(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         # The learned logit offset of the items a position has already read (`history_offset`).
         self.history_bias = nn.Parameter(torch.zeros(())) if cfg.history_offset else None
+        # The text-neighbour logit (`text_logit_dim`): frozen vectors (rebuilt from the catalog at
+        # load, like item_llm) and the learned weight of their cosine.
+        if cfg.text_logit_dim > 0:
+            self.register_buffer("item_text", text_neighbour_vectors(item_tokens, token_init, cfg.text_logit_dim),
+                                 persistent=False)
+            self.text_weight = nn.Parameter(torch.zeros(()))
+        else:
+            self.item_text = self.text_weight = None
         self.last_stats: dict = {}
 
     # -- items --
@@ -391,6 +422,29 @@ class Precise(nn.Module):
         """The logit offset of an item the user has already read (None: not this model's)."""
         return None if self.history_bias is None else self.history_bias * HISTORY_OFFSET_SCALE
 
+    def text_logit(self) -> torch.Tensor | None:
+        """The learned weight w of the text neighbours' cosine in every logit (None: off)."""
+        return None if self.text_weight is None else self.text_weight * TEXT_LOGIT_SCALE
+
+    def with_text_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """users (..., D) scored user vectors, last (...,) each one's last read item (0 = none) ->
+        (..., D + dim) with the columns temperature x w x T[last], so that their dot product with
+        `with_text_items` is the model's logit x temperature (the text term included); unchanged
+        without the text-neighbour logit."""
+        if self.item_text is None:
+            return users
+        return torch.cat([users, self.text_logit() * self.cfg.temperature * self.item_text[last]], -1)
+
+    def with_text_items(self, vectors: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """vectors (..., D) scored vectors of items (...,) -> (..., D + dim) with T[item] appended
+        (`with_text_users`); unchanged without the text-neighbour logit."""
+        return vectors if self.item_text is None else torch.cat([vectors, self.item_text[items]], -1)
+
+    def scoring_items(self) -> torch.Tensor:
+        """(N+1, D [+ dim]) every item as ranked: `all_item_embeddings`, plus the text columns."""
+        ids = torch.arange(self.cfg.n_items + 1, device=self.item_tokens.device)
+        return self.with_text_items(self.all_item_embeddings(), ids)
+
     def forward(self, seq, target, negatives=None, item_logq=None, context=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
         return self.loss(seq, target, negatives, item_logq, context)
@@ -443,29 +497,33 @@ class Precise(nn.Module):
         stats = dict(self.last_stats)
         context = self.drop_context(context)
         inputs, scored = self.drop_text(emb, items)
-        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, scored_rows, context)
+        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, items, scored_rows, context)
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:
             id_only = emb.masked_fill(self.text_columns(emb), 0.0)
-            aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, scored_rows, context)
+            aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, items, scored_rows,
+                                       context)
             stats["id_aux_loss"] = float(aux.detach())
             loss = loss + self.cfg.id_aux_weight * aux
         return loss, stats
 
-    def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, scored_rows, context=None) -> torch.Tensor:
+    def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, items, scored_rows,
+                        context=None) -> torch.Tensor:
         """`loss` for given vectors: seq_emb (B, L, D) the inputs' vectors; scored (U, D) the
-        embedded items, where scored_rows is None (exact: U = N+1, row = item id) or (B L + M,)
-        the rows of the targets then of the negatives (sampled)."""
+        embedded items `items` (U,), where scored_rows is None (exact: U = N+1, row = item id) or
+        (B L + M,) the rows of the targets then of the negatives (sampled)."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
+        h = self.with_text_users(h, seq)  # + the text-neighbour columns of each position's item
+        scored = self.with_text_items(self.to_space(scored), items)  # (U, D [+ dim])
         offset = self.history_logit()
         hist = history_items(seq, valid) if offset is not None else None  # (P, L)
         if scored_rows is None:
-            return softmax_cross_entropy(h[valid], self.to_space(scored), target[valid], scale, history=hist, offset=offset)
-        tgt_emb, neg_e = scored[scored_rows[: B * L]], self.to_space(scored[scored_rows[B * L :]])
+            return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset)
+        tgt_emb, neg_e = scored[scored_rows[: B * L]], scored[scored_rows[B * L :]]
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
-        pos = (h * self.to_space(tgt_emb.reshape(B, L, -1)[valid])).sum(-1, keepdim=True) * scale  # (P, 1)
+        pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True) * scale  # (P, 1)
         neg = (h @ neg_e.T) * scale  # (P, M), neg_e (M, D)
         if item_logq is not None:
             pos = pos - item_logq[pos_items].unsqueeze(1)

@@ -225,9 +225,11 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
     the model's learned history offset if it has one (`model.history_offset`). The one scoring
     of evaluation, benchmarks and the gate."""
     model.eval()
-    items = model.all_item_embeddings()
+    items = model.scoring_items() if hasattr(model, "scoring_items") else model.all_item_embeddings()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
+    if hasattr(model, "with_text_users"):  # the text-neighbour logit's columns (`text_logit_dim`)
+        users = model.with_text_users(users, inputs[:, -1])
     return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
                         candidates=candidates if candidates is not None else getattr(model, "candidates", None),
                         history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model))
@@ -373,9 +375,12 @@ def fit(
             id_before = model.id_emb.weight.detach().clone()
         if (offset := history_logit(model)) is not None:
             metrics["history_logit"] = offset
+        if getattr(model, "text_weight", None) is not None:
+            metrics["text_logit"] = float(model.text_logit())
         state.history.append(metrics)
         aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
         aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
+        aux += f", text logit {metrics['text_logit']:.2f}" if "text_logit" in metrics else ""
         log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
                  state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
         if on_eval:
