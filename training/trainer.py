@@ -376,7 +376,7 @@ def fit(
         if (offset := history_logit(model)) is not None:
             metrics["history_logit"] = offset
         if getattr(model, "text_weight", None) is not None:
-            metrics["text_logit"] = float(model.text_logit())
+            metrics["text_logit"] = float(model.text_logit().detach())
         state.history.append(metrics)
         aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
         aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""

@@ -443,3 +443,75 @@ def test_history_offset_adds_a_learned_logit_to_the_items_already_read(sampled):
     expect = [(scores[b] >= scores[b, nxt[b]]).sum().item() - 1 for b in range(2)]
     assert ranks.tolist() == expect
     torch.testing.assert_close(torch.from_numpy(losses), torch.logsumexp(scores, 1) - scores[[0, 1], nxt], atol=1e-5, rtol=1e-5)
+
+
+def test_text_neighbour_vectors_keep_the_centred_text_cosine():
+    """text_logit_dim: the frozen vectors are the text-neighbours baseline's (centred, normalised
+    mean token states) in the leading principal components: with as many components as the
+    language model's width the cosines are the baseline's exactly; fewer keep most of them."""
+    from training.baselines import TextNeighbours
+    from training.model import Bags, text_neighbour_vectors
+
+    torch.manual_seed(0)
+    tokens = torch.randint(1, 13, (31, 5))
+    tokens[0], tokens[4] = 0, 0  # padding and an item without text
+    init = torch.randn(12, 16) + 3.0  # a large common direction, as language-model states have
+    mean = Bags(tokens).mean(torch.cat([torch.zeros(1, 16), init])).numpy()
+    base = TextNeighbours(mean, [np.array([1])], 30).vectors
+    full = text_neighbour_vectors(tokens, init, 16)
+    np.testing.assert_allclose(full.numpy() @ full.numpy().T, base @ base.T, atol=1e-4)
+    assert float(full[0].abs().sum()) == 0 and float(full[4].abs().sum()) == 0
+    small = text_neighbour_vectors(tokens, init, 4)
+    assert small.shape == (31, 4) and torch.allclose(small[1:4].norm(dim=1), torch.tensor(1.0))
+    assert float(text_neighbour_vectors(tokens, None, 4).abs().sum()) == 0, "no tokens: no text term"
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_text_logit_adds_a_learned_weight_on_the_last_items_text_cosine(sampled):
+    """model.text_logit_dim: every logit of a position gains w x T[the position's item] . T[j];
+    exact and sampled softmax alike, beside the history offset; evaluation and the exported
+    vectors (user + temperature w T[last], item + T[j]) rank with the same term."""
+    from training.data import Index
+    from training.export import item_vectors, user_vectors
+    from training.trainer import model_ranks
+
+    seq = torch.tensor([[0, 3, 5, 3, 9, 2], [4, 6, 1, 8, 2, 7]])
+    target = torch.tensor([[0, 5, 3, 7, 2, 11], [6, 1, 8, 2, 7, 4]])
+    negatives = torch.tensor([3, 9, 9, 12, 4, 20, 11, 1]) if sampled else None
+    m = tiny("fused", history_offset=True, text_logit_dim=4, similarity="cosine", temperature=0.1, id_aux_weight=0.0).train()
+    with torch.no_grad():
+        m.history_bias.fill_(-0.13)
+        m.text_weight.fill_(0.25)  # w = 2.5 (TEXT_LOGIT_SCALE 10)
+    w, offset, T = m.text_logit().item(), m.history_logit().item(), m.item_text
+    h = m.to_space(m.encode(seq))[target > 0]
+    e = m.all_item_embeddings()
+    last = seq[target > 0]  # each position's own item
+    t = target[target > 0]
+    read = [set(seq[b, : l + 1].tolist()) - {0} for b in range(2) for l in range(6) if target[b, l] > 0]
+    ref = []
+    for p, items in enumerate(read):
+        cand = [int(t[p])] + negatives.tolist() if sampled else list(range(1, 31))
+        logits = torch.stack([h[p] @ e[j] / 0.1 + w * (T[last[p]] @ T[j]) + (offset if j in items else 0.0) for j in cand])
+        if sampled:
+            logits[1:][negatives == t[p]] = float("-inf")
+            ref.append(torch.logsumexp(logits, 0) - logits[0])
+        else:
+            ref.append(torch.logsumexp(logits, 0) - logits[int(t[p]) - 1])
+    got, _ = m.loss(seq, target, negatives)
+    torch.testing.assert_close(got, torch.stack(ref).mean(), atol=1e-4, rtol=1e-4)
+    got.backward()
+    assert float(m.text_weight.grad) != 0.0, "the weight is learned"
+    # Evaluation and export: the same term, from the window's last item.
+    m.eval()
+    inputs, nxt = seq, torch.tensor([3, 11])
+    ranks, _ = model_ranks(m, inputs, nxt)
+    scores = m.users(inputs) @ e.T / 0.1 + w * T[inputs[:, -1]] @ T.T
+    for b in range(2):
+        scores[b, [j for j in set(inputs[b].tolist()) if j]] += offset
+    scores[:, 0] = float("-inf")
+    assert ranks.tolist() == [(scores[b] >= scores[b, nxt[b]]).sum().item() - 1 for b in range(2)]
+    index = Index([f"i{k}" for k in range(1, 31)])
+    served = user_vectors(m, index, [[f"i{k}" for k in row if k] for row in seq.tolist()]) @ item_vectors(m).T
+    np.testing.assert_allclose(served / 0.1 + 0, (scores[:, 1:] - torch.stack(
+        [torch.tensor([offset if j in set(r.tolist()) else 0.0 for j in range(1, 31)]) for r in inputs])).detach().numpy(),
+        atol=1e-4)
