@@ -16,6 +16,22 @@ from benchmarks.common import free_port, wait_for  # noqa: F401 (shared with the
 from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs one pytest-xdist worker per core (`-n auto --dist loadfile`): each worker, and
+# every process it starts, then computes on one thread, so that the workers share the cores
+# instead of oversubscribing them. A plain `pytest` run keeps torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    # A worker's __main__ (execnet's) has no file; pyspark.sql.connect, which Great Expectations
+    # imports, takes such a process for a doctest run and calls sys.exit(0) when its optional
+    # gRPC packages are absent (pyspark/sql/connect/utils.py check_dependencies).
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
+        main.__file__ = "<pytest-xdist worker>"
+
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
