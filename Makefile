@@ -84,10 +84,10 @@ airflow: landing
 	@echo
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-# One worker per core (pytest-xdist), each test file on one worker (module fixtures built once).
+# One worker per core, at most 4 (pytest-xdist), each test file on one worker (module fixtures built once).
 TEST_WORKERS ?= auto
 test: $(SPARK_STAMP)
-	CI=$${CI:-} $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	CI=$${CI:-} $(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 # Refresh constraints.txt from a clean environment with the top-level pins of pyproject.toml.
 lock:
