@@ -116,3 +116,18 @@ def tiny_qwen2(folder: Path) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     Qwen2Model(config).save_pretrained(folder)
     return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first (`slow(seconds=N)`, about how long the test takes alone): `make
+    test`'s xdist workers take whole files in this order, so the DVC pipeline test starts at once
+    beside the short tests instead of last with the other worker idle."""
+    def seconds(item) -> float:
+        marker = item.get_closest_marker("slow")
+        return marker.kwargs.get("seconds", 1.0) if marker is not None else 0.0
+
+    longest: dict[str, float] = {}
+    for item in items:
+        longest[str(item.path)] = max(longest.get(str(item.path), 0.0), seconds(item))
+    items.sort(key=lambda item: -longest[str(item.path)])  # stable: files and tests keep their order otherwise
+

@@ -91,6 +91,7 @@ def run_dags(project: Path, *args: str) -> list[dict]:
     return runs
 
 
+@pytest.mark.slow(seconds=70)
 def test_two_days_end_to_end_then_a_quarantined_day(project):
     from core.settings import Settings
     from recall.index import Recall

@@ -21,7 +21,7 @@ from core.settings import Settings, SparkConfig
 from tests.conftest import need
 from training import sequences, spark
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=40)
 
 
 def _need_spark() -> None:

@@ -31,7 +31,7 @@ from tests.conftest import REPO, run_cli, tiny_qwen2, write_params
 from training import registry, sequences, text
 from validation import validate
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=50)
 # Dot products at temperature 1, the conditions the tolerance below was measured in: at the
 # default cosine / 0.1 the loss is ten times sharper and two 2-epoch runs of this tiny model
 # differ by about 30% in val_loss (R@10 still within 0.1). Without the learned history offset too:

@@ -15,7 +15,7 @@ import pytest
 from ingest import versioning
 from tests.conftest import TINY_SYNTH, need, run_cli, tiny_qwen2
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=230)
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
