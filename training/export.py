@@ -121,11 +121,10 @@ def user_vectors(model, index: Index, histories: list, batch: int = 512, times: 
     gap = getattr(model.cfg, "session_gap_minutes", 0)
     ctx = (torch.from_numpy(pad_left([session_context(t, gap, request=NEW_SESSION) for t in times], model.cfg.max_len))
            if gap and times is not None else None)
-    out = [model.users(seqs[i : i + batch], None if ctx is None else ctx[i : i + batch]) for i in range(0, len(seqs), batch)]
-    if hasattr(model, "with_text_users"):  # + the text-neighbour logit's columns of the last item (`text_logit_dim`)
-        out = [model.with_text_users(u, seqs[i : i + batch, -1]) for u, i in zip(out, range(0, len(seqs), batch))]
-    width = model.cfg.dim + getattr(model.cfg, "text_logit_dim", 0) * hasattr(model, "with_text_users")
-    return np.concatenate([u.numpy() for u in out]) if out else np.zeros((0, width), np.float32)
+    # each with the text-neighbour logit's columns of its last item (`text_logit_dim`; none for a task model)
+    out = [model.with_text_users(model.users(seqs[i : i + batch], None if ctx is None else ctx[i : i + batch]),
+                                 seqs[i : i + batch, -1]).numpy() for i in range(0, len(seqs), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.scoring_items().shape[1]), np.float32)
 
 
 @torch.no_grad()
@@ -133,7 +132,7 @@ def item_vectors(model) -> np.ndarray:
     """(N, D) embeddings of the model's items in index order (padding row dropped); with the
     text-neighbour logit (`text_logit_dim`) its columns too, so that user . item is the model's score."""
     model.eval()
-    return (model.scoring_items() if hasattr(model, "scoring_items") else model.all_item_embeddings())[1:].numpy()
+    return model.scoring_items()[1:].numpy()
 
 
 def in_scenes(task: Task | None, ids: list[str], items: pd.DataFrame) -> np.ndarray:

@@ -117,6 +117,14 @@ class Targeted(nn.Module):
     def all_item_embeddings(self) -> torch.Tensor:
         return self.base.all_item_embeddings()
 
+    # A task model scores with its vectors alone: the base's text-neighbour logit
+    # (`text_logit_dim`) is a universal-model option that targeted training does not carry.
+    def scoring_items(self) -> torch.Tensor:
+        return self.base.all_item_embeddings()
+
+    def with_text_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return users
+
     def history_logit(self) -> torch.Tensor | None:
         """The base's learned offset of items already read (`model.history_offset`; a warm start
         begins at the universal model's), which the catalog losses train and evaluation adds to

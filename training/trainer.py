@@ -225,11 +225,10 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
     the model's learned history offset if it has one (`model.history_offset`). The one scoring
     of evaluation, benchmarks and the gate."""
     model.eval()
-    items = model.scoring_items() if hasattr(model, "scoring_items") else model.all_item_embeddings()
+    items = model.scoring_items()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
-    if hasattr(model, "with_text_users"):  # the text-neighbour logit's columns (`text_logit_dim`)
-        users = model.with_text_users(users, inputs[:, -1])
+    users = model.with_text_users(users, inputs[:, -1])  # the text-neighbour logit's columns (`text_logit_dim`)
     return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
                         candidates=candidates if candidates is not None else getattr(model, "candidates", None),
                         history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model))
