@@ -400,6 +400,25 @@ def test_session_context_dropout_hides_whole_sequences_contexts_in_training_only
     torch.testing.assert_close(evaluated, losses[0.0][2])  # evaluation never drops
 
 
+def reference_loss(seq, target, negatives, logit) -> torch.Tensor:
+    """The next-item loss written out position by position: logit(p, j, read) the logit of item j
+    at the p-th valid position, read = the items that position has read (itself and before);
+    candidates every item (exact) or the target then `negatives` (sampled; a negative equal to the
+    target masked). The reference of the history-offset and text-logit tests."""
+    t = target[target > 0]
+    read = [set(seq[b, : l + 1].tolist()) - {0} for b in range(len(seq)) for l in range(seq.shape[1]) if target[b, l] > 0]
+    ref = []
+    for p, items in enumerate(read):
+        cand = [int(t[p])] + negatives.tolist() if negatives is not None else list(range(1, 31))
+        logits = torch.stack([logit(p, j, items) for j in cand])
+        if negatives is not None:
+            logits[1:][negatives == t[p]] = float("-inf")  # a negative equal to the target is masked
+            ref.append(torch.logsumexp(logits, 0) - logits[0])
+        else:
+            ref.append(torch.logsumexp(logits, 0) - logits[int(t[p]) - 1])
+    return torch.stack(ref).mean()
+
+
 @pytest.mark.parametrize("sampled", [False, True])
 def test_history_offset_adds_a_learned_logit_to_the_items_already_read(sampled):
     """model.history_offset: at each position, every item it has read (itself and the positions
@@ -416,19 +435,9 @@ def test_history_offset_adds_a_learned_logit_to_the_items_already_read(sampled):
     offset = m.history_logit().item()
     h = m.to_space(m.encode(seq))[target > 0]  # (P, D); dropout is 0
     e = m.all_item_embeddings()
-    t = target[target > 0]
-    read = [set(seq[b, : l + 1].tolist()) - {0} for b in range(2) for l in range(6) if target[b, l] > 0]
-    ref = []
-    for p, items in enumerate(read):
-        cand = [int(t[p])] + negatives.tolist() if sampled else list(range(1, 31))
-        logits = torch.stack([h[p] @ e[j] + (offset if j in items else 0.0) for j in cand])
-        if sampled:
-            logits[1:][negatives == t[p]] = float("-inf")  # a negative equal to the target is masked
-            ref.append(torch.logsumexp(logits, 0) - logits[0])
-        else:
-            ref.append(torch.logsumexp(logits, 0) - logits[int(t[p]) - 1])
+    ref = reference_loss(seq, target, negatives, lambda p, j, read: h[p] @ e[j] + (offset if j in read else 0.0))
     got, _ = m.loss(seq, target, negatives)
-    torch.testing.assert_close(got, torch.stack(ref).mean(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     got.backward()
     assert m.history_bias.grad is not None and float(m.history_bias.grad) != 0.0, "the offset is learned"
     # Evaluation: the window's items score with the offset (ranks and loss of the next item).
@@ -486,19 +495,10 @@ def test_text_logit_adds_a_learned_weight_on_the_last_items_text_cosine(sampled)
     h = m.to_space(m.encode(seq))[target > 0]
     e = m.all_item_embeddings()
     last = seq[target > 0]  # each position's own item
-    t = target[target > 0]
-    read = [set(seq[b, : l + 1].tolist()) - {0} for b in range(2) for l in range(6) if target[b, l] > 0]
-    ref = []
-    for p, items in enumerate(read):
-        cand = [int(t[p])] + negatives.tolist() if sampled else list(range(1, 31))
-        logits = torch.stack([h[p] @ e[j] / 0.1 + w * (T[last[p]] @ T[j]) + (offset if j in items else 0.0) for j in cand])
-        if sampled:
-            logits[1:][negatives == t[p]] = float("-inf")
-            ref.append(torch.logsumexp(logits, 0) - logits[0])
-        else:
-            ref.append(torch.logsumexp(logits, 0) - logits[int(t[p]) - 1])
+    ref = reference_loss(seq, target, negatives,
+                         lambda p, j, read: h[p] @ e[j] / 0.1 + w * (T[last[p]] @ T[j]) + (offset if j in read else 0.0))
     got, _ = m.loss(seq, target, negatives)
-    torch.testing.assert_close(got, torch.stack(ref).mean(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
     got.backward()
     assert float(m.text_weight.grad) != 0.0, "the weight is learned"
     # Evaluation and export: the same term, from the window's last item.
