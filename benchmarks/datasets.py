@@ -23,6 +23,15 @@ Protocols (full ranking over every catalog item; ties count against the target):
   the held-out one, and the titles of a random half of the items removed (seed 0).
 * `movielens` (ml-latest-small): per user by time, last rating = test, second last = valid, the
   rest train; item text = title and genres; every movie of movies.csv is a candidate.
+* `food-kitchen-newitems`, `movielens-newitems`: the item cold-start (inductive) protocol of
+  UniSRec and Recformer on those two. A seeded 20% of the catalog's items (`held_out_items`, seed
+  0, drawn over every catalog item) is **removed from every input**: each behaviour on a held-out
+  item is dropped from the training sequences and from the histories of the valid and test users
+  (MovieLens's test history too, which otherwise ends with the valid item), so the model never
+  reads or trains on a held-out item's ID. Valid and test targets are left as they are: the test
+  users whose target is held out are the "new items" rows of the table (the `new` bucket), ranked
+  over the whole catalog, held-out items included. Valid targets on held-out items stay in the
+  selection split (early stopping sees new items as a user would, never trains on them).
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ import numpy as np
 import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-DATASETS = ("synthetic", "food-kitchen", "food-kitchen-sparse", "movielens")  # the results tables
+DATASETS = ("synthetic", "food-kitchen", "food-kitchen-sparse", "movielens",  # the results tables
+            "food-kitchen-newitems", "movielens-newitems")
+HELD_OUT_SHARE = 0.2  # of the catalog, in the new-item splits
 DEV_DATASETS = ("synthetic-dev",)  # tuning splits shaped like a table's test, never reading it
 EPOCH = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -98,7 +109,28 @@ def movielens(folder: Path = SHARED / "ml-latest-small"):
     return catalog, train, valid, test, times
 
 
+def held_out_items(catalog: pd.DataFrame, share: float = HELD_OUT_SHARE, seed: int = 0) -> set[str]:
+    """The new-item splits' held-out items: each catalog item with probability `share` (seeded)."""
+    rng = np.random.default_rng(seed)
+    return set(catalog["item_id"][rng.random(len(catalog)) < share])
+
+
+def without_items(loaded: tuple, held: set[str]) -> tuple:
+    """A loaded dataset with every behaviour on `held` items dropped from the training sequences
+    (and their times); targets unchanged (see the module docstring)."""
+    catalog, train, valid, test, times = loaded
+    keep = [np.array([i not in held for i in s], dtype=bool) for s in train]
+    train = pd.Series([list(np.asarray(s, dtype=object)[k]) for s, k in zip(train, keep)], index=train.index)
+    if times is not None:
+        times = dict(times, train=pd.Series([list(np.asarray(t)[k]) for t, k in zip(times["train"], keep)],
+                                            index=times["train"].index))
+    return catalog, train, valid, test, times
+
+
 def load(name: str, synth_cfg=None):
+    if name.endswith("-newitems"):
+        loaded = load(name.removesuffix("-newitems"), synth_cfg)
+        return without_items(loaded, held_out_items(loaded[0]))
     if name == "synthetic":
         return synthetic(synth_cfg)
     if name == "synthetic-dev":
@@ -113,5 +145,6 @@ def load(name: str, synth_cfg=None):
 
 
 def test_includes_valid_item(name: str) -> bool:
-    """MovieLens tests on the last rating after the valid one: the test history includes it."""
-    return name == "movielens"
+    """MovieLens tests on the last rating after the valid one: the test history includes it (in
+    `movielens-newitems`, unless the valid item is held out)."""
+    return name in ("movielens", "movielens-newitems")

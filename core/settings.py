@@ -175,6 +175,16 @@ class ModelSpec:
     # centred, reduced to this many principal components, L2-normalised). 0: off. Served as extra
     # columns of the exported vectors (user: temperature w T[last], item: T[j]).
     text_logit_dim: Annotated[int, Field(ge=0)] = 0
+    # The cold-item gate (fused, meanpool): an item's ID part is a_i ID(i) + (1 - a_i) G(its text
+    # part), a_i a learned function of how often the item was a training target (0 when never:
+    # a new item is scored from its text, never from an untrained ID row), G a learned
+    # content-to-ID generator. docs/quality.md, "Cold and new items".
+    cold_gate: bool = True
+    # ... a_i starts at n / (n + this) for an item seen n times (the gate's two scalars then learn)
+    cold_half_count: Annotated[float, Field(gt=0)] = 5.0
+    # Training only (cold_gate): each item is scored and read as if never seen (a_i = 0) with this
+    # probability per step, so that G learns to stand in for ID rows (DropoutNet).
+    id_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@
 Leave-one-out tables on public datasets (food-kitchen, MovieLens) are the benchmarks' protocol
 (`benchmarks/universal_results.py`), not a pipeline stage.
 
-Breakdowns: **cold** targets are items among the 80% least frequent of those seen in training
-(PRECISE IV-A, Table IV); **new** targets were never seen in training.
+Breakdowns (`breakdown`): **cold** targets are items among the 80% least frequent of those seen in
+training (PRECISE IV-A, Table IV); buckets by the target's training count: **new** (never seen),
+**rare** (1-4), **tail** (5-19), **head** (20+); next-day, **fresh** targets were published on the
+day or never seen in training (what a platform of today's items lives on).
 """
 
 from __future__ import annotations
@@ -34,18 +36,28 @@ from training.trainer import model_ranks
 log = logging.getLogger(__name__)
 
 
-def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks) -> dict:
-    """Metrics overall, on cold targets (80% least frequent seen items) and on new targets."""
+# Buckets of a target by how often it was seen in training (issue 30): new 0, rare 1-4, tail 5-19,
+# head 20+. Upper bounds, exclusive; the last bucket is open.
+BUCKETS = (("new", 1), ("rare", 5), ("tail", 20), ("head", None))
+
+
+def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks, fresh: np.ndarray | None = None) -> dict:
+    """Metrics overall, on cold targets (the 80% least frequent seen items, PRECISE IV-A), per
+    bucket of the target's training count (`BUCKETS`, each with its number of targets `n`) and,
+    given fresh ((B,) bool, e.g. published on the day or never seen), on those targets."""
     seen = np.flatnonzero(freq[1:] > 0) + 1
     order = seen[np.argsort(freq[seen], kind="stable")]  # least frequent first
     cold_items = set(order[: int(0.8 * len(order))].tolist())
-    is_new = freq[targets] == 0
     is_cold = np.array([t in cold_items for t in targets.tolist()], dtype=bool)
-    return {
-        "all": from_ranks(ranks, ks),
-        "cold": from_ranks(ranks[is_cold], ks),
-        "new": from_ranks(ranks[is_new], ks),
-    }
+    out = {"all": from_ranks(ranks, ks), "cold": from_ranks(ranks[is_cold], ks)}
+    counts, low = freq[targets], 0
+    for name, high in BUCKETS:
+        within = (counts >= low) & (counts < high) if high is not None else counts >= low
+        out[name] = from_ranks(ranks[within], ks)
+        low = high
+    if fresh is not None:
+        out["fresh"] = from_ranks(ranks[np.asarray(fresh, dtype=bool)], ks)
+    return out
 
 
 @torch.no_grad()

@@ -137,6 +137,8 @@ class ModelConfig(ModelSpec):
     session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
     history_offset: bool = False  # checkpoints written before it score the history like any item
     text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
+    cold_gate: bool = False  # checkpoints written before it score every item by its ID row
+    id_dropout: float = 0.0  # training only
 
     @property
     def dim(self) -> int:
@@ -273,6 +275,21 @@ class Precise(nn.Module):
         else:
             self.item_llm = self.llm_proj = None
         self.text_dropout = cfg.text_dropout  # universal training's; targeted training sets 0
+        # The cold-item gate (`cold_gate`, fused and meanpool only): the ID part of item i is
+        # a_i ID(i) + (1 - a_i) G(text_i), a_i = sigmoid(w log n_i - b) from its training count n_i
+        # (0 for an item never seen: its untrained ID row is never used), G a small MLP from the
+        # item's trained text part to the ID width (a content-to-ID generator, trained by the
+        # main loss through the items whose ID `id_dropout` hides). w, b are learned; they start
+        # at a_i = n_i / (n_i + cold_half_count).
+        if cfg.cold_gate and self.id_emb is not None and self.pool is not None:
+            self.id_gen = nn.Sequential(nn.Linear(sem_width, 2 * id_width), nn.GELU(), nn.Linear(2 * id_width, id_width))
+            self.gate_w = nn.Parameter(torch.ones(()))
+            self.gate_b = nn.Parameter(torch.tensor(math.log(cfg.cold_half_count)))
+            # (N+1,) how often each item was a training target in what this model trained on (a
+            # running maximum over days; saved with the weights, grown with the catalog)
+            self.register_buffer("id_counts", torch.zeros(cfg.n_items + 1), persistent=True)
+        else:
+            self.id_gen = self.gate_w = self.gate_b = self.id_counts = None
         # (N+1,) times each item is a training target (set_item_counts; text_dropout_half_count)
         self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -308,13 +325,29 @@ class Precise(nn.Module):
         table = self.tok_proj(self.tok_emb.weight)  # (V+1, sem)
         return self.pool(table, self.item_tokens[items])
 
+    def id_share(self, items: torch.Tensor) -> torch.Tensor:
+        """items (M,) -> (M, 1) the weight a_i of the ID row in the ID part (`cold_gate`): 0 for
+        an item never seen in training; in training, 0 too for a share `id_dropout` of the items
+        (one draw per item and step, the same for inputs and scored items), so that the generated
+        part learns to stand in for an ID row (DropoutNet)."""
+        n = self.id_counts[items].unsqueeze(-1)  # (M, 1)
+        a = torch.sigmoid(self.gate_w * torch.log(n.clamp(min=1.0)) - self.gate_b) * (n > 0)
+        if self.training and self.cfg.id_dropout > 0:
+            a = a * (torch.rand_like(a) >= self.cfg.id_dropout)
+        return a
+
     def _embed(self, items: torch.Tensor) -> torch.Tensor:
         """items (M,) distinct int64 indices -> (M, D)."""
-        parts = []
-        if self.id_emb is not None:
-            parts.append(self.id_emb(items))
+        parts, sem = [], None
         if self.pool is not None:
-            sem, self.last_stats = self.semantic(items)
+            sem, self.last_stats = self.semantic(items)  # (M, sem)
+        if self.id_emb is not None:
+            rows = self.id_emb(items)  # (M, id)
+            if self.id_gen is not None:  # cold_gate: rarely seen items lean on their text
+                a = self.id_share(items)
+                rows = a * rows + (1 - a) * self.id_gen(sem)
+            parts.append(rows)
+        if sem is not None:
             parts.append(sem)
         if self.llm_proj is not None:
             parts.append(self.llm_proj(self.item_llm[items]))
@@ -346,8 +379,12 @@ class Precise(nn.Module):
         return (dropped if side in ("both", "inputs") else emb), (dropped if side in ("both", "scored") else emb)
 
     def set_item_counts(self, counts: torch.Tensor) -> None:
-        """counts (N+1,): how often each item is a target in the training data (the trainer sets it)."""
+        """counts (N+1,): how often each item is a target in the training data (the trainer sets it).
+        The cold gate's saved counts keep the larger of theirs and these (a model continued on a
+        replay window has seen the earlier days' behaviours too)."""
         self.item_counts = counts.to(self.item_counts)
+        if self.id_counts is not None:
+            self.id_counts = torch.maximum(self.id_counts, counts.to(self.id_counts))
 
     def input_embeddings(self, items: torch.Tensor) -> torch.Tensor:
         """items (...,) int64 item indices -> (..., D), the transformer's input vectors; each

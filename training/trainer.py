@@ -300,6 +300,10 @@ def fit(
     def wrap() -> torch.nn.Module:  # DDP registers the parameters that require grad when built
         return DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
 
+    counts = target_counts(targets, model.cfg.n_items)
+    freq = target_frequency(counts)
+    if hasattr(model, "set_item_counts"):  # the universal model's count-aware text dropout and cold gate
+        model.set_item_counts(counts)  # before the best weights are first kept: the gate's counts are saved with them
     runner, phase = wrap(), state.phase
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
@@ -315,10 +319,6 @@ def fit(
     loss, stats = torch.tensor(float("nan")), {}
     softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
-    counts = target_counts(targets, model.cfg.n_items)
-    freq = target_frequency(counts)
-    if hasattr(model, "set_item_counts"):  # the universal model's count-aware text dropout
-        model.set_item_counts(counts)
     log.info("%s, %d epochs of %d steps, phase 1 at most %d steps", "exact softmax" if softmax else
              f"sampled softmax ({cfg.negatives} negatives)", epochs, steps_per_epoch, phase1_cap)
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None

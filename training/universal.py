@@ -96,7 +96,7 @@ def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_
         new = state[name]
         if new.shape == old.shape:
             state[name] = old
-        elif name in ("id_emb.weight", "tok_emb.weight"):  # grown tables: copy the old rows
+        elif name in ("id_emb.weight", "tok_emb.weight", "id_counts"):  # grown tables: copy the old rows (new items: count 0)
             new[: old.shape[0]] = old
             state[name] = new
         else:
