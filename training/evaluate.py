@@ -73,13 +73,26 @@ def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarra
 
 
 def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks,
-                     candidates=None) -> dict:
-    """Counting (last 3 items) and popularity on the same users, targets and candidates as a model."""
+                     candidates=None, fresh: np.ndarray | None = None) -> dict:
+    """Counting (last 3 items) and popularity on the same users, targets and candidates as a model
+    (and, given fresh ((B,) bool), each on the fresh targets under "fresh")."""
     train_idx = [index.lookup(h) for h in train]
     hist_idx = [np.asarray(h) for h in histories]
     among = np.asarray(candidates) if candidates is not None else None
-    return {"counting": from_ranks(Transitions(train_idx, len(index)).ranks(hist_idx, targets, among), ks),
-            "popularity": from_ranks(Popularity(train_idx, len(index)).ranks(hist_idx, targets, among), ks)}
+    out = {}
+    for name, rule in (("counting", Transitions), ("popularity", Popularity)):
+        ranks = rule(train_idx, len(index)).ranks(hist_idx, targets, among)
+        out[name] = from_ranks(ranks, ks) | ({"fresh": from_ranks(ranks[fresh], ks)} if fresh is not None else {})
+    return out
+
+
+def fresh_targets(items: pd.DataFrame, index: Index, targets: np.ndarray, freq: np.ndarray, day: str) -> np.ndarray:
+    """(B,) bool: the targets published on `day` (the catalog's published_at) or never seen in
+    training (freq 0): the items a platform of today's content lives on."""
+    published = pd.to_datetime(items["published_at"], utc=True).dt.strftime("%Y-%m-%d")
+    today = np.zeros(len(index) + 1, dtype=bool)
+    today[index.lookup(items.loc[(published == day).to_numpy(), "item_id"])] = True
+    return today[targets] | (freq[targets] == 0)
 
 
 def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -131,12 +144,13 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     contexts = target_contexts(with_history["history_ts"], with_history["target_ts"], gap) if gap else None
     ranks = rank_targets(model, histories, targets, contexts)
     freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
-    freq = freq - np.bincount(targets, minlength=len(freq))  # ... minus the targets themselves
+    freq = np.maximum(freq - np.bincount(targets, minlength=len(freq)), 0)  # ... minus the targets themselves
     ks = settings.universal.eval_ks
+    fresh = fresh_targets(items, index, targets, freq, day)
     return {"date": day, "model": ckpt.parent.name, "users": len(targets),
             "users_without_history": skipped, "new_items_in_catalog": n_new,
-            **breakdown(ranks, targets, np.maximum(freq, 0), ks),
-            "baselines": baseline_metrics(index, before_day, histories, targets, ks)}
+            **breakdown(ranks, targets, freq, ks, fresh),
+            "baselines": baseline_metrics(index, before_day, histories, targets, ks, fresh=fresh)}
 
 
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:
@@ -158,7 +172,7 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
     with tracking.run(settings.paths.var, "precise-universal", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_universal"}) as mlflow:
-        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", "new")
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", *(b for b, _ in BUCKETS), "fresh")
                             for k, v in metrics[part].items()})
     write_json(settings.paths.metrics / "evaluate_universal.json", metrics)
     return metrics
@@ -194,8 +208,9 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         gap = model.cfg.session_gap_minutes
         contexts = target_contexts(users["history_ts"], users["target_ts"], gap) if gap else None
         candidates = targeted.task_candidates(task, items, index) if meta.get("candidates") == "task" else None
-        metrics |= breakdown(rank_targets(model, histories, targets, contexts, candidates), targets, freq, ks)
-        metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks, candidates)
+        fresh = fresh_targets(items, index, targets, freq, day)
+        metrics |= breakdown(rank_targets(model, histories, targets, contexts, candidates), targets, freq, ks, fresh)
+        metrics["baselines"] = baseline_metrics(index, before_day, histories, targets, ks, candidates, fresh)
     # Users without task history, as the export serves them: by this model from their all-scene
     # history (an all-scene model, `train_targeted.newcomers: targeted`), else by the universal
     # model (its user and item embeddings, never mixed with targeted ones).
@@ -244,7 +259,8 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_targeted", "task": task.name}) as mlflow:
-        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", "new", "fallback") if part in metrics
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", *(b for b, _ in BUCKETS), "fresh", "fallback")
+                            if part in metrics
                             for k, v in metrics[part].items() if isinstance(v, (int, float))}
                            | {"coverage": metrics["coverage"]["with_warmup"][-1]})
     write_json(out, metrics)

@@ -80,9 +80,12 @@ def test_train_continue_and_evaluate(world):
     text.main(world, d2)
     ev = evaluate.next_day(world, d2)
     assert ev["model"] == f"date={d1}" and ev["users"] > 0 and ev["new_items_in_catalog"] > 0
-    assert set(ev) >= {"all", "cold", "new"} and 0 <= ev["all"]["R@10"] <= 1
+    assert set(ev) >= {"all", "cold", "new", "rare", "tail", "head", "fresh"} and 0 <= ev["all"]["R@10"] <= 1
+    assert sum(ev[b]["n"] for b in ("new", "rare", "tail", "head")) == ev["users"], "the buckets split the targets"
+    assert ev["fresh"]["n"] >= ev["new"]["n"] > 0, "d2's clicks on items published that day are fresh"
     base = ev["baselines"]  # the same users and targets, for the first-run summary
     assert set(base) == {"counting", "popularity"} and base["counting"]["R@10"] > 0 and base["popularity"]["R@50"] > 0
+    assert base["popularity"]["fresh"]["n"] == ev["fresh"]["n"]
 
     m2 = universal.main(world, d2)
     meta2, w2 = load_checkpoint(universal.checkpoint_root(world) / f"date={d2}" / "final")
@@ -90,6 +93,9 @@ def test_train_continue_and_evaluate(world):
     assert meta2["item_ids"][:n_old] == meta1["item_ids"], "old rows keep their place"
     assert len(meta2["item_ids"]) == n_old + m2["new_items"] and m2["new_items"] > 0
     assert w2["id_emb.weight"].shape[0] == len(meta2["item_ids"]) + 1
+    # the cold gate's counts grew with the table and never shrink (model.cold_gate)
+    assert w2["id_counts"].shape[0] == len(meta2["item_ids"]) + 1 and w1["id_counts"][1:].sum() > 0
+    assert bool((w2["id_counts"][: n_old + 1] >= w1["id_counts"]).all())
 
     # MLflow has both training runs with their data version and the evaluation.
     import mlflow
