@@ -165,7 +165,7 @@ def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
                           max_elements: int = 2**27, history: torch.Tensor | None = None,
-                          offset: torch.Tensor | None = None) -> torch.Tensor:
+                          offset: torch.Tensor | None = None, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -178,14 +178,19 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
 
     history (P, L) with offset (a scalar tensor): each row's history items (`history_items`) score
     their logit plus the offset (`model.history_offset`), the row's target too when it is one.
+
+    exclude (N+1,) bool: items left out of the softmax (no target is one of them).
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
+    left_out = exclude[1:] if exclude is not None else None  # (N,)
 
     def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor, hist: torch.Tensor | None = None,
                    off: torch.Tensor | None = None) -> torch.Tensor:
         logits = (hc * scale) @ it.T  # (c, N)
         if hist is not None:
             logits = add_history_offset(logits, hist, off)
+        if left_out is not None:
+            logits = logits.masked_fill(left_out, float("-inf"))
         return F.cross_entropy(logits, tc, reduction="sum")
 
     rows = max(max_elements // max(candidates.shape[0], 1), 1)
@@ -386,6 +391,15 @@ class Precise(nn.Module):
         if self.id_counts is not None:
             self.id_counts = torch.maximum(self.id_counts, counts.to(self.id_counts))
 
+    def untrained_items(self) -> torch.Tensor | None:
+        """(N+1,) bool: under the cold gate, the items never seen in training (count 0), which the
+        training losses leave out of their softmax: absent from the training data, they are no
+        evidence against a new or held-out item (which the gate scores from its text); None
+        without the gate, or before the trainer set the counts."""
+        if self.id_counts is None or not bool((self.id_counts > 0).any()):
+            return None
+        return self.id_counts == 0
+
     def input_embeddings(self, items: torch.Tensor) -> torch.Tensor:
         """items (...,) int64 item indices -> (..., D), the transformer's input vectors; each
         distinct item is embedded once. Index 0 (padding) maps to zeros."""
@@ -518,7 +532,8 @@ class Precise(nn.Module):
 
         Logits are similarities (dot or cosine) divided by the temperature, plus the learned
         `history_logit` for every item the position has already read (itself and the positions
-        before it; the target too, when it is a repeat) under `history_offset`. In training with
+        before it; the target too, when it is a repeat) under `history_offset`. Under `cold_gate`
+        the items never seen in training are left out of the softmax (`untrained_items`). In training with
         `id_aux_weight` > 0 (fused, meanpool) the loss adds that weight x the same loss with every
         item's text columns zeroed on both sides (a second encoder pass): the ID side alone must
         predict the next item.
@@ -556,8 +571,10 @@ class Precise(nn.Module):
         scored = self.with_text_items(self.to_space(scored), items)  # (U, D [+ dim])
         offset = self.history_logit()
         hist = history_items(seq, valid) if offset is not None else None  # (P, L)
+        unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate)
         if scored_rows is None:
-            return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset)
+            return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset,
+                                         exclude=unseen)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], scored[scored_rows[B * L :]]
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True) * scale  # (P, 1)
@@ -566,6 +583,8 @@ class Precise(nn.Module):
             pos = pos - item_logq[pos_items].unsqueeze(1)
             neg = neg - item_logq[negatives]
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+        if unseen is not None:  # uniform draws stay uniform over the rest: the logQ correction holds
+            neg = neg.masked_fill(unseen[negatives], float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
         if hist is not None:  # column 0 is each row's own target
             columns = torch.cat([torch.zeros(1, dtype=negatives.dtype, device=negatives.device), negatives])

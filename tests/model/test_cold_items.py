@@ -123,3 +123,27 @@ def pd_items():
 def test_the_gate_needs_both_an_id_and_a_text_part(kind):
     m = tiny(kind, cold_gate=True)
     assert m.id_gen is None and m.id_counts is None
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_training_leaves_never_seen_items_out_of_the_softmax(sampled):
+    """Under the gate, an item with no training behaviour is no negative: the loss equals the
+    loss over the seen items only (exact), or with its sampled logit removed."""
+    m = gated(id_aux_weight=0.0)
+    counts = torch.ones(m.cfg.n_items + 1)
+    counts[0] = 0
+    counts[20:] = 0  # items 20.. never seen
+    m.set_item_counts(counts)
+    seq = torch.randint(1, 20, (3, 6))
+    target = torch.randint(1, 20, (3, 6))
+    negatives = torch.arange(1, m.cfg.n_items + 1) if sampled else None
+    logq = torch.zeros(m.cfg.n_items + 1) if sampled else None
+    got, _ = m.loss(seq, target, negatives, logq)
+    # reference: the same model scored by hand over the seen items only
+    h = m.to_space(m.encode(seq))[target > 0]  # (P, D)
+    items = m.to_space(m.input_embeddings(torch.arange(0, 20)))  # (20, D): padding, then seen items 1..19
+    logits = (h @ items[1:].T) / m.cfg.temperature  # (P, 19)
+    expected = torch.nn.functional.cross_entropy(logits, target[target > 0] - 1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    m.set_item_counts(torch.ones(m.cfg.n_items + 1))  # every item seen: the softmax covers them all
+    assert m.untrained_items() is not None and not bool(m.untrained_items()[1:].any())
