@@ -571,7 +571,9 @@ class Precise(nn.Module):
         scored = self.with_text_items(self.to_space(scored), items)  # (U, D [+ dim])
         offset = self.history_logit()
         hist = history_items(seq, valid) if offset is not None else None  # (P, L)
-        unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate)
+        unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate) ...
+        if unseen is not None:
+            unseen[target] = False  # ... never a target of this batch
         if scored_rows is None:
             return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset,
                                          exclude=unseen)

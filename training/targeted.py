@@ -159,6 +159,18 @@ class Targeted(nn.Module):
     def forward(self, seq, target, negatives, item_logq=None, context=None):
         return self.loss(seq, target, negatives, context)
 
+    def left_out(self, target: torch.Tensor) -> torch.Tensor | None:
+        """(C+1,) bool over the rows of `scored_items`: the items the universal model never saw in
+        training (`Precise.untrained_items`, under its cold gate), which the catalog losses leave out
+        as it does; never a target of the batch (target: rows). None without the gate."""
+        unseen = self.base.untrained_items()
+        if unseen is None:
+            return None
+        if self.candidates is not None:
+            unseen = torch.cat([unseen[:1], unseen[self.candidates]])
+        unseen[target] = False
+        return unseen
+
     def loss(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None,
              context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """seq (B, L), target (B,) next task item, negatives (M,) other targets for `item` mode,
@@ -171,9 +183,10 @@ class Targeted(nn.Module):
             items, target, renumber = self.scored_items(target)
             if offset is not None:  # (B, L) each input's distinct items, as rows of `items` (0: none)
                 history = distinct_items(seq) if renumber is None else distinct_items(renumber[seq])
+            left_out = self.left_out(target)  # rows of `items` never seen in training (cold gate), or None
         if self.negatives == "catalog" and self.loss_kind == "softmax":  # the universal model's exact softmax
             loss = softmax_cross_entropy(self.users(seq, context), items, target, scale,
-                                         history=None if offset is None else history, offset=offset)
+                                         history=None if offset is None else history, offset=offset, exclude=left_out)
             return loss, dict(self.base.last_stats)
         u = self.users(seq, context) * scale  # (B, D)
         if self.negatives == "catalog":
@@ -184,6 +197,8 @@ class Targeted(nn.Module):
             keep = torch.ones_like(s, dtype=torch.bool)
             keep[:, 0] = False  # padding
             keep[torch.arange(len(target)), target] = False
+            if left_out is not None:
+                keep[:, left_out] = False
             return -F.logsigmoid(pos - s)[keep].mean(), dict(self.base.last_stats)
         e = self.base.item_embeddings(target)  # (B, D)
         pos = (u * e).sum(-1)  # (B,)

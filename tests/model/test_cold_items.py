@@ -147,3 +147,31 @@ def test_training_leaves_never_seen_items_out_of_the_softmax(sampled):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     m.set_item_counts(torch.ones(m.cfg.n_items + 1))  # every item seen: the softmax covers them all
     assert m.untrained_items() is not None and not bool(m.untrained_items()[1:].any())
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_targeted_catalog_losses_leave_never_seen_items_out_too(loss):
+    from training.targeted import Targeted
+
+    base = gated(id_aux_weight=0.0)
+    counts = torch.ones(base.cfg.n_items + 1)
+    counts[0] = 0
+    counts[20:] = 0  # never seen by the universal model
+    base.set_item_counts(counts)
+    m = Targeted(base, 16, "catalog", loss).eval()
+    seq, target = torch.randint(1, 20, (5, 6)), torch.randint(1, 20, (5,))
+    target[0] = 25  # a task target the universal model never saw stays in the batch's candidates
+    got, _ = m.loss(seq, target, None)
+    u = m.users(seq) / base.cfg.temperature  # (B, D)
+    items = base.all_item_embeddings()
+    kept = torch.cat([torch.arange(1, 20), torch.tensor([25])])  # the seen items and the target
+    s = u @ items[kept].T  # (B, 20)
+    col = torch.tensor([(kept == t).nonzero().item() for t in target])
+    if loss == "softmax":
+        expected = torch.nn.functional.cross_entropy(s, col)
+    else:
+        pos = s.gather(1, col.unsqueeze(1))
+        keep = torch.ones_like(s, dtype=torch.bool)
+        keep[torch.arange(5), col] = False
+        expected = -torch.nn.functional.logsigmoid(pos - s)[keep].mean()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
