@@ -217,17 +217,18 @@ def test_targeted_training_beats_counting_and_popularity_on_its_task(world, defa
 # New items (issue 30): the last day's clicks on items never seen in training (278 of 3,150 test
 # targets, published during the test day or the days before it and never clicked in training), ranked
 # over the whole catalog (1,360 items). Popularity puts them below every seen item (R@100 0). The
-# default model (model.cold_gate: a never-seen item is [G(its text part); its text part], and training
+# default model with the cold gate (model.cold_gate: true, off by default since it loses
+# food-kitchen's validation: a never-seen item is [G(its text part); its text part], and training
 # leaves such items out of its softmax), seeds 7-10 on one thread beside other jobs: R@100 0.428,
 # 0.428, 0.374, 0.320 (R@10 0.061, 0.029, 0.047, 0.004; median rank 188, 161, 254, 207); all targets
 # R@10 0.194, 0.191, 0.202, 0.190. With the gate but never-seen items left in the training softmax
 # as negatives: R@100 0.245, 0.327, 0.255, 0.241, R@10 0 on all four; without the gate (their
 # random ID rows) seed 7: R@100 0.011, median rank 921, all targets 0.178 and 0.181 (seeds 7, 8).
-NEW_R100 = 0.25  # the default model's R@100 on never-seen targets, below every run of it seen (0.32-0.43)
+NEW_R100 = 0.25  # the gated model's R@100 on never-seen targets, below every run of it seen (0.32-0.43)
 
 
-def test_the_default_model_ranks_never_seen_items_from_their_text(world, default_model):
-    _, model = default_model
+def test_the_cold_gate_ranks_never_seen_items_from_their_text(world):
+    _, model = train_default(world, model_over={"cold_gate": True})
     n = len(world["index"])
     freq = item_frequency(world["train"], n)
     histories, targets = world["test"]

@@ -27,7 +27,8 @@ from training import gate, export, registry, sequences, targeted, text, universa
 from training.trainer import load_checkpoint
 from validation import validate
 
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
+TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12,
+              "cold_gate": True}  # new items' vectors from their text through export, Feast and FAISS (off by default)
 TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
 
 
@@ -279,7 +280,7 @@ def test_the_ranking_guide_examples_return_real_values(world, monkeypatch):
 
 def test_new_items_hourly_path(world):
     """Items published on d2 were never seen by the served models (trained through d1): their
-    vectors come from their text (model.cold_gate), the hourly path publishes them to Feast and
+    vectors come from their text (model.cold_gate, on in this world), the hourly path publishes them to Feast and
     FAISS, and recall returns one for the user the model scores it highest for."""
     d2 = schema.list_days(world.paths.events)[-1]
     daily = export.main(world, d2, force=True)  # champions served as they are now (earlier tests promote)

@@ -19,7 +19,9 @@ from training import evaluate, sequences, text, tracking, universal
 from training.trainer import load_checkpoint
 from validation import validate
 
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20}
+# with the cold gate (model.cold_gate, off by default): its counts are saved, grown and kept across days
+TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20,
+              "cold_gate": True}
 TINY_TRAIN = {"epochs": 2, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
 
 
