@@ -227,6 +227,7 @@ def test_targeted_training_beats_counting_and_popularity_on_its_task(world, defa
 NEW_R100 = 0.25  # the gated model's R@100 on never-seen targets, below every run of it seen (0.32-0.43)
 
 
+@pytest.mark.slow(seconds=85)  # its own model (the gate on), beside the module's default one
 def test_the_cold_gate_ranks_never_seen_items_from_their_text(world):
     _, model = train_default(world, model_over={"cold_gate": True})
     n = len(world["index"])
