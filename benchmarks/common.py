@@ -90,3 +90,11 @@ def wait_for(port: int, seconds: float = 60.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {port}")
+
+
+def bucket_cell(m: dict | None) -> str:
+    """A results table's cell for one bucket of the target's training count (training.evaluate
+    BUCKETS): 'R@10 (n)'; '-' where a run predates buckets."""
+    if m is None:
+        return "-"
+    return f"{m['R@10']:.4f} ({int(m['n'])})" if m["n"] else "- (0)"

@@ -51,7 +51,7 @@ from core.settings import Settings, Task  # noqa: E402
 from training import targeted, text  # noqa: E402
 from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.baselines import Popularity, Transitions  # noqa: E402
-from benchmarks.universal_results import bucket_cell  # noqa: E402
+from benchmarks.common import bucket_cell  # noqa: E402
 from training.evaluate import BUCKETS, breakdown, item_frequency, rank_targets  # noqa: E402
 from training.metrics import from_ranks  # noqa: E402
 from training.trainer import evaluate, fit  # noqa: E402

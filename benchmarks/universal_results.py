@@ -42,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 from benchmarks import datasets  # noqa: E402
+from benchmarks.common import bucket_cell  # noqa: E402
 from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
@@ -254,13 +255,6 @@ def plot_fig4b(name: str, fig4b: dict) -> None:
     curves = {f"neighbours, {k.split(',')[-1].strip(' )')}": v["neighbours"] for k, v in fig4b.items()}
     curves["random pairs"] = next(iter(fig4b.values()))["random"]
     diagnostics.plot(curves, REPO / "docs" / f"fig4b-{name}.png", f"{name}: ID similarity of nearest neighbours by fused embedding")
-
-
-def bucket_cell(m: dict | None) -> str:
-    """'R@10 (n)' of one bucket of the target's training count; '-' where a run predates buckets."""
-    if m is None:
-        return "-"
-    return f"{m['R@10']:.4f} ({int(m['n'])})" if m["n"] else "- (0)"
 
 
 def fmt_overrides(over: dict) -> str:

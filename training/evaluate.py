@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # Buckets of a target by how often it was seen in training (issue 30): new 0, rare 1-4, tail 5-19,
 # head 20+. Upper bounds, exclusive; the last bucket is open.
 BUCKETS = (("new", 1), ("rare", 5), ("tail", 20), ("head", None))
+# The parts of a next-day `breakdown` that the evaluations log to MLflow.
+PARTS = ("all", "cold", *(name for name, _ in BUCKETS), "fresh")
 
 
 def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks, fresh: np.ndarray | None = None) -> dict:
@@ -172,7 +174,7 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
     with tracking.run(settings.paths.var, "precise-universal", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_universal"}) as mlflow:
-        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", *(b for b, _ in BUCKETS), "fresh")
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in PARTS
                             for k, v in metrics[part].items()})
     write_json(settings.paths.metrics / "evaluate_universal.json", metrics)
     return metrics
@@ -259,8 +261,7 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
     with tracking.run(settings.paths.var, f"precise-{task.name}", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_targeted", "task": task.name}) as mlflow:
-        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in ("all", "cold", *(b for b, _ in BUCKETS), "fresh", "fallback")
-                            if part in metrics
+        mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in (*PARTS, "fallback") if part in metrics
                             for k, v in metrics[part].items() if isinstance(v, (int, float))}
                            | {"coverage": metrics["coverage"]["with_warmup"][-1]})
     write_json(out, metrics)

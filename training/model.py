@@ -138,7 +138,6 @@ class ModelConfig(ModelSpec):
     history_offset: bool = False  # checkpoints written before it score the history like any item
     text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
     cold_gate: bool = False  # checkpoints written before it score every item by its ID row
-    id_dropout: float = 0.0  # training only
 
     @property
     def dim(self) -> int:
