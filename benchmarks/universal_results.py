@@ -61,6 +61,8 @@ VARIANTS = {
                {"loss": "softmax", "alternate.enabled": False, "epochs": 40, "patience": 3}),
     "ut": ("PRECISE-UT (fused, alternate)", {}, {}),
     "ut-nogate": ("PRECISE-UT without the cold gate", {"cold_gate": False}, {}),
+    "ut-gen": ("PRECISE-UT, generator for never-seen items only (detached loss)",
+               {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2}, {}),
     "joint": ("fused, joint training", {}, {"alternate.enabled": False}),
     "id": ("id-only", {"item_embedding": "id"}, {}),
     "text": ("text-only", {"item_embedding": "text"}, {}),

@@ -180,11 +180,16 @@ class ModelSpec:
     # a new item is scored from its text, never from an untrained ID row), G a learned
     # content-to-ID generator. docs/quality.md, "Cold and new items" (measured there; not the default).
     cold_gate: bool = False  # off by default: it costs warm and rare items on food-kitchen's validation
-    # ... a_i starts at n / (n + this) for an item seen n times (the gate's two scalars then learn)
-    cold_half_count: Annotated[float, Field(gt=0)] = 5.0
+    # ... a_i starts at n / (n + this) for an item seen n times (the gate's two scalars then learn);
+    # 0: a_i = 1 for every item seen in training (G stands in for never-seen items only)
+    cold_half_count: Annotated[float, Field(ge=0)] = 5.0
     # Training only (cold_gate): each item is scored and read as if never seen (a_i = 0) with this
-    # probability per step, so that G learns to stand in for ID rows (DropoutNet).
+    # probability per step, so that G learns to stand in for ID rows (DropoutNet) ...
     id_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # ... main: in the main loss (the user tower learns from the hidden items too) | generator: in
+    # a second scoring of the same user vectors, detached, whose loss trains G alone (the main
+    # loss sees every seen item's ID row; ALDI-style: the warm model is not asked to change)
+    id_dropout_loss: Literal["main", "generator"] = "main"
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ class ModelConfig(ModelSpec):
     history_offset: bool = False  # checkpoints written before it score the history like any item
     text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
     cold_gate: bool = False  # checkpoints written before it score every item by its ID row
+    id_dropout_loss: str = "main"  # gated checkpoints written before the detached generator loss
 
     @property
     def dim(self) -> int:
@@ -288,7 +289,7 @@ class Precise(nn.Module):
         if cfg.cold_gate and self.id_emb is not None and self.pool is not None:
             self.id_gen = nn.Sequential(nn.Linear(sem_width, 2 * id_width), nn.GELU(), nn.Linear(2 * id_width, id_width))
             self.gate_w = nn.Parameter(torch.ones(()))
-            self.gate_b = nn.Parameter(torch.tensor(math.log(cfg.cold_half_count)))
+            self.gate_b = nn.Parameter(torch.tensor(math.log(max(cfg.cold_half_count, 1e-6))))
             # (N+1,) how often each item was a training target in what this model trained on (a
             # running maximum over days; saved with the weights, grown with the catalog)
             self.register_buffer("id_counts", torch.zeros(cfg.n_items + 1), persistent=True)
@@ -335,8 +336,11 @@ class Precise(nn.Module):
         (one draw per item and step, the same for inputs and scored items), so that the generated
         part learns to stand in for an ID row (DropoutNet)."""
         n = self.id_counts[items].unsqueeze(-1)  # (M, 1)
-        a = torch.sigmoid(self.gate_w * torch.log(n.clamp(min=1.0)) - self.gate_b) * (n > 0)
-        if self.training and self.cfg.id_dropout > 0:
+        if self.cfg.cold_half_count == 0:  # the ID row of every seen item, G for the never-seen
+            a = (n > 0).to(n.dtype)
+        else:
+            a = torch.sigmoid(self.gate_w * torch.log(n.clamp(min=1.0)) - self.gate_b) * (n > 0)
+        if self.training and self.cfg.id_dropout > 0 and self.cfg.id_dropout_loss == "main":
             a = a * (torch.rand_like(a) >= self.cfg.id_dropout)
         return a
 
@@ -548,7 +552,12 @@ class Precise(nn.Module):
         stats = dict(self.last_stats)
         context = self.drop_context(context)
         inputs, scored = self.drop_text(emb, items)
-        loss = self._next_item_loss(seq, target, negatives, item_logq, inputs[seq_rows], scored, items, scored_rows, context)
+        h = self._positions(seq, inputs[seq_rows], context)
+        loss = self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows)
+        if self.training and self.id_gen is not None and self.cfg.id_dropout_loss == "generator" and self.cfg.id_dropout > 0:
+            gen = self._generator_loss(h, seq, target, negatives, item_logq, emb, items, scored_rows)
+            stats["generator_loss"] = float(gen.detach())
+            loss = loss + gen
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:
             id_only = emb.masked_fill(self.text_columns(emb), 0.0)
             aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, items, scored_rows,
@@ -562,13 +571,39 @@ class Precise(nn.Module):
         """`loss` for given vectors: seq_emb (B, L, D) the inputs' vectors; scored (U, D) the
         embedded items `items` (U,), where scored_rows is None (exact: U = N+1, row = item id) or
         (B L + M,) the rows of the targets then of the negatives (sampled)."""
+        h = self._positions(seq, seq_emb, context)
+        return self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows)
+
+    def _positions(self, seq, seq_emb, context=None) -> torch.Tensor:
+        """seq (B, L), seq_emb (B, L, D) -> (B, L, D [+ dim]) each position's user vector as scored."""
+        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
+        return self.with_text_users(h, seq)  # + the text-neighbour columns of each position's item
+
+    def _generator_loss(self, h, seq, target, negatives, item_logq, emb, items, scored_rows) -> torch.Tensor:
+        """`id_dropout_loss: generator`: the next-item loss once more, with the user vectors h and
+        every item vector detached, except that a share `id_dropout` of the embedded items (one
+        draw per item and step), and every never-seen one, is scored as never seen: [G(text part);
+        text part], G's output the only thing with a gradient. So G learns to place an item among
+        the trained ID rows from its text alone, as evaluation and serving score a new item, and
+        the main loss is not asked to change. emb (U, D) the step's embedded items `items` (U,)."""
+        sem = emb[:, self.id_emb.embedding_dim :].detach()  # (U, sem)
+        generated = torch.cat([self.id_gen(sem), sem], dim=-1) * (items > 0).unsqueeze(-1)
+        hidden = (torch.rand(len(items), 1, device=emb.device) < self.cfg.id_dropout) | (self.id_share(items) == 0)
+        mixed = torch.where(hidden, generated, emb.detach())
+        return self._scored_loss(h.detach(), seq, target, negatives, item_logq, mixed, items, scored_rows,
+                                 detached=True)
+
+    def _scored_loss(self, h, seq, target, negatives, item_logq, scored, items, scored_rows,
+                     detached: bool = False) -> torch.Tensor:
+        """The softmax of `_next_item_loss` given the positions' vectors h (B, L, D'); detached:
+        the history offset too (`_generator_loss`)."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
-        h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
-        h = self.with_text_users(h, seq)  # + the text-neighbour columns of each position's item
         scored = self.with_text_items(self.to_space(scored), items)  # (U, D [+ dim])
         offset = self.history_logit()
+        if offset is not None and detached:
+            offset = offset.detach()
         hist = history_items(seq, valid) if offset is not None else None  # (P, L)
         unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate) ...
         if unseen is not None:

@@ -11,7 +11,7 @@ from training.data import Index
 
 
 def gated(**kw):
-    return tiny("fused", cold_gate=True, cold_half_count=5.0, **kw)
+    return tiny("fused", **({"cold_gate": True, "cold_half_count": 5.0} | kw))
 
 
 def test_a_never_seen_item_is_its_generated_id_part_and_its_text():
@@ -175,3 +175,52 @@ def test_targeted_catalog_losses_leave_never_seen_items_out_too(loss):
         keep[torch.arange(5), col] = False
         expected = -torch.nn.functional.logsigmoid(pos - s)[keep].mean()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_with_half_count_zero_every_seen_item_keeps_its_id_row_whole():
+    m = gated(cold_half_count=0.0, id_dropout_loss="generator")
+    counts = torch.zeros(m.cfg.n_items + 1)
+    counts[1:6] = torch.tensor([1.0, 2.0, 3.0, 50.0, 1000.0])
+    m.set_item_counts(counts)
+    items = torch.arange(1, m.cfg.n_items + 1)
+    assert m.id_share(items).squeeze(-1).tolist() == [1.0] * 5 + [0.0] * (m.cfg.n_items - 5)
+    m.train()  # the generator loss hides nothing from the main loss
+    assert m.id_share(items).squeeze(-1).tolist() == [1.0] * 5 + [0.0] * (m.cfg.n_items - 5)
+    sem, _ = m.semantic(items[:5])
+    torch.testing.assert_close(m.input_embeddings(items[:5]), torch.cat([m.id_emb(items[:5]), sem], -1))
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_generator_loss_trains_the_generator_alone(sampled):
+    """id_dropout_loss: generator: the same weights without it (id_dropout 0) give the same main
+    loss and the same gradients everywhere but in G, which only the generator loss trains."""
+    counts = torch.zeros(31)
+    counts[1:] = 4.0
+    counts[-3:] = 0.0  # three never-seen items, never in the batch
+    models = []
+    for p in (0.5, 0.0):
+        m = gated(cold_half_count=0.0, id_dropout_loss="generator", id_dropout=p)
+        if models:
+            m.load_state_dict(models[0].state_dict())
+        m.set_item_counts(counts)
+        m.train()
+        models.append(m)
+    seq = torch.randint(1, 28, (4, 6))
+    target = torch.roll(seq, -1, 1)
+    negatives = torch.arange(1, 31) if sampled else None
+    out = []
+    for m in models:
+        torch.manual_seed(0)
+        loss, stats = m.loss(seq, target, negatives)
+        loss.backward()
+        out.append((loss, stats))
+    (with_gen, stats), (without, _) = out
+    assert "generator_loss" in stats and stats["generator_loss"] > 0
+    torch.testing.assert_close(with_gen - stats["generator_loss"], without)
+    grads = [{n: p.grad for n, p in m.named_parameters()} for m in models]
+    for name, g in grads[0].items():
+        other = grads[1][name]
+        if name.startswith("id_gen"):
+            assert g is not None and g.abs().sum() > 0 and (other is None or other.abs().sum() == 0), name
+        elif g is not None:
+            torch.testing.assert_close(g, other, msg=name)
