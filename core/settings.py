@@ -308,6 +308,9 @@ class PublishConfig:
     redis: str = "localhost:6379"
     keep_versions: int = 2        # per model: the serving version and the one before it
     feature_service: str = "ranking_v1"
+    # the offline history (serving/historical.py): an event more than this many days after the
+    # last published day's vectors began to serve gets null features
+    history_ttl_days: Annotated[float, Field(gt=0)] = 7.0
 
 
 @dataclass(frozen=True)

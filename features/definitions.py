@@ -22,12 +22,19 @@ the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, defau
   recent task items, the online input of U2I2I.
 * The FeatureService (`ranking_v1`) serves the *current* version of each model: publishing
   switches it only after the new version is materialized.
+* The offline history, for point-in-time training sets (serving/historical.py): per model, views
+  `<model>_user_history` and `<model>_item_history` (offline only) over a folder of one Parquet
+  file per published day, each row stamped with the start of the day after its data day (when
+  those vectors began to serve); the same field names as the version views, and a TTL
+  (`publish.history_ttl_days`). Per model, the on-demand `<model>_score_history` (the score above,
+  the universal model's too) over them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -42,19 +49,22 @@ user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, d
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalog item")
 
 
-def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict, history: bool = False) -> FeatureView:
+def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dict, history: bool = False,
+                    ttl_days: float | None = None) -> FeatureView:
+    """A version's view (online, no TTL) or, with ttl_days, a model's offline history view."""
     fields = {"embedding": Array(Float32), "model_version": String}
     if history:  # a user view: the items a score adds the model's offset to, and the offset
         fields |= {"window": Array(String), "history_logit": Float32}
     return FeatureView(
         name=name,
         entities=[entity],
-        ttl=None,
+        ttl=None if ttl_days is None else timedelta(days=ttl_days),
         schema=[Field(name=f"{prefix}_{column}", dtype=dtype) for column, dtype in fields.items()],
+        # a history row's `created` is the export's wall clock, not a time of the data: left out
         source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
-                          created_timestamp_column="created",
+                          created_timestamp_column="created" if ttl_days is None else "",
                           field_mapping={column: f"{prefix}_{column}" for column in fields}),
-        online=True,
+        online=ttl_days is None,
         tags=tags,
     )
 
@@ -116,6 +126,13 @@ def build(state: dict) -> list:
             objects += list(pair)
             if model != "universal":
                 objects.append(_score_view(f"{model}_score_v{version}", model, *pair))
+    for model, files in sorted(state.get("history", {}).items()):  # the offline history per model
+        tags = {"model": model, "history": "true"}
+        pair = (_embedding_view(f"{model}_user_history", f"{model}_user", user, files["user"], tags,
+                                history=files.get("history", False), ttl_days=files["ttl_days"]),
+                _embedding_view(f"{model}_item_history", f"{model}_item", item, files["item"], tags,
+                                ttl_days=files["ttl_days"]))
+        objects += list(pair) + [_score_view(f"{model}_score_history", model, *pair)]
     recent = {task: _recent_view(task, path) for task, path in sorted(state.get("recent", {}).items())}
     objects += list(recent.values())
     serving = state.get("serving", {})

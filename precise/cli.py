@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from core.atomic import write_json
@@ -249,6 +250,18 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_features_historical(args: argparse.Namespace, settings: Settings) -> int:
+    from serving import historical
+
+    frame = historical.historical(settings, historical.read_entities(args.entities), args.models)
+    historical.write(frame, args.out)
+    scores = [c for c in frame.columns if c.endswith("_score")]
+    _print({"rows": len(frame), "out": str(args.out), "features": [c for c in frame.columns if c not in
+                                                                    historical.ENTITY_COLUMNS],
+            "non_null": {c: int(frame[c].notna().sum()) for c in scores}})
+    return 0
+
+
 def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
     from recall.index import Recall
 
@@ -403,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub = verbs.add_parser("publish", help="exported embeddings into Feast (offline + online store) and FAISS")
     pub.add_argument("--date", help="data day (default: run.date)")
     pub.set_defaults(func=cmd_publish)
+    fe = verbs.add_parser("features", help="the feature store's offline side: point-in-time training sets")
+    fe_kinds = fe.add_subparsers(dest="kind", required=True)
+    hist = fe_kinds.add_parser("historical", help="each logged event's features as served when it happened")
+    hist.add_argument("--entities", required=True, type=Path,
+                      help="Parquet or CSV with user_id, item_id, event_timestamp (other columns kept, e.g. labels)")
+    hist.add_argument("--out", required=True, type=Path, help="the training set (Parquet)")
+    hist.add_argument("--models", nargs="+", help="universal and/or task names (default: every published model)")
+    hist.set_defaults(func=cmd_features_historical)
     rec = verbs.add_parser("recall", help="recall candidates from the FAISS index of the serving version")
     rec.add_argument("mode", choices=["u2i", "u2i2i"])
     rec.add_argument("--task", required=True, help="task name (or `universal`)")

@@ -12,6 +12,9 @@
 4. prunes versions beyond `publish.keep_versions` per model (their views and online rows);
 5. builds the FAISS index of every serving (task, version) (recall/index.py).
 
+Once the new versions are materialized, the day's export is also kept in the append-only offline
+history that point-in-time training sets read (serving/historical.py); pruning never touches it.
+
 Rollback: `precise registry promote --task T --version V`, then `precise export --date D --force`
 and `precise publish --date D`: the older version is re-materialized with a new, later event
 timestamp (Redis keeps a row only if its timestamp is newer) and the service switches back.
@@ -26,52 +29,22 @@ Online store: SQLite (`var/feast/sqlite/online.db`) by default, Redis in product
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
 from core import schema
 from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import Settings
+from serving import historical
 from serving.state import ENV_STORE, feast_dir, online_store, read_state, state_path  # noqa: F401 (re-exported)
+from serving.store import definitions, feature_store, repo_config  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-def repo_config(settings: Settings) -> dict:
-    store, online = online_store(settings)
-    return {"project": "precise", "provider": "local", "registry": str(feast_dir(settings, store) / "registry.db"),
-            "online_store": online, "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}
-
-
-def feature_store(settings: Settings):
-    """A Feast FeatureStore over this project's registry and the configured online store."""
-    from feast import FeatureStore
-    from feast.repo_config import RepoConfig
-
-    raw = repo_config(settings)
-    folder = Path(raw["registry"]).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "feature_store.yaml") as tmp:  # for `feast serve` and the Feast CLI
-        Path(tmp).write_text(yaml.safe_dump(raw, sort_keys=False))
-    return FeatureStore(config=RepoConfig(repo_path=str(settings.paths.root / "features"), **raw))
-
-
-def definitions(settings: Settings):
-    """The declarative module features/definitions.py (loaded from its file)."""
-    path = settings.paths.root / "features" / "definitions.py"
-    if not path.is_file():
-        path = Path(__file__).resolve().parents[1] / "features" / "definitions.py"
-    spec = importlib.util.spec_from_file_location("precise_feast_definitions", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _copy(src: Path, dst: Path) -> str:
@@ -121,6 +94,7 @@ def main(settings: Settings, date: str | None = None) -> dict:
     candidate["feature_service"] = settings.publish.feature_service
     candidate["published_at"] = ts.isoformat()
     candidate["date"] = day
+    candidate.setdefault("history", {}).update(historical.record_day(settings, export_dir, day, list(exported["versions"])))
     pruned = prune(candidate, settings.publish.keep_versions)
     stale = [o for o in defs.build({"versions": pruned}) if o.__class__.__name__ != "Entity"]
     store.apply(defs.build(candidate), objects_to_delete=stale, partial=False)

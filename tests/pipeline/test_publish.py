@@ -404,3 +404,76 @@ def test_newcomers_get_the_task_models_vector_when_it_reads_all_scene_histories(
     publish.main(world, d2)
     scored = publish.read_online(world, [{"user_id": newcomer, "item_id": item["item_id"]}])
     assert scored["click_article_score"][0] == pytest.approx(float(np.dot(expected, item["embedding"])), rel=1e-4)
+
+
+def test_point_in_time_training_set_from_the_offline_history(world, tmp_path):
+    """issue 31: an event on day E gets the export of the last published day before E (its model
+    versions say which), never E's own; nulls before the first publish and past the TTL."""
+    from serving import historical
+
+    d1, d2 = schema.list_days(world.paths.events)[-2:]
+    before = registry.champion(world, None)
+    published = {}
+    for day, version in ((d1, "1"), (d2, "2")):  # a different universal version served after each day
+        registry.promote(world, None, version)
+        export.main(world, day, force=True)
+        publish.main(world, day)
+        folder = historical.history_dir(world)
+        published[day] = {kind: pq.read_table(folder / "universal" / kind / f"{day}.parquet").to_pandas()
+                          for kind in ("user", "item")}
+    first_day_file = (historical.history_dir(world) / "universal" / "user" / f"{d1}.parquet").read_bytes()
+    u_users, u_items = published[d2]["user"], published[d2]["item"]
+    user, item = u_users["user_id"].iloc[0], u_items["item_id"].iloc[0]
+    assert user in set(published[d1]["user"]["user_id"]) and item in set(published[d1]["item"]["item_id"])
+    day = pd.Timestamp
+    d3 = (day(d2) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    rows = pd.DataFrame({
+        "user_id": [user] * 6 + ["nobody"],
+        "item_id": [item] * 7,
+        "event_timestamp": [day(f"{d1} 12:00", tz="UTC"),             # before the first publish served: null
+                            day(f"{d2} 00:00", tz="UTC"),             # d1's export serves from d2 00:00
+                            day(f"{d2} 23:59", tz="UTC"),             # ... all day d2, never d2's own export
+                            day(f"{d3} 08:00", tz="UTC"),             # d2's export
+                            day(f"{d3} 00:00", tz="UTC") + pd.Timedelta(days=6, hours=23),  # within the 7-day TTL
+                            day(f"{d3} 00:00", tz="UTC") + pd.Timedelta(days=7, hours=1),   # past it: null
+                            day(f"{d3} 08:00", tz="UTC")],            # an unknown user: null user features
+        "label": [1, 0, 1, 0, 1, 0, 1],
+    })
+    out = historical.historical(world, rows, ["universal"])
+    assert list(out["label"]) == list(rows["label"]), "rows and their other columns keep their order"
+    expected = [None, d1, d1, d2, d2, None, d2]
+    for i, source in enumerate(expected):
+        version = out["universal_user_model_version"][i]
+        if source is None:
+            assert pd.isna(version) and pd.isna(out["universal_score"][i]), i
+            continue
+        users = published[source]["user"].set_index("user_id")
+        items = published[source]["item"].set_index("item_id")
+        assert out["universal_item_model_version"][i] == items.loc[item, "model_version"], i
+        if out["user_id"][i] == "nobody":
+            assert pd.isna(version) and pd.isna(out["universal_score"][i])
+            continue
+        assert version == users.loc[user, "model_version"] == f"precise-universal:{1 if source == d1 else 2}", i
+        u, v = np.asarray(users.loc[user, "embedding"]), np.asarray(items.loc[item, "embedding"])
+        np.testing.assert_allclose(out["universal_user_embedding"][i], u, rtol=1e-6)
+        offset = users.loc[user, "history_logit"] if item in set(users.loc[user, "window"]) else 0.0
+        assert out["universal_score"][i] == pytest.approx(float(u @ v) + offset, rel=1e-5), i
+    # publishing a later day never rewrites an earlier day's history
+    assert (historical.history_dir(world) / "universal" / "user" / f"{d1}.parquet").read_bytes() == first_day_file
+    # the same through the command line, for a team that does not write Python; a bad frame is one error line
+    rows.drop(columns="label").to_csv(tmp_path / "log.csv", index=False)
+    params = ("--params", str(world.paths.root / "params.yaml"))
+    proc = run_cli(*params, "features", "historical", "--entities", str(tmp_path / "log.csv"), "--out",
+                   str(tmp_path / "set.parquet"), "--models", "universal", "click_article", cwd=world.paths.root)
+    summary = json.loads(proc.stdout)
+    assert summary["rows"] == 7 and summary["non_null"]["universal_score"] == 4
+    cli = pd.read_parquet(tmp_path / "set.parquet")
+    assert list(cli["universal_user_model_version"].fillna("-")) == list(out["universal_user_model_version"].fillna("-"))
+    assert "click_article_score" in cli.columns
+    pd.DataFrame({"user_id": ["u"], "when": ["2026-01-01"]}).to_csv(tmp_path / "bad.csv", index=False)
+    bad = run_cli(*params, "features", "historical", "--entities", str(tmp_path / "bad.csv"), "--out",
+                  str(tmp_path / "x.parquet"), cwd=world.paths.root, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:") and "item_id" in bad.stderr
+    assert not (tmp_path / "x.parquet").exists()
+    if before is not None:
+        registry.promote(world, None, str(before.version))
