@@ -81,6 +81,7 @@ class SynthConfig:
     new_item_half_life: float = 1.5
     share_rate_weak: float = 0.01
     share_rate_strong: float = 0.12
+    impressions_per_click: int = 10  # slate size of the impression log (ingest/synth.py); 0: none
 
 
 @dataclass(frozen=True)

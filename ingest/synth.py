@@ -25,6 +25,15 @@ The generative story (every knob is in `params.yaml: synth`):
   `share_rate_strong` on an item of the user's top topic and favourite style, else
   `share_rate_weak`.
 
+* An **impression log** (`impressions.parquet` in each drop; `impressions_per_click` 0: none), the
+  log a ranking team has and precise does not ingest: for every click, the slate its scene's feed
+  showed at that moment, the clicked item and `impressions_per_click - 1` items passed over, half
+  drawn from the scene's live items by popularity (new items boosted, as clicks are), half from the
+  clicked item's topic in the scene (any style, same weights), so a good ranker must know the
+  user's style, which the text does not show. Columns: slate_id, user_id, item_id, scene, ts (the
+  click's), position (0-based, shuffled), clicked (1 for the clicked item). Drawn from its own random
+  stream: the events are the same with or without it.
+
 `tests/data/test_synth.py` checks each property statistically; those tests freeze the generator.
 """
 
@@ -289,6 +298,60 @@ def simulate_day(world: World, day_index: int) -> pd.DataFrame:
     return events.sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
 
 
+def impressions_day(world: World, day_index: int, events: pd.DataFrame) -> pd.DataFrame:
+    """The impression log of a day's events (module docstring): one slate per click."""
+    cfg = world.cfg
+    size = cfg.impressions_per_click
+    columns = ["slate_id", "user_id", "item_id", "scene", "ts", "position", "clicked"]
+    clicks = events[events["action"] == "click"].reset_index(drop=True)
+    if size <= 0 or clicks.empty:
+        return pd.DataFrame({c: [] for c in columns})
+    rng = np.random.default_rng([cfg.seed, 3, day_index])
+    items = world.items
+    live = items[items["day"] <= day_index]
+    age = day_index - live["day"].to_numpy()
+    weight = live["weight"].to_numpy() * (1.0 + cfg.new_item_boost * 0.5 ** (age / cfg.new_item_half_life))
+    weight[live["day"].to_numpy() == 0] = live["weight"].to_numpy()[live["day"].to_numpy() == 0]
+    scene_of, topic_of = live["scene_index"].to_numpy(), live["topic"].to_numpy()
+
+    def sampler(mask: np.ndarray):
+        idx = live.index.to_numpy()[mask]
+        return idx, np.cumsum(weight[mask])
+
+    by_scene = {s: sampler(scene_of == s) for s in range(len(cfg.scenes))}
+    by_topic: dict[tuple[int, int], tuple] = {}
+    position = {item_id: i for i, item_id in enumerate(items["item_id"].to_numpy())}
+    scene_index = {name: i for i, name in enumerate(cfg.scenes)}
+    rows: dict[str, list] = {c: [] for c in columns}
+    item_ids = items["item_id"].to_numpy()
+    for n, (user, item_id, scene, ts) in enumerate(zip(clicks["user_id"], clicks["item_id"], clicks["scene"], clicks["ts"])):
+        item, s = position[item_id], scene_index[scene]
+        t = int(items["topic"].iat[item])
+        if (s, t) not in by_topic:
+            by_topic[(s, t)] = sampler((scene_of == s) & (topic_of == t))
+        slate = [item]
+        for pool, want in ((by_topic[(s, t)], (size - 1) // 2), (by_scene[s], size - 1)):
+            idx, cum = pool
+            for _ in range(8 * size):  # draws without the clicked item or a repeat
+                if len(slate) >= 1 + want or len(idx) == 0:
+                    break
+                pick = int(idx[min(int(np.searchsorted(cum, rng.random() * cum[-1])), len(cum) - 1)])
+                if pick not in slate:
+                    slate.append(pick)
+        order = rng.permutation(len(slate))
+        for pos, k in enumerate(order):
+            rows["slate_id"].append(f"{world.day(day_index)}-{n:06d}")
+            rows["user_id"].append(user)
+            rows["item_id"].append(item_ids[slate[k]])
+            rows["scene"].append(scene)
+            rows["ts"].append(ts)
+            rows["position"].append(pos)
+            rows["clicked"].append(int(k == 0))
+    frame = pd.DataFrame(rows)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame.astype({"position": "int32", "clicked": "int8"})
+
+
 def catalog_delta(world: World, day_index: int) -> pd.DataFrame:
     """The catalog drop of a day: the items published that day (day 0: the initial catalog)."""
     delta = world.items[world.items["day"] == day_index]
@@ -313,6 +376,8 @@ def run(cfg: SynthConfig, landing: Path, days: int | None = None) -> dict:
         with atomic_dir(target) as tmp:
             events.to_parquet(tmp / "events.parquet", index=False)
             catalog_delta(world, d).to_parquet(tmp / "catalog.parquet", index=False)
+            if cfg.impressions_per_click > 0:
+                impressions_day(world, d, events).to_parquet(tmp / "impressions.parquet", index=False)
         written.append(day)
         n_events += len(events)
     log.info("synth: wrote %d drops (%d events), kept %d existing", len(written), n_events, len(kept))

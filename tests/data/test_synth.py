@@ -174,3 +174,37 @@ def test_deterministic_per_seed_and_extendable():
     pd.testing.assert_frame_equal(a, b)
     c = synth.simulate_day(synth.build_world(dataclasses.replace(cfg, seed=cfg.seed + 1)), 2)
     assert not a.equals(c)
+
+
+def test_the_impression_log_holds_each_clicks_slate(world, tmp_path):
+    """issue 31: one slate per click in its scene, the clicked item once, passed-over items half on
+    the click's topic; its own random stream (the events do not change), none when switched off."""
+    w, events = world
+    day = w.cfg.days - 1
+    day_events = events[events["day"] == day].drop(columns="day").reset_index(drop=True)
+    imp = synth.impressions_day(w, day, day_events)
+    clicks = day_events[day_events["action"] == "click"]
+    size = w.cfg.impressions_per_click
+    assert imp["slate_id"].nunique() == len(clicks) and (imp.groupby("slate_id").size() == size).all()
+    assert (imp.groupby("slate_id")["clicked"].sum() == 1).all()
+    assert not imp.duplicated(["slate_id", "item_id"]).any()
+    shown = imp[imp["clicked"] == 1]
+    pd.testing.assert_frame_equal(shown[["user_id", "item_id", "scene", "ts"]].reset_index(drop=True),
+                                  clicks[["user_id", "item_id", "scene", "ts"]].reset_index(drop=True))
+    items = w.items.set_index("item_id")
+    assert (items.loc[imp["item_id"], "scene"].to_numpy() == imp["scene"].to_numpy()).all(), "slates stay in the scene"
+    assert (items.loc[imp["item_id"], "day"].to_numpy() <= day).all(), "only published items are shown"
+    topic = items.loc[imp["item_id"], "topic"].to_numpy()
+    clicked_topic = imp.assign(t=topic).query("clicked == 1").set_index("slate_id")["t"]
+    on_topic = (topic == clicked_topic.loc[imp["slate_id"]].to_numpy())[imp["clicked"].to_numpy() == 0].mean()
+    assert on_topic > 0.4, f"about half the passed-over items share the click's topic, got {on_topic:.2f}"
+    assert sorted(imp.groupby("slate_id")["position"].apply(list).iloc[0]) == list(range(size))
+    assert imp.equals(synth.impressions_day(w, day, day_events)), "deterministic per seed"
+    off = dataclasses.replace(w.cfg, impressions_per_click=0, days=1)
+    synth.run(off, tmp_path / "off")
+    synth.run(dataclasses.replace(off, impressions_per_click=size), tmp_path / "on")
+    drop = f"date={w.day(0)}"
+    assert not (tmp_path / "off" / drop / "impressions.parquet").exists()
+    assert (tmp_path / "on" / drop / "impressions.parquet").is_file()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "off" / drop / "events.parquet"),
+                                  pd.read_parquet(tmp_path / "on" / drop / "events.parquet"))
