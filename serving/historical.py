@@ -108,47 +108,58 @@ def entity_frame(frame: pd.DataFrame, where: str = "entities") -> pd.DataFrame:
     return frame
 
 
-def feature_refs(state: dict, models: list[str] | None = None) -> list[str]:
-    """The history features of the chosen models (default: every model with a history)."""
+def feature_refs(state: dict, model: str, kind: str) -> list[str]:
+    """The history features of one model's user or item view."""
+    fields = ["embedding", "model_version"]
+    if kind == "user" and state["history"][model].get("history"):
+        fields += ["window", "history_logit"]  # what the score adds the model's offset with
+    return [f"{model}_{kind}_history:{model}_{kind}_{f}" for f in fields]
+
+
+def historical(settings: Settings, entities: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
+    """Point-in-time features for each row of `entities` (user_id, item_id, event_timestamp, ...):
+    the rows (order kept, other columns kept) plus, per model, `<m>_user_embedding`,
+    `<m>_user_model_version`, `<m>_item_embedding`, `<m>_item_model_version` and `<m>_score`.
+
+    Each view is asked for its distinct (key, event_timestamp) pairs and the answers are joined
+    back onto every row; the score is the on-demand view's own function applied to the joined
+    rows. Asking Feast's file store for the raw log would lose rows: it keeps one entity row per
+    (first view's key, timestamp), so all but one item of a slate shown to a user at one moment
+    would read null; and it drops a row whose every history row is after it or past the TTL."""
+    from serving.state import read_state
+    from serving.store import feature_store
+
+    frame = entity_frame(entities).reset_index(drop=True)
+    state = read_state(settings)
     available = sorted(state.get("history", {}))
     chosen = available if models is None else list(models)
     unknown = [m for m in chosen if m not in available]
     if unknown:
         raise PreciseError(f"no published history for {', '.join(unknown)}; there is: {', '.join(available) or 'none'} "
                            "(run `precise publish --date D` first)")
-    refs = []
-    for m in chosen:
-        refs += [f"{m}_user_history:{m}_user_embedding", f"{m}_user_history:{m}_user_model_version",
-                 f"{m}_item_history:{m}_item_embedding", f"{m}_item_history:{m}_item_model_version",
-                 f"{m}_score_history:{m}_score"]
-    return refs
-
-
-def historical(settings: Settings, entities: pd.DataFrame, models: list[str] | None = None) -> pd.DataFrame:
-    """Point-in-time features for each row of `entities` (user_id, item_id, event_timestamp, ...):
-    the rows (order kept, other columns kept) plus, per model, `<m>_user_embedding`,
-    `<m>_user_model_version`, `<m>_item_embedding`, `<m>_item_model_version` and `<m>_score`."""
-    from serving.state import read_state
-    from serving.store import feature_store
-
-    frame = entity_frame(entities).reset_index(drop=True)
-    state = read_state(settings)
-    feature_refs(state, models)  # unknown models: one clear error before any work
     store = feature_store(settings)
-    frame["_row"] = range(len(frame))
-    for model in (sorted(state["history"]) if models is None else models):
-        # one model at a time: the score view finds its model from its input names, which must
-        # then be the only `*_user_embedding` in the frame
-        refs = feature_refs(state, [model])
-        with warnings.catch_warnings():  # library noise on every call, nothing the user can act on
-            warnings.filterwarnings("ignore", category=FutureWarning, module="dask")
-            warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
-            found = store.get_historical_features(entity_df=frame[["_row", *ENTITY_COLUMNS]], features=refs).to_df()
-        # Feast's file store drops an entity row whose every history row lies after it or past
-        # the TTL (instead of returning nulls): join the answer back onto every row of the frame.
-        found = found.drop_duplicates("_row").set_index("_row")[[r.split(":", 1)[1] for r in refs]]
-        frame = frame.join(found, on="_row")
-    return frame.drop(columns="_row")
+    for model in chosen:
+        for kind in KINDS:
+            key = f"{kind}_id"
+            refs = feature_refs(state, model, kind)
+            pairs = frame[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+            pairs["_pair"] = range(len(pairs))
+            with warnings.catch_warnings():  # library noise on every call, nothing the user can act on
+                warnings.filterwarnings("ignore", category=FutureWarning, module="dask")
+                found = store.get_historical_features(entity_df=pairs, features=refs).to_df()
+            names = [r.split(":", 1)[1] for r in refs]
+            found = pairs.merge(found.drop_duplicates("_pair")[["_pair", *names]], on="_pair", how="left")
+            frame = frame.merge(found.drop(columns="_pair"), on=[key, "event_timestamp"], how="left")
+        udf = store.get_on_demand_feature_view(f"{model}_score_history").feature_transformation
+        inputs = {c: [None if _missing(v) else v for v in frame[c]] for c in frame.columns
+                  if c.startswith(f"{model}_") or c == "item_id"}
+        frame[f"{model}_score"] = pd.array(udf.transform(inputs)[f"{model}_score"], dtype="Float64")
+        frame = frame.drop(columns=[c for c in (f"{model}_user_window", f"{model}_user_history_logit") if c in frame])
+    return frame
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:

@@ -423,25 +423,26 @@ def test_point_in_time_training_set_from_the_offline_history(world, tmp_path):
                           for kind in ("user", "item")}
     first_day_file = (historical.history_dir(world) / "universal" / "user" / f"{d1}.parquet").read_bytes()
     u_users, u_items = published[d2]["user"], published[d2]["item"]
-    user, item = u_users["user_id"].iloc[0], u_items["item_id"].iloc[0]
+    user, item, other = u_users["user_id"].iloc[0], u_items["item_id"].iloc[0], u_items["item_id"].iloc[1]
     assert user in set(published[d1]["user"]["user_id"]) and item in set(published[d1]["item"]["item_id"])
     day = pd.Timestamp
     d3 = (day(d2) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
     rows = pd.DataFrame({
-        "user_id": [user] * 6 + ["nobody"],
-        "item_id": [item] * 7,
+        "user_id": [user] * 6 + ["nobody", user],
+        "item_id": [item] * 7 + [other],
         "event_timestamp": [day(f"{d1} 12:00", tz="UTC"),             # before the first publish served: null
                             day(f"{d2} 00:00", tz="UTC"),             # d1's export serves from d2 00:00
                             day(f"{d2} 23:59", tz="UTC"),             # ... all day d2, never d2's own export
                             day(f"{d3} 08:00", tz="UTC"),             # d2's export
                             day(f"{d3} 00:00", tz="UTC") + pd.Timedelta(days=6, hours=23),  # within the 7-day TTL
                             day(f"{d3} 00:00", tz="UTC") + pd.Timedelta(days=7, hours=1),   # past it: null
-                            day(f"{d3} 08:00", tz="UTC")],            # an unknown user: null user features
-        "label": [1, 0, 1, 0, 1, 0, 1],
+                            day(f"{d3} 08:00", tz="UTC"),             # an unknown user: null user features
+                            day(f"{d3} 08:00", tz="UTC")],            # a slate: the same user and time, another item
+        "label": [1, 0, 1, 0, 1, 0, 1, 0],
     })
     out = historical.historical(world, rows, ["universal"])
     assert list(out["label"]) == list(rows["label"]), "rows and their other columns keep their order"
-    expected = [None, d1, d1, d2, d2, None, d2]
+    expected = [None, d1, d1, d2, d2, None, d2, d2]
     for i, source in enumerate(expected):
         version = out["universal_user_model_version"][i]
         if source is None:
@@ -449,6 +450,7 @@ def test_point_in_time_training_set_from_the_offline_history(world, tmp_path):
             continue
         users = published[source]["user"].set_index("user_id")
         items = published[source]["item"].set_index("item_id")
+        item = out["item_id"][i]
         assert out["universal_item_model_version"][i] == items.loc[item, "model_version"], i
         if out["user_id"][i] == "nobody":
             assert pd.isna(version) and pd.isna(out["universal_score"][i])
@@ -466,7 +468,7 @@ def test_point_in_time_training_set_from_the_offline_history(world, tmp_path):
     proc = run_cli(*params, "features", "historical", "--entities", str(tmp_path / "log.csv"), "--out",
                    str(tmp_path / "set.parquet"), "--models", "universal", "click_article", cwd=world.paths.root)
     summary = json.loads(proc.stdout)
-    assert summary["rows"] == 7 and summary["non_null"]["universal_score"] == 4
+    assert summary["rows"] == 8 and summary["non_null"]["universal_score"] == 5
     cli = pd.read_parquet(tmp_path / "set.parquet")
     assert list(cli["universal_user_model_version"].fillna("-")) == list(out["universal_user_model_version"].fillna("-"))
     assert "click_article_score" in cli.columns
