@@ -36,6 +36,7 @@ from core import schema
 from core.atomic import atomic_dir, write_json
 from core.errors import PreciseError
 from core.hashing import sha256_file
+from core.ids import normalize_ids, normalize_text
 from core.settings import IngestConfig, Settings, parse_date
 
 log = logging.getLogger(__name__)
@@ -111,20 +112,24 @@ def implausible_times(ts: pd.Series, cfg: IngestConfig) -> np.ndarray:
 def enforce_events(raw: RawFrame, path: Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Contract check of an events file -> (valid rows in contract types, rejected rows).
 
-    Reasons, first failed wins: invalid bytes, a missing value, a null-like id (`cfg.null_tokens`),
-    an unparsable time, a time outside [`cfg.earliest`, now + `cfg.future_hours`].
+    Reasons, first failed wins: invalid bytes, a missing value, a control character in an id, a
+    null-like id (`cfg.null_tokens`), an unparsable time, a time outside [`cfg.earliest`, now +
+    `cfg.future_hours`]. Ids are normalised first (core/ids.py); rejected rows keep the raw values.
     """
     _require(raw, schema.EVENT_COLUMNS, path)
     df = raw.frame
+    keys = ("user_id", "item_id", "scene", "action")
+    ids = {c: normalize_ids(df[c]) for c in keys}
     ts = parse_timestamps(df["ts"])
     checks = [("invalid UTF-8 bytes", raw.bad_bytes)]
-    checks += [(f"missing {c}", missing_values(df[c])) for c in ("user_id", "item_id", "scene", "action", "ts")]
-    checks += [(f"null-like {c}", null_like(df[c], cfg.null_tokens)) for c in ("user_id", "item_id", "scene", "action")]
+    checks += [(f"missing {c}", missing_values(ids[c][0] if c in ids else df[c])) for c in (*keys, "ts")]
+    checks += [(f"control character in {c}", ids[c][1]) for c in keys]
+    checks += [(f"null-like {c}", null_like(ids[c][0], cfg.null_tokens)) for c in keys]
     checks.append(("unparsable ts", ts.isna().to_numpy()))
     checks.append(("implausible ts", implausible_times(ts, cfg)))
     reason = _first_reason(len(df), checks)
     ok = reason == ""
-    good = pd.DataFrame({c: df.loc[ok, c].astype(str).to_numpy() for c in ("user_id", "item_id", "scene", "action")})
+    good = pd.DataFrame({c: ids[c][0][ok].astype(str).to_numpy() for c in keys})
     good["ts"] = ts[ok].reset_index(drop=True)
     return good, _rejects(raw, reason)
 
@@ -133,17 +138,20 @@ def enforce_catalog(raw: RawFrame, path: Path, cfg: IngestConfig = IngestConfig(
     """Contract check of a catalog delta -> (valid rows, rejected rows). `text` is optional."""
     _require(raw, schema.CATALOG_REQUIRED, path)
     df = raw.frame
+    keys = ("item_id", "scene")
+    ids = {c: normalize_ids(df[c]) for c in keys}
     published = parse_timestamps(df["published_at"])
     checks = [("invalid UTF-8 bytes", raw.bad_bytes)]
-    checks += [(f"missing {c}", missing_values(df[c])) for c in ("item_id", "scene", "published_at")]
-    checks += [(f"null-like {c}", null_like(df[c], cfg.null_tokens)) for c in ("item_id", "scene")]
+    checks += [(f"missing {c}", missing_values(ids[c][0] if c in ids else df[c])) for c in (*keys, "published_at")]
+    checks += [(f"control character in {c}", ids[c][1]) for c in keys]
+    checks += [(f"null-like {c}", null_like(ids[c][0], cfg.null_tokens)) for c in keys]
     checks.append(("unparsable published_at", published.isna().to_numpy()))
     reason = _first_reason(len(df), checks)
     ok = reason == ""
-    good = pd.DataFrame({c: df.loc[ok, c].astype(str).to_numpy() for c in ("item_id", "scene")})
-    good["title"] = df.loc[ok, "title"].fillna("").astype(str).to_numpy()
+    good = pd.DataFrame({c: ids[c][0][ok].astype(str).to_numpy() for c in keys})
+    good["title"] = normalize_text(df.loc[ok, "title"]).fillna("").astype(str).to_numpy()
     text = df["text"] if "text" in df.columns else pd.Series(None, index=df.index, dtype=object)
-    good["text"] = text[ok].astype(object).where(text[ok].notna(), None).to_numpy()
+    good["text"] = normalize_text(text[ok]).to_numpy()
     good["published_at"] = published[ok].reset_index(drop=True)
     return good, _rejects(raw, reason)
 

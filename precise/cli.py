@@ -265,7 +265,10 @@ def cmd_features_historical(args: argparse.Namespace, settings: Settings) -> int
 def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
     from recall.index import Recall
 
+    from core.ids import normalize_id
+
     r = Recall(settings, args.task)
+    args.user = normalize_id(args.user)  # as ingest wrote it (core/ids.py)
     found = r.u2i(args.user, args.k, exclude_consumed=not args.keep_consumed) if args.mode == "u2i" else r.u2i2i(args.user, args.k)
     _print({"task": args.task, "model_version": r.meta["model_version"], "user": args.user, "mode": args.mode, "items": found})
     return 0

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from core.atomic import atomic_path
 from core.errors import PreciseError
+from core.ids import normalize_ids
 from core.settings import Settings
 
 KINDS = ("user", "item")
@@ -97,7 +98,7 @@ def entity_frame(frame: pd.DataFrame, where: str = "entities") -> pd.DataFrame:
     for column in ("user_id", "item_id"):
         if frame[column].isna().any():
             raise PreciseError(f"{where}: {int(frame[column].isna().sum())} row(s) without {column}")
-        frame[column] = frame[column].astype(str)
+        frame[column] = normalize_ids(frame[column])[0].astype(str)  # as ingest wrote them
     try:
         ts = pd.to_datetime(frame["event_timestamp"], utc=True)
     except (ValueError, TypeError) as exc:
