@@ -10,7 +10,8 @@
 3. only then **switches the FeatureService** to the new versions (one registry write) and records
    the state (`var/feast/<store>/published.json`, atomic);
 4. prunes versions beyond `publish.keep_versions` per model (their views and online rows);
-5. builds the FAISS index of every serving (task, version) (recall/index.py).
+5. the FAISS index of every serving (task, version) (recall/index.py) is built before steps 3-4,
+   so that the state never names a version whose index is not there yet.
 
 Once the new versions are materialized, the day's export is also kept in the append-only offline
 history that point-in-time training sets read (serving/historical.py); pruning never touches it.
@@ -95,13 +96,15 @@ def main(settings: Settings, date: str | None = None) -> dict:
     candidate["published_at"] = ts.isoformat()
     candidate["date"] = day
     candidate.setdefault("history", {}).update(historical.record_day(settings, export_dir, day, list(exported["versions"])))
+    from recall import index as recall_index
+
+    # the new versions' FAISS indexes exist before anything points at them: a `precise recall`
+    # that reads the new state always finds its index (benchmarks/read_load.py)
+    indexes = recall_index.build_serving(settings, candidate)
     pruned = prune(candidate, settings.publish.keep_versions)
     stale = [o for o in defs.build({"versions": pruned}) if o.__class__.__name__ != "Entity"]
     store.apply(defs.build(candidate), objects_to_delete=stale, partial=False)
     write_json(state_path(settings), candidate)
-    from recall import index as recall_index
-
-    indexes = recall_index.build_serving(settings, candidate)
     summary = {"date": day, "store": online_store(settings)[0], "serving": serving, "event_timestamp": ts.isoformat(),
                "materialized_views": new_views, "pruned": {m: sorted(v) for m, v in pruned.items()}, "indexes": indexes}
     write_json(settings.paths.metrics / "publish.json", summary)
