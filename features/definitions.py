@@ -55,11 +55,19 @@ def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dic
     fields = {"embedding": Array(Float32), "model_version": String}
     if history:  # a user view: the items a score adds the model's offset to, and the offset
         fields |= {"window": Array(String), "history_logit": Float32}
+    what = "user" if entity is user else "item"
+    descriptions = {
+        "embedding": f"the {what}'s embedding in the model's scoring space (L2-normalised under cosine similarity)",
+        "model_version": "<registered model>:<version> the vector comes from; never combine vectors of two versions",
+        "window": "the items the user vector read (the model's input window, newest last)",
+        "history_logit": "the model's learned logit offset of items in window (model.history_offset)",
+    }
     return FeatureView(
         name=name,
         entities=[entity],
         ttl=None if ttl_days is None else timedelta(days=ttl_days),
-        schema=[Field(name=f"{prefix}_{column}", dtype=dtype) for column, dtype in fields.items()],
+        schema=[Field(name=f"{prefix}_{column}", dtype=dtype, description=descriptions[column])
+                for column, dtype in fields.items()],
         # a history row's `created` is the export's wall clock, not a time of the data: left out
         source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
                           created_timestamp_column="created" if ttl_days is None else "",
@@ -72,7 +80,8 @@ def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dic
 def _score_view(name: str, task: str, users: FeatureView, items: FeatureView):
     @on_demand_feature_view(
         sources=[users, items],
-        schema=[Field(name=f"{task}_score", dtype=Float64)],
+        schema=[Field(name=f"{task}_score", dtype=Float64,
+                      description="user . item of one model version, plus the history offset when read; null across versions")],
         mode="python",
         name=name,
         description="user.item dot product of the exported vectors (the training score; cosine when the model uses it); null across model versions",
@@ -105,7 +114,7 @@ def _recent_view(task: str, path: str) -> FeatureView:
         name=name,
         entities=[user],
         ttl=None,
-        schema=[Field(name=name, dtype=Array(String))],
+        schema=[Field(name=name, dtype=Array(String), description="the user's most recent task items, newest last (U2I2I input)")],
         source=FileSource(name=f"{name}_source", path=path, timestamp_field="event_timestamp",
                           created_timestamp_column="created", field_mapping={"items": name}),
         online=True,
