@@ -125,6 +125,7 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
     def client() -> None:
         rng = np.random.default_rng(next(rng_seed))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn_status = [0]
         while not stop.is_set():
             user, item = f"u{rng.integers(args.users)}", f"i{rng.integers(args.users)}"
             body = json.dumps({"feature_service": "ranking_v1", "entities": {"user_id": [user], "item_id": [item]}})
@@ -132,7 +133,8 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
             try:
                 try:
                     conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
-                    raw = conn.getresponse().read()
+                    response = conn.getresponse()
+                    conn_status[0], raw = response.status, response.read()
                 except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
                     # the server closed this kept-alive connection: a new one, as HTTP client pools do
                     with lock:
@@ -140,8 +142,11 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                     conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
-                    raw = conn.getresponse().read()
+                    response = conn.getresponse()
+                    conn_status[0], raw = response.status, response.read()
                 reply = json.loads(raw)
+                if not isinstance(reply.get("metadata"), dict):  # an error reply, e.g. {"detail": ...}
+                    raise RuntimeError(f"HTTP {conn_status[0]}: {raw[:200]!r}")
                 names = reply["metadata"]["feature_names"]
                 values = {n: r["values"][0] for n, r in zip(names, reply["results"])}
                 versions = {values.get("universal_user_model_version"), values.get("universal_item_model_version")}

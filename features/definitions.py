@@ -80,8 +80,9 @@ def _embedding_view(name: str, prefix: str, entity: Entity, path: str, tags: dic
 def _score_view(name: str, task: str, users: FeatureView, items: FeatureView):
     @on_demand_feature_view(
         sources=[users, items],
-        schema=[Field(name=f"{task}_score", dtype=Float64,
-                      description="user . item of one model version, plus the history offset when read; null across versions")],
+        # no Field description here: Feast checks the declared field against the one it infers by
+        # running the function, description included, and an inferred field has none
+        schema=[Field(name=f"{task}_score", dtype=Float64)],
         mode="python",
         name=name,
         description="user.item dot product of the exported vectors (the training score; cosine when the model uses it); null across model versions",
