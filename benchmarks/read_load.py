@@ -145,7 +145,7 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
                     response = conn.getresponse()
                     conn_status[0], raw = response.status, response.read()
                 reply = json.loads(raw)
-                if not isinstance(reply.get("metadata"), dict):  # an error reply, e.g. {"detail": ...}
+                if not isinstance(reply, dict) or not isinstance(reply.get("metadata"), dict):  # an error reply
                     raise RuntimeError(f"HTTP {conn_status[0]}: {raw[:200]!r}")
                 names = reply["metadata"]["feature_names"]
                 values = {n: r["values"][0] for n, r in zip(names, reply["results"])}
