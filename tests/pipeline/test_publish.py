@@ -479,3 +479,31 @@ def test_point_in_time_training_set_from_the_offline_history(world, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
     if before is not None:
         registry.promote(world, None, str(before.version))
+
+
+def test_a_failed_index_build_switches_nothing(world, monkeypatch):
+    """issue 33: publish builds the new versions' FAISS indexes before it names them anywhere; a
+    failure there leaves the published state and the served FeatureService as they were."""
+    from recall import index as recall_index
+
+    d2 = schema.list_days(world.paths.events)[-1]
+    export.main(world, d2, force=True)  # a new publish time: a switched state would differ
+    publish.main(world, d2)
+    state_file = publish.state_path(world)
+    before = state_file.read_bytes()
+    served = publish.read_state(world)["serving"]
+    for model, version in served.items():  # an index to rebuild
+        shutil.rmtree(recall_index.index_dir(world, model, str(version)))
+    export.main(world, d2, force=True)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(recall_index, "build_serving", broken)
+    with pytest.raises(OSError):
+        publish.main(world, d2)
+    assert state_file.read_bytes() == before, "the state still names what served before"
+    monkeypatch.undo()
+    assert publish.main(world, d2)["serving"] == served  # the retry succeeds and rebuilds the indexes
+    for model, version in served.items():
+        assert (recall_index.index_dir(world, model, str(version)) / "meta.json").is_file()
