@@ -74,6 +74,20 @@ def project(folder: Path, dvc: bool = False, features: bool = False, **sections)
     return Settings.load(path)
 
 
+def train_day(s: "Settings", day: str) -> None:
+    """One day of training as the DAGs run it: sequences, encode, the universal gate and training,
+    then per task its gate and targeted training (benchmarks and test worlds that replay days)."""
+    from training import gate, sequences, targeted, text, universal
+
+    sequences.main(s, day)
+    text.main(s, day)
+    gate.gate(s, None, day)
+    universal.main(s, day)
+    for task in s.tasks:
+        gate.gate(s, task.name, day)
+        targeted.main(s, task.name, day)
+
+
 def free_port() -> int:
     """A free TCP port on localhost."""
     with socket.socket() as s:

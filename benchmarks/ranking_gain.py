@@ -39,7 +39,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import project  # noqa: E402
+from benchmarks.common import project, train_day  # noqa: E402
 from core import schema  # noqa: E402
 from core.atomic import write_json, write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -54,20 +54,14 @@ NEW_TO_TASK = 2  # at most this many task clicks before day N
 def chain(s: Settings, days: list[str]) -> dict:
     """The daily chain for each day, as the DAGs run it; a day already published is skipped."""
     from serving import historical, publish
-    from training import export, gate, sequences, targeted, text, universal
+    from training import export
 
     timings = {}
     for day in days:
         if (historical.history_dir(s) / "universal" / "user" / f"{day}.parquet").is_file():
             continue
         t0 = time.perf_counter()
-        sequences.main(s, day)
-        text.main(s, day)
-        gate.gate(s, None, day)
-        universal.main(s, day)
-        for task in s.tasks:
-            gate.gate(s, task.name, day)
-            targeted.main(s, task.name, day)
+        train_day(s, day)
         export.main(s, day)
         publish.main(s, day)
         timings[day] = round(time.perf_counter() - t0, 1)
@@ -78,6 +72,7 @@ def chain(s: Settings, days: list[str]) -> dict:
 def base_features(events: pd.DataFrame, catalog: pd.DataFrame, frame: pd.DataFrame, scenes: set[str]) -> pd.DataFrame:
     """Point-in-time base features of impression rows (day column E): counts from days < E only."""
     clicks = events[events["action"] == "click"].assign(day=lambda e: e["ts"].dt.strftime("%Y-%m-%d"))
+    published = catalog.set_index("item_id")["published_at"]
     out = []
     for day, rows in frame.groupby("day"):
         d = pd.Timestamp(day)
@@ -89,7 +84,6 @@ def base_features(events: pd.DataFrame, catalog: pd.DataFrame, frame: pd.DataFra
         rows["user_clicks_7d"] = rows["user_id"].map(window["user_id"].value_counts()).fillna(0)
         task = window[window["scene"].isin(scenes)]
         rows["user_task_clicks_7d"] = rows["user_id"].map(task["user_id"].value_counts()).fillna(0)
-        published = catalog.set_index("item_id")["published_at"]
         rows["item_age_days"] = (d.tz_localize("UTC") - rows["item_id"].map(published)).dt.total_seconds() / 86400
         out.append(rows)
     return pd.concat(out).sort_index()

@@ -213,17 +213,22 @@ def build_world(cfg: SynthConfig) -> World:
     )
 
 
+def _live_weights(world: World, day_index: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """(the items published by day d, their popularity weight on d, new items boosted)."""
+    cfg = world.cfg
+    live = world.items[world.items["day"] <= day_index]
+    age = day_index - live["day"].to_numpy()
+    boost = 1.0 + cfg.new_item_boost * 0.5 ** (age / cfg.new_item_half_life)
+    boost[live["day"].to_numpy() == 0] = 1.0  # the initial catalog is not "new"
+    return live, live["weight"].to_numpy() * boost
+
+
 class _Pools:
     """Items available on one day, grouped by (scene, topic, style), with cumulative weights."""
 
     def __init__(self, world: World, day_index: int):
         cfg = world.cfg
-        items = world.items
-        live = items[items["day"] <= day_index]
-        age = day_index - live["day"].to_numpy()
-        boost = 1.0 + cfg.new_item_boost * 0.5 ** (age / cfg.new_item_half_life)
-        boost[live["day"].to_numpy() == 0] = 1.0  # the initial catalog is not "new"
-        w = live["weight"].to_numpy() * boost
+        live, w = _live_weights(world, day_index)
         key = (live["scene_index"].to_numpy() * cfg.topics + live["topic"].to_numpy()) * cfg.styles_per_topic + live["style"].to_numpy()
         order = np.argsort(key, kind="stable")
         self.index = live.index.to_numpy()[order]
@@ -308,10 +313,7 @@ def impressions_day(world: World, day_index: int, events: pd.DataFrame) -> pd.Da
         return pd.DataFrame({c: [] for c in columns})
     rng = np.random.default_rng([cfg.seed, 3, day_index])
     items = world.items
-    live = items[items["day"] <= day_index]
-    age = day_index - live["day"].to_numpy()
-    weight = live["weight"].to_numpy() * (1.0 + cfg.new_item_boost * 0.5 ** (age / cfg.new_item_half_life))
-    weight[live["day"].to_numpy() == 0] = live["weight"].to_numpy()[live["day"].to_numpy() == 0]
+    live, weight = _live_weights(world, day_index)
     scene_of, topic_of = live["scene_index"].to_numpy(), live["topic"].to_numpy()
 
     def sampler(mask: np.ndarray):

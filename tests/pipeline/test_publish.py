@@ -22,8 +22,9 @@ from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
 from serving import publish
+from benchmarks.common import train_day
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
-from training import gate, export, registry, sequences, targeted, text, universal
+from training import export, registry, targeted, text
 from training.trainer import load_checkpoint
 from validation import validate
 
@@ -50,13 +51,7 @@ def world(tmp_path_factory) -> Settings:
     validate.run_all(s)
     d1, d2 = schema.list_days(s.paths.events)[-2:]
     for day in (d1, d2):
-        sequences.main(s, day)
-        text.main(s, day)
-        gate.gate(s, None, day)
-        universal.main(s, day)
-        for task in s.tasks:
-            gate.gate(s, task.name, day)
-            targeted.main(s, task.name, day)
+        train_day(s, day)
     return s
 
 
