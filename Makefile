@@ -59,7 +59,7 @@ run: repro
 	@echo
 	@$(PRECISE) status
 	@echo
-	@echo "Where things live (README, 'Where things live'): partitions data/events data/catalog, rejects data/rejects,"
+	@echo "Where things live (docs/data.md, docs/usage.md): partitions data/events data/catalog, rejects data/rejects,"
 	@echo "the gate data/validation (Data Docs var/gx/gx/uncommitted/data_docs/local_site/index.html), metrics data/metrics,"
 	@echo "MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///var/mlflow/mlflow.db ; models: $(PRECISE) registry list"
 

@@ -1,4 +1,4 @@
-"""The data contract (ARCHITECTURE 'contracts'; documented in the README).
+"""The data contract (ARCHITECTURE 'contracts'; documented in docs/data.md).
 
 Events, one Parquet partition per UTC data day, `data/events/date=D/part-0.parquet`:
 

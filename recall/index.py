@@ -8,7 +8,7 @@ scan", the best `rerank_factor` x k candidates re-ranked with the exact vectors:
 `auto` = flat up to `exact_max_items`, else ivfpq. Why ivfpq: on 1M clustered inner-product items
 (`benchmarks/serving_latency.py`) HNSW stayed below recall@100 0.95 in every setting tried (the
 top 100 of an inner product reach into many clusters, which a greedy graph walk misses), while
-ivfpq scans many lists cheaply and reaches >= 0.95 within the 2 ms budget (figures in the README).
+ivfpq scans many lists cheaply and reaches >= 0.95 within the 2 ms budget (figures in docs/serving.md).
 Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own format),
 `ids.json` (item ids in row order), `meta.json` (kind, dim, version, popular items).
 

@@ -43,7 +43,7 @@ def data_md5s(data: Path, days: list[str]) -> dict[str, str | None]:
 
 def log_data_versions(mlflow, data: Path, days: list[str]) -> dict[str, str | None]:
     """Every partition's DVC md5 as a run artifact, the newest day's as a tag: restore a run's
-    exact inputs with `dvc pull` of those versions (README). Returns the md5s by day."""
+    exact inputs with `dvc pull` of those versions (docs/data.md, "Data versions"). Returns the md5s by day."""
     md5s = data_md5s(data, days)
     mlflow.log_dict(md5s, "data_versions.json")
     if days:  # the newest day's md5: the `data_version` of that day's Asset event and manifest entry
