@@ -12,7 +12,8 @@ catalog). The version becomes `champion` if
 restores coverage of new items and may score a little lower on its first day); otherwise it
 becomes `challenger` and the champion keeps serving. The first version of a model has nothing to
 be compared with and becomes champion at once (gate tag `first`). A pending version of which a
-newer version was already gated is skipped (`superseded`).
+newer version was already gated is skipped (`superseded`). A version whose checkpoint is corrupt
+(its weights no longer match the SHA-256 saved with them) is `rejected` and never serves.
 
 So a model trained on D serves from D+1's gate on, after being checked on D+1: one day of lag,
 the price of judging every model on data it has not seen. `precise registry promote` moves `champion` by hand
@@ -29,6 +30,9 @@ from core.errors import PreciseError
 from core.settings import Settings
 from training import evaluate
 from training.registry import CHALLENGER, CHAMPION, champion, client, model_name, versions
+from training.trainer import CorruptCheckpoint
+
+REJECTED = "rejected"  # the gate tag of a version whose checkpoint is corrupt (never served)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ def score(settings: Settings, task: str | None, checkpoint: Path, day: str) -> f
             metrics = evaluate.score_universal(settings, checkpoint, day)
         else:
             metrics = evaluate.score_targeted(settings, settings.task(task), checkpoint, day)
+    except CorruptCheckpoint:
+        raise
     except PreciseError as exc:
         log.warning("cannot score %s on %s: %s", checkpoint, day, exc)
         return None
@@ -58,8 +64,19 @@ def gate(settings: Settings, task: str | None, day: str) -> list[dict]:
             decisions.append({"model": name, "version": str(v.version), "decision": "superseded"})
             continue
         current = champion(settings, task)
-        cand = score(settings, task, Path(v.tags["checkpoint"]), day)
-        champ = score(settings, task, Path(current.tags["checkpoint"]), day) if current is not None else None
+        try:
+            cand = score(settings, task, Path(v.tags["checkpoint"]), day)
+        except CorruptCheckpoint as exc:  # never served: the champion keeps serving
+            log.error("%s version %s: %s", name, v.version, exc)
+            for key, value in {"gate": REJECTED, "gate_day": day, "gate_reason": str(exc)}.items():
+                c.set_model_version_tag(name, v.version, key, value)
+            decisions.append({"model": name, "version": str(v.version), "decision": REJECTED, "reason": str(exc)})
+            continue
+        try:
+            champ = score(settings, task, Path(current.tags["checkpoint"]), day) if current is not None else None
+        except CorruptCheckpoint as exc:  # a champion that cannot be read cannot serve: the candidate is judged alone
+            log.error("%s champion %s: %s", name, current.version, exc)
+            champ = None
         tol = settings.registry.warmup_tolerance if v.tags.get("kind") == "warmup" else settings.registry.tolerance
         if cand is None:
             decisions.append({"model": name, "version": str(v.version), "decision": "pending", "reason": f"no users to score on {day}"})

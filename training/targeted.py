@@ -72,7 +72,7 @@ from training import registry, runs, text, universal
 from training.data import Index, pad_left, target_contexts
 from training.metrics import add_history_offset
 from training.model import Precise, distinct_items, softmax_cross_entropy
-from training.trainer import AlternateConfig, TrainConfig, load_checkpoint
+from training.trainer import AlternateConfig, TrainConfig, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def read_state(settings: Settings, task: str) -> dict:
 def latest_checkpoint(settings: Settings, task: str, before: str) -> Path | None:
     root = checkpoint_root(settings, task)
     days = [d for d in schema.list_days(root, "final/state.json") if d < before]
-    return schema.partition_dir(root, days[-1]) / "final" if days else None
+    return newest_intact([schema.partition_dir(root, d) / "final" for d in days])  # a corrupt one is skipped
 
 
 def universal_champion(settings: Settings, day: str) -> Path | None:

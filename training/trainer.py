@@ -49,6 +49,8 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from core.atomic import atomic_dir, atomic_path
+from core.errors import PreciseError
+from core.hashing import sha256_file
 from core.settings import AlternateConfig, TrainConfig  # noqa: F401 (the trainer's config, typed at load)
 from training.metrics import from_ranks, target_ranks
 from training.model import Precise
@@ -181,11 +183,18 @@ class State:
     history: list = field(default_factory=list)
 
 
+class CorruptCheckpoint(PreciseError):
+    """A checkpoint whose weights do not match the SHA-256 saved beside them, or cannot be read."""
+
+
 def save_model(folder: Path, model: Precise, meta: dict, opt: torch.optim.Optimizer | None = None) -> None:
-    """Atomically, one folder: weights (safetensors), metadata (JSON) and, for a resumable
-    checkpoint, the optimizer and RNG states (tensors only; loaded with weights_only=True)."""
+    """Atomically, one folder: weights (safetensors), metadata (JSON, with the weights' SHA-256 that
+    `load_checkpoint` checks) and, for a resumable checkpoint, the optimizer and RNG states
+    (tensors only; loaded with weights_only=True)."""
     with atomic_dir(Path(folder)) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / "model.safetensors"))
+        weights = Path(tmp) / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        meta = {**meta, "weights_sha256": sha256_file(weights)}
         (Path(tmp) / "state.json").write_text(json.dumps(meta, indent=1, default=str))
         if opt is not None:
             torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, Path(tmp) / "optimizer.pt")
@@ -196,9 +205,34 @@ def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, st
 
 
 def load_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(state.json contents, weights). Nothing is unpickled."""
-    meta = json.loads((Path(folder) / "state.json").read_text())
-    return meta, load_file(str(Path(folder) / "model.safetensors"))
+    """(state.json contents, weights). Nothing is unpickled. A checkpoint whose weights changed
+    after it was saved (their SHA-256; checkpoints older than the hash are checked by reading)
+    or cannot be read is refused: CorruptCheckpoint names it."""
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        expected = meta.get("weights_sha256")
+        if expected is not None and sha256_file(weights) != expected:
+            raise CorruptCheckpoint(f"checkpoint {folder} is corrupt: model.safetensors does not match the SHA-256 "
+                                    "saved with it; it is refused")
+        return meta, load_file(str(weights))
+    except CorruptCheckpoint:
+        raise
+    except Exception as exc:  # unreadable JSON, a missing or truncated weights file (safetensors' own errors)
+        raise CorruptCheckpoint(f"checkpoint {folder} cannot be read ({type(exc).__name__}: {exc}); it is refused") from exc
+
+
+def newest_intact(folders: list[Path]) -> Path | None:
+    """The last of `folders` (oldest first) that `load_checkpoint` accepts; a corrupt one is skipped
+    with a warning naming it, so a day continues from the newest model it can trust."""
+    for folder in reversed(folders):
+        try:
+            load_checkpoint(folder)
+            return folder
+        except CorruptCheckpoint as exc:
+            log.warning("%s; using an older checkpoint", exc)
+    return None
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -284,8 +318,14 @@ def fit(
         domain_batches = max(math.ceil(len(domain[0]) / cfg.batch_size), 1)
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
+    resumed = None
     if run_dir is not None and (Path(run_dir) / "state.json").is_file():
-        meta, weights = load_checkpoint(run_dir)
+        try:
+            resumed = load_checkpoint(run_dir)
+        except CorruptCheckpoint as exc:  # a resumable checkpoint damaged on disk: start the run over
+            log.warning("%s; starting the run from the beginning", exc)
+    if resumed is not None:
+        meta, weights = resumed
         model.load_state_dict(weights)
         extra = torch.load(Path(run_dir) / "optimizer.pt", weights_only=True)
         opt.load_state_dict(extra["optimizer"])

@@ -40,7 +40,7 @@ from training import diagnostics, distributed, runs, text
 from training.data import (Index, item_token_matrix, next_item_pairs, pad_left, per_scene, same_session_share, scene_codes,
                            session_context)
 from training.model import ModelConfig, Precise
-from training.trainer import TrainConfig, load_checkpoint
+from training.trainer import TrainConfig, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,10 @@ def checkpoint_root(settings: Settings) -> Path:
 
 
 def latest_checkpoint(settings: Settings, before: str) -> Path | None:
-    """The newest finished universal checkpoint of a day before `before`."""
+    """The newest finished universal checkpoint of a day before `before` that is intact (a corrupt
+    one is skipped with a warning: `trainer.newest_intact`)."""
     days = [d for d in schema.list_days(checkpoint_root(settings), "final/state.json") if d < before]
-    return schema.partition_dir(checkpoint_root(settings), days[-1]) / "final" if days else None
+    return newest_intact([schema.partition_dir(checkpoint_root(settings), d) / "final" for d in days])
 
 
 def split_valid(seqs: list[np.ndarray], n_valid: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:

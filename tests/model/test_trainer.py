@@ -161,3 +161,28 @@ def test_cprec_curriculum_feeds_per_scene_batches_until_the_annealing_then_mixed
         else:
             assert rows <= mixed_rows, step
     assert any(len(set(scene_of[r[r > 0]])) == 2 for r in torch.cat(seen[anneal_at:]).numpy()), "mixed rows span scenes"
+
+
+def test_a_corrupt_checkpoint_is_refused_by_name_and_skipped_for_an_older_one(tmp_path, caplog):
+    from training.trainer import CorruptCheckpoint, load_checkpoint, newest_intact, save_model
+
+    model = tiny("fused")
+    old, new, cut = tmp_path / "date=2026-01-01", tmp_path / "date=2026-01-02", tmp_path / "date=2026-01-03"
+    for folder in (old, new, cut):
+        save_model(folder, model, {"model": "tiny"})
+    meta, weights = load_checkpoint(new)
+    assert meta["model"] == "tiny" and len(meta["weights_sha256"]) == 64
+    assert set(weights) == set(model.state_dict())
+    blob = bytearray((new / "model.safetensors").read_bytes())
+    blob[-5] ^= 0xFF  # one flipped byte in the tensor data: still a readable file, other numbers
+    (new / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(CorruptCheckpoint, match=r"date=2026-01-02 is corrupt: model.safetensors does not match"):
+        load_checkpoint(new)
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:100])  # a write cut short
+    state = json.loads((cut / "state.json").read_text())
+    (cut / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "weights_sha256"}))
+    with pytest.raises(CorruptCheckpoint, match="date=2026-01-03 cannot be read"):  # no hash: caught by reading
+        load_checkpoint(cut)
+    assert newest_intact([old, new, cut]) == old
+    assert "date=2026-01-03" in caplog.text and "date=2026-01-02" in caplog.text
+    assert newest_intact([new, cut]) is None
