@@ -1,5 +1,5 @@
 """A probe, not a results table: how much would the raw text of the user's last item add to a
-trained universal model's ranking? (docs/quality.md, "Cold targets: what the text knows")
+trained universal model's ranking? (docs/notebook.md, "Cold targets: what the text knows")
 
     python -m benchmarks.text_blend --dataset food-kitchen            # ~25 min on 2 cores
     python -m benchmarks.text_blend --dataset movielens --variant id

@@ -179,7 +179,7 @@ class ModelSpec:
     # The cold-item gate (fused, meanpool): an item's ID part is a_i ID(i) + (1 - a_i) G(its text
     # part), a_i a learned function of how often the item was a training target (0 when never:
     # a new item is scored from its text, never from an untrained ID row), G a learned
-    # content-to-ID generator. docs/quality.md, "Cold and new items" (measured there; not the default).
+    # content-to-ID generator. docs/notebook.md, "Cold and new items" (measured there; not the default).
     cold_gate: bool = False  # off by default: it costs warm and rare items on food-kitchen's validation
     # ... a_i starts at n / (n + this) for an item seen n times (the gate's two scalars then learn);
     # 0: a_i = 1 for every item seen in training (G stands in for never-seen items only)
