@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.settings import ITEM_EMBEDDINGS
 from training.metrics import from_ranks, target_ranks
 from training.model import ModelConfig, MoEFusion, Precise
 from training.trainer import TrainConfig, in_batch_negatives, lr_factor, mixed_negatives, uniform_negatives
@@ -49,7 +50,7 @@ def test_moe_matches_a_naive_loop():
     assert moe.experts[0].query.grad is not None and moe.experts[0].value.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", ["fused", "id", "text", "meanpool", "llm"])
+@pytest.mark.parametrize("kind", ITEM_EMBEDDINGS)  # every variant, a new one included
 def test_variants_have_equal_width_and_the_right_parts(kind):
     m = tiny(kind)
     e = m.item_embeddings(torch.tensor([[0, 1, 2]]))
