@@ -237,10 +237,14 @@ def new_items_now() -> dict:
 
     from core import schema
 
+    from serving.state import read_state
+
     s = settings()
     days = schema.list_days(s.paths.events)
     if not days:  # nothing ingested yet: nothing to embed
         return {"items": 0, "skipped": f"no ingested day in {s.paths.events} yet"}
+    if not read_state(s)["serving"]:  # a fresh install before its first publish: no model serves yet
+        return {"items": 0, "skipped": "nothing published yet (the first precise_publish run serves every item)"}
     out = export.new_items(s, days[-1])
     if out["items"]:
         out["published"] = publish.new_items(s, Path(out["folder"]))

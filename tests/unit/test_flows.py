@@ -12,6 +12,18 @@ def test_hourly_new_items_with_nothing_ingested_yet(tmp_path, monkeypatch):
     assert out["items"] == 0 and "no ingested day" in out["skipped"]
 
 
+def test_hourly_new_items_before_the_first_publish(tmp_path, monkeypatch):
+    """A day ingested, nothing encoded or published yet (found by the soak: it raised "no encoded items")."""
+    from core import schema
+
+    monkeypatch.setenv(flows.PARAMS_ENV, str(write_params(tmp_path)))
+    part = schema.partition_dir(flows.settings().paths.events, "2026-01-01")
+    part.mkdir(parents=True)
+    (part / "part-0.parquet").write_bytes(b"")
+    out = flows.new_items_now()
+    assert out["items"] == 0 and "nothing published yet" in out["skipped"]
+
+
 def test_next_drop_is_none_when_everything_is_ingested(tmp_path, monkeypatch):
     monkeypatch.setenv(flows.PARAMS_ENV, str(write_params(tmp_path)))
     assert flows.next_drop(flows.settings()) is None
