@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from core.atomic import atomic_dir
+from core.atomic import atomic_dir, write_json
+from core.errors import PreciseError
 from core.settings import SynthConfig
 
 log = logging.getLogger(__name__)
@@ -360,12 +361,32 @@ def catalog_delta(world: World, day_index: int) -> pd.DataFrame:
     return delta[["item_id", "scene", "title", "text", "published_at"]].reset_index(drop=True)
 
 
-def run(cfg: SynthConfig, landing: Path, days: int | None = None) -> dict:
-    """Write `days` daily drops into `landing/`. Existing drops are never touched."""
-    if days is not None:
-        from dataclasses import replace
+RECORD = "_synth.json"  # in landing/: the settings of the world its drops come from
 
+
+def recorded(landing: Path) -> dict | None:
+    """The synth settings the drops in `landing/` were written with (`RECORD`), or None."""
+    import json
+
+    path = Path(landing) / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run(cfg: SynthConfig, landing: Path, days: int | None = None) -> dict:
+    """Write `days` daily drops into `landing/`. Existing drops are never touched; more days of the
+    same world may be added later (day d depends only on the settings and d), and `landing/_synth.json`
+    records the settings so that drops of two different worlds never mix."""
+    from dataclasses import asdict, replace
+
+    if days is not None:
         cfg = replace(cfg, days=days)
+    before = recorded(landing)
+    if before is not None:
+        differ = sorted(k for k, v in asdict(cfg).items() if k != "days" and json_value(v) != before.get(k))
+        if differ:
+            raise PreciseError(f"{Path(landing) / RECORD} says its drops come from another synthetic world "
+                               f"({', '.join(f'{k}: {before.get(k)}' for k in differ)}); generate with those "
+                               "settings, or into an empty landing folder")
     world = build_world(cfg)
     written, kept, n_events = [], [], 0
     for d in tqdm(range(cfg.days), desc="synth days", unit="day", disable=None):
@@ -382,5 +403,12 @@ def run(cfg: SynthConfig, landing: Path, days: int | None = None) -> dict:
                 impressions_day(world, d, events).to_parquet(tmp / "impressions.parquet", index=False)
         written.append(day)
         n_events += len(events)
+    write_json(Path(landing) / RECORD, {k: json_value(v) for k, v in asdict(cfg).items()}
+               | {"days": max(cfg.days, (before or {}).get("days", 0))})
     log.info("synth: wrote %d drops (%d events), kept %d existing", len(written), n_events, len(kept))
     return {"written": written, "kept": kept, "events": n_events, "items": len(world.items)}
+
+
+def json_value(v):
+    """A settings value as JSON reads it back (tuples are lists)."""
+    return list(v) if isinstance(v, tuple) else v

@@ -33,8 +33,11 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
 
     from ingest import synth
 
-    cfg = settings.synth if args.seed is None else replace(settings.synth, seed=args.seed)
-    report = synth.run(cfg, settings.paths.landing, days=args.days)
+    sizes = {k: getattr(args, k) for k in ("seed", "users", "items_per_scene") if getattr(args, k) is not None}
+    before = synth.recorded(settings.paths.landing)
+    if before is not None:  # more days of the world landing/ already holds (a size given must match it)
+        sizes = {k: before[k] for k in ("seed", "users", "items_per_scene")} | sizes
+    report = synth.run(replace(settings.synth, **sizes), settings.paths.landing, days=args.days)
     _print({k: v for k, v in report.items() if k != "kept"} | {"kept": len(report["kept"]),
            "landing": str(settings.paths.landing)})
     return 0
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data_verbs.add_parser("synth", help="write daily drops of the synthetic multi-scene world")
     synth.add_argument("--days", type=int, help="number of days (default: synth.days in params.yaml)")
     synth.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
+    synth.add_argument("--users", type=int, help="users (default: synth.users; `make run`'s first look uses fewer)")
+    synth.add_argument("--items-per-scene", type=int, dest="items_per_scene",
+                       help="catalog size per scene on the first day (default: synth.items_per_scene)")
     synth.set_defaults(func=cmd_synth)
 
     imp = data_verbs.add_parser("import", help="convert public or your own data into daily drops")

@@ -208,3 +208,23 @@ def test_the_impression_log_holds_each_clicks_slate(world, tmp_path):
     assert (tmp_path / "on" / drop / "impressions.parquet").is_file()
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "off" / drop / "events.parquet"),
                                   pd.read_parquet(tmp_path / "on" / drop / "events.parquet"))
+
+
+def test_the_command_records_its_world_and_extends_only_that_one(tmp_path):
+    """`precise data synth --users --items-per-scene` (make run's smaller first world) records its
+    settings in landing/_synth.json; a later `--days` adds days of that world; other sizes are
+    refused instead of mixing two worlds' drops."""
+    from tests.conftest import run_cli, write_params
+
+    write_params(tmp_path, synth={"impressions_per_click": 0})
+    run_cli("data", "synth", "--days", "2", "--users", "60", "--items-per-scene", "40", cwd=tmp_path)
+    record = synth.recorded(tmp_path / "landing")
+    assert record["users"] == 60 and record["items_per_scene"] == 40 and record["days"] == 2
+    first = (tmp_path / "landing" / "date=2026-01-02" / "events.parquet").read_bytes()
+    run_cli("data", "synth", "--days", "3", cwd=tmp_path)  # no sizes: the recorded world's
+    assert (tmp_path / "landing" / "date=2026-01-02" / "events.parquet").read_bytes() == first
+    assert pd.read_parquet(tmp_path / "landing" / "date=2026-01-03" / "events.parquet")["user_id"].nunique() <= 60
+    assert synth.recorded(tmp_path / "landing")["days"] == 3
+    bad = run_cli("data", "synth", "--days", "4", "--users", "70", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "another synthetic world (users: 60)" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "landing" / "date=2026-01-04").exists()
