@@ -16,7 +16,9 @@ from serving.state import feast_dir, online_store
 
 def repo_config(settings: Settings) -> dict:
     store, online = online_store(settings)
-    return {"project": "precise", "provider": "local", "registry": str(feast_dir(settings, store) / "registry.db"),
+    registry = {"path": str(feast_dir(settings, store) / "registry.db"),
+                "registry_store_type": "serving.registry_store.AtomicFileRegistryStore"}  # atomic rewrites
+    return {"project": "precise", "provider": "local", "registry": registry,
             "online_store": online, "offline_store": {"type": "file"}, "entity_key_serialization_version": 3}
 
 
@@ -26,7 +28,7 @@ def feature_store(settings: Settings):
     from feast.repo_config import RepoConfig
 
     raw = repo_config(settings)
-    folder = Path(raw["registry"]).parent
+    folder = Path(raw["registry"]["path"]).parent
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "feature_store.yaml") as tmp:  # for `feast serve` and the Feast CLI
         Path(tmp).write_text(yaml.safe_dump(raw, sort_keys=False))
