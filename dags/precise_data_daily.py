@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from precise import flows
-from precise.flows import DEFAULT_ARGS, EVENTS, SERIAL_POOL, START
-
-events = Asset(uri=EVENTS, name="precise_events")
+from precise.assets import events
+from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
 
 
 @dag(
@@ -53,12 +52,12 @@ def precise_data_daily():
         return flows.ingest_day(day)
 
     @task(pool=SERIAL_POOL, retries=0)
-    def validate(day: str, _ingested: dict) -> dict:
-        return flows.validate_day(day)
+    def validate(ingested: dict) -> dict:
+        return flows.validate_day(ingested["day"])
 
     @task(pool=SERIAL_POOL)
-    def version(day: str, _validated: dict) -> dict:
-        return flows.version_day(day)
+    def version(validated: dict) -> dict:
+        return flows.version_day(validated["date"])
 
     @task(outlets=[events])
     def announce(versioned: dict) -> dict:
@@ -66,8 +65,7 @@ def precise_data_daily():
         get_current_context()["outlet_events"][events].extra = extra
         return extra
 
-    day = pick_day()
-    announce(version(day, validate(day, ingest(day))))
+    announce(version(validate(ingest(pick_day()))))
 
 
 precise_data_daily()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from precise import flows
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START, TARGETED
-
-targeted = Asset(uri=TARGETED, name="precise_targeted_models")
+from precise.assets import targeted
+from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
 
 
 @dag(
@@ -40,11 +39,10 @@ def precise_publish():
         return flows.export_day(day)
 
     @task(pool=SERIAL_POOL)
-    def publish(day: str, _exported: dict) -> dict:
-        return flows.publish_day(day)
+    def publish(exported: dict) -> dict:
+        return flows.publish_day(exported["date"])
 
-    day = pick_day()
-    publish(day, export(day))
+    publish(export(pick_day()))
 
 
 precise_publish()

@@ -1,14 +1,12 @@
-"""precise_targeted_daily: one mapped task per targeted task (warm-up or incremental)."""
+"""precise_targeted_daily: per targeted task, mapped: gate, train (warm-up or incremental), evaluate."""
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from precise import flows
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START, TARGETED, UNIVERSAL
-
-universal = Asset(uri=UNIVERSAL, name="precise_universal_model")
-targeted = Asset(uri=TARGETED, name="precise_targeted_models")
+from precise.assets import targeted, universal
+from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
 
 
 @dag(
@@ -28,9 +26,10 @@ targeted = Asset(uri=TARGETED, name="precise_targeted_models")
 ### Daily targeted training
 
 Runs when `precise_universal_daily` announces a model. One mapped task per task of params.yaml
-(or the `tasks` param): the registry gate for the task, then a **warm-up** from the universal
-champion when `warmup_every_days` have passed (or `force_warmup`), else an **incremental** day,
-then next-day evaluation and registration. Announces `precise://models/targeted`.
+(or the `tasks` param), three mapped tasks each: **gate** (the registry gate for the task),
+**train** (a **warm-up** from the universal champion when `warmup_every_days` have passed, or
+`force_warmup`, else an **incremental** day; registration) and **evaluate** (next-day metrics;
+a failure there retries without retraining). Announces `precise://models/targeted`.
 """,
 )
 def precise_targeted_daily():
@@ -42,8 +41,16 @@ def precise_targeted_daily():
         return [{"day": day, "task": t, "force_warmup": force} for t in flows.task_names(ctx["params"].get("tasks"))]
 
     @task(pool=SERIAL_POOL)
+    def gate(job: dict) -> dict:
+        return job | {"gate": flows.gate_targeted_day(job["day"], job["task"])}
+
+    @task(pool=SERIAL_POOL)
     def train(job: dict) -> dict:
-        return flows.train_targeted_day(job["day"], job["task"], job["force_warmup"])
+        return job | flows.train_targeted_day(job["day"], job["task"], job["force_warmup"])
+
+    @task(pool=SERIAL_POOL)
+    def evaluate(job: dict) -> dict:  # apart from training: a failed evaluation retries without retraining
+        return job | flows.evaluate_targeted_day(job["day"], job["task"])
 
     @task(outlets=[targeted])
     def announce(results: list[dict]) -> dict:
@@ -53,7 +60,7 @@ def precise_targeted_daily():
         get_current_context()["outlet_events"][targeted].extra = extra
         return extra
 
-    announce(train.expand(job=plan()))
+    announce(evaluate.expand(job=train.expand(job=gate.expand(job=plan()))))
 
 
 precise_targeted_daily()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
 from precise import flows
-from precise.flows import DEFAULT_ARGS, EVENTS, SERIAL_POOL, START, UNIVERSAL
-
-events = Asset(uri=EVENTS, name="precise_events")
-universal = Asset(uri=UNIVERSAL, name="precise_universal_model")
+from precise.assets import events, universal
+from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
 
 
 @dag(
@@ -42,15 +40,15 @@ def precise_universal_daily():
         return flows.sequences_day(day)
 
     @task
-    def encode(day: str, _seq: dict) -> dict:
+    def encode(day: str) -> dict:
         return flows.encode_day(day)
 
     @task(pool=SERIAL_POOL)
-    def gate(day: str, _enc: dict) -> list:
+    def gate(day: str) -> list:
         return flows.gate_day(day)
 
     @task(pool=SERIAL_POOL)
-    def train(day: str, _gate: list) -> dict:
+    def train(day: str) -> dict:
         return flows.train_universal_day(day)
 
     @task(pool=SERIAL_POOL, outlets=[universal])
@@ -60,7 +58,9 @@ def precise_universal_daily():
         return metrics
 
     day = pick_day()
-    evaluate(day, train(day, gate(day, encode(day, sequences(day)))))
+    trained = train(day)
+    sequences(day) >> encode(day) >> gate(day) >> trained  # each reads what the one before wrote
+    evaluate(day, trained)
 
 
 precise_universal_daily()

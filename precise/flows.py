@@ -201,17 +201,29 @@ def task_names(requested: list[str] | None) -> list[str]:
     return chosen
 
 
-def train_targeted_day(day: str, task: str, force_warmup: bool = False) -> dict:
-    from training import evaluate, gate, targeted
+def gate_targeted_day(day: str, task: str) -> list[dict]:
+    """The registry gate of one task on D (its pending versions judged before D's training)."""
+    from training import gate
 
-    s = settings()
     require_readable(day)
-    gate.gate(s, task, day)
-    m = targeted.main(s, task, day, force_warmup=force_warmup)
-    ev = evaluate.targeted_next_day(s, task, day, if_model=True)
+    return gate.gate(settings(), task, day)
+
+
+def train_targeted_day(day: str, task: str, force_warmup: bool = False) -> dict:
+    from training import targeted
+
+    require_readable(day)
+    m = targeted.main(settings(), task, day, force_warmup=force_warmup)
     return {"task": task, "date": day, "mode": m["mode"], "universal": m["universal"], "valid": m["valid"],
-            "registered_version": m.get("registered_version"), "coverage": m["coverage"]["share"],
-            "next_day_R@10": ev.get("all", {}).get("R@10")}
+            "registered_version": m.get("registered_version"), "coverage": m["coverage"]["share"]}
+
+
+def evaluate_targeted_day(day: str, task: str) -> dict:
+    """Next-day metrics of the task's newest model trained before D (a failure here retrains nothing)."""
+    from training import evaluate
+
+    ev = evaluate.targeted_next_day(settings(), task, day, if_model=True)
+    return {"task": task, "date": day, "next_day_R@10": ev.get("all", {}).get("R@10")}
 
 
 # --- precise_publish and precise_items_hourly ---------------------------------------------------------

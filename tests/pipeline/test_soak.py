@@ -31,7 +31,7 @@ def test_eight_days_with_every_kind_of_fault(tmp_path, monkeypatch):
     monkeypatch.setenv("PRECISE_PARAMS", "")  # set by the soak; monkeypatch restores the environment
     monkeypatch.setenv("PRECISE_ONLINE_STORE", "")
     sizes = TINY | {"encode": TINY["encode"] | {"model": str(tiny_qwen2(tmp_path / "tiny-qwen2"))}}
-    record = soak.run(tmp_path / "soak", days=8, sizes=sizes)
+    record = soak.run(tmp_path / "soak", days=8, sizes=sizes, backlog=2)
     summary, rows = record["summary"], record["rows"]
     assert summary["days_run"] == 8
     assert summary["faults"] == sorted(soak.FAULTS)
