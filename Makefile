@@ -36,14 +36,16 @@ $(SPARK_STAMP): $(STAMP)
 	touch $(SPARK_STAMP)
 
 # The first look runs on a smaller cut of the embedded default world (same generator and
-# settings, fewer users and items; recorded in landing/_synth.json) so that a fresh clone's
-# `make run` ends within 10 minutes on 2 cores. `make run FIRST_USERS=2000 FIRST_ITEMS=1500`
-# generates the full default world of params.yaml (the results tables' synthetic world).
-FIRST_USERS ?= 1000
-FIRST_ITEMS ?= 400
+# settings, fewer users, items and days; recorded in landing/_synth.json) so that a fresh clone's
+# `make run` ends within 10 minutes on 2 cores (at 1,000 users, 400 items and 14 days it took
+# 630-641 s). `make run FIRST_USERS=2000 FIRST_ITEMS=1500 FIRST_DAYS=14` generates the full
+# default world of params.yaml (the results tables' synthetic world).
+FIRST_USERS ?= 800
+FIRST_ITEMS ?= 300
+FIRST_DAYS ?= 10
 landing: install
 	@if [ -z "$$(ls -A landing 2>/dev/null)" ]; then \
-	   $(PRECISE) data synth --users $(FIRST_USERS) --items-per-scene $(FIRST_ITEMS); \
+	   $(PRECISE) data synth --users $(FIRST_USERS) --items-per-scene $(FIRST_ITEMS) --days $(FIRST_DAYS); \
 	 else echo "landing/ has drops: not generating the synthetic world"; fi
 
 # The data day flows from landing/ into contract partitions (dvc add + push at ingest).
