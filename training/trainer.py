@@ -204,31 +204,54 @@ def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, st
     save_model(folder, model, {"state": asdict(state)}, opt)
 
 
-def load_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(state.json contents, weights). Nothing is unpickled. A checkpoint whose weights changed
-    after it was saved (their SHA-256; checkpoints older than the hash are checked by reading)
-    or cannot be read is refused: CorruptCheckpoint names it."""
+def verify_checkpoint(folder: Path) -> dict:
+    """state.json of a checkpoint whose weights are intact, without loading them: their SHA-256
+    against the one saved with them, or, for checkpoints older than the hash, their length against
+    their header (`_check_length`).
+    A checkpoint that fails is refused: CorruptCheckpoint names it."""
     folder = Path(folder)
     weights = folder / "model.safetensors"
     try:
         meta = json.loads((folder / "state.json").read_text())
         expected = meta.get("weights_sha256")
-        if expected is not None and sha256_file(weights) != expected:
+        if expected is None:
+            _check_length(weights)
+        elif sha256_file(weights) != expected:
             raise CorruptCheckpoint(f"checkpoint {folder} is corrupt: model.safetensors does not match the SHA-256 "
                                     "saved with it; it is refused")
-        return meta, load_file(str(weights))
+        return meta
     except CorruptCheckpoint:
         raise
     except Exception as exc:  # unreadable JSON, a missing or truncated weights file (safetensors' own errors)
         raise CorruptCheckpoint(f"checkpoint {folder} cannot be read ({type(exc).__name__}: {exc}); it is refused") from exc
 
 
+def _check_length(path: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header and the tensors it lists: the
+    file must be exactly as long as the header says (a write cut short is caught without loading)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if Path(path).stat().st_size != 8 + n + end:
+        raise ValueError(f"{path.name} holds {Path(path).stat().st_size} bytes, its header says {8 + n + end}")
+
+
+def load_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(state.json contents, weights) of an intact checkpoint (`verify_checkpoint`). Nothing is unpickled."""
+    meta = verify_checkpoint(folder)
+    try:
+        return meta, load_file(str(Path(folder) / "model.safetensors"))
+    except Exception as exc:  # safetensors' own errors, named like every other unreadable checkpoint
+        raise CorruptCheckpoint(f"checkpoint {folder} cannot be read ({type(exc).__name__}: {exc}); it is refused") from exc
+
+
 def newest_intact(folders: list[Path]) -> Path | None:
-    """The last of `folders` (oldest first) that `load_checkpoint` accepts; a corrupt one is skipped
-    with a warning naming it, so a day continues from the newest model it can trust."""
+    """The last of `folders` (oldest first) that `verify_checkpoint` accepts; a corrupt one is
+    skipped with a warning naming it, so a day continues from the newest model it can trust."""
     for folder in reversed(folders):
         try:
-            load_checkpoint(folder)
+            verify_checkpoint(folder)
             return folder
         except CorruptCheckpoint as exc:
             log.warning("%s; using an older checkpoint", exc)

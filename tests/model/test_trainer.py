@@ -184,5 +184,13 @@ def test_a_corrupt_checkpoint_is_refused_by_name_and_skipped_for_an_older_one(tm
     with pytest.raises(CorruptCheckpoint, match="date=2026-01-03 cannot be read"):  # no hash: caught by reading
         load_checkpoint(cut)
     assert newest_intact([old, new, cut]) == old
+    short = tmp_path / "date=2026-01-04"  # no hash, header whole, the last tensor's bytes missing
+    save_model(short, model, {"model": "tiny"})
+    state = json.loads((short / "state.json").read_text())
+    (short / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "weights_sha256"}))
+    (short / "model.safetensors").write_bytes((short / "model.safetensors").read_bytes()[:-8])
+    with pytest.raises(CorruptCheckpoint, match="date=2026-01-04 cannot be read"):
+        load_checkpoint(short)
+    assert newest_intact([old, short]) == old
     assert "date=2026-01-03" in caplog.text and "date=2026-01-02" in caplog.text
     assert newest_intact([new, cut]) is None
