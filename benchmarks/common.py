@@ -106,6 +106,42 @@ def wait_for(port: int, seconds: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
+class RedisServer:
+    """A real redis-server on a free localhost port, its files in `folder`: started by `start()`
+    (or as a context manager), stopped by `stop()`. `durable` keeps an append-only file, so that a
+    stop and a start keep what was written (the online store going away and coming back)."""
+
+    def __init__(self, folder: Path, durable: bool = False):
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port, self.folder, self.durable, self.proc = free_port(), Path(folder), durable, None
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> "RedisServer":
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      *durability, "--dir", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: Redis flushes its append-only file (if any) and exits
+            self.proc.wait(30)
+            self.proc = None
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def bucket_cell(m: dict | None) -> str:
     """A results table's cell for one bucket of the target's training count (training.evaluate
     BUCKETS): 'R@10 (n)'; '-' where a run predates buckets."""

@@ -35,7 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import free_port, project, wait_for  # noqa: E402
+from benchmarks.common import RedisServer, free_port, project, wait_for  # noqa: E402
 from benchmarks.serving_latency import fake_export  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from serving import publish  # noqa: E402
@@ -80,11 +80,8 @@ def main() -> None:
         export_version(tmp, args.users, d1, 1)
         settings = Settings.load(tmp / "params.yaml")
         if args.store == "redis":
-            port = free_port()
-            redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-            wait_for(port)
-            os.environ[publish.ENV_STORE] = f"redis://127.0.0.1:{port}"
+            redis = RedisServer(tmp / "redis").start()
+            os.environ[publish.ENV_STORE] = redis.url
         publish.main(settings, d1)
         export_version(tmp, args.users, d2, 2)  # ready before the load starts: only the publish is timed
         http_port = free_port()
@@ -101,8 +98,7 @@ def main() -> None:
     finally:
         os.environ.pop(publish.ENV_STORE, None)
         if redis is not None:
-            redis.terminate()
-            redis.wait(10)
+            redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result, indent=1))
     (REPO / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)

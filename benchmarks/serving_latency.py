@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import free_port, project, wait_for  # noqa: E402
+from benchmarks.common import RedisServer, free_port, project, wait_for  # noqa: E402
 from core.settings import RecallConfig, Settings  # noqa: E402
 from recall.index import make_index  # noqa: E402
 from serving import publish  # noqa: E402
@@ -82,12 +82,10 @@ def feast_part(args) -> dict:
     day = "2026-01-14"
     fake_export(tmp, args.users, args.users, 64, day)
     settings = Settings.load(tmp / "params.yaml")
-    port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    redis = RedisServer(tmp / "redis").start()
+    port = redis.port
     try:
-        wait_for(port)
-        for store in ("sqlite", f"redis://127.0.0.1:{port}"):
+        for store in ("sqlite", redis.url):
             os.environ[publish.ENV_STORE] = store
             t = time.perf_counter()
             publish.main(settings, day)
@@ -140,8 +138,7 @@ def feast_part(args) -> dict:
         results["raw Redis GET (256 bytes)"] = timed(lambda: r.get("raw-vector"), args.reads)
     finally:
         os.environ.pop(publish.ENV_STORE, None)
-        redis.terminate()
-        redis.wait(10)
+        redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     raw = results["raw Redis GET (256 bytes)"]["p99_ms"]
     for key in ("redis SDK 1 user", "redis feature server 1 user"):

@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import free_port, project, wait_for  # noqa: E402
+from benchmarks.common import RedisServer, project  # noqa: E402
+from core import schema  # noqa: E402
 
 log = logging.getLogger("precise.soak")
 
@@ -86,7 +87,7 @@ def soak_settings(folder: Path, days: int, sizes: dict | None = None):
     training sized so that a day takes under a minute here; `sizes` (params sections, merged
     into these) shrinks it further (the test suite's tiny models)."""
     sections = {
-        "synth": {"days": days, "users": 600, "items_per_scene": 300, "new_items_per_scene_per_day": 10,
+        "synth": {"users": 600, "items_per_scene": 300, "new_items_per_scene_per_day": 10,
                   "impressions_per_click": 0},
         "train_universal": {"model": {"id_dim": 32, "sem_dim": 32, "max_len": 30, "experts": 2, "top_k": 1},
                             "train": {"epochs": 3, "min_steps": 0, "checkpoint_every": 5, "warmup_steps": 10},
@@ -97,31 +98,8 @@ def soak_settings(folder: Path, days: int, sizes: dict | None = None):
     }
     for name, values in (sizes or {}).items():
         sections[name] = sections.get(name, {}) | values
-    sections["synth"]["days"] = days
+    sections["synth"] = sections["synth"] | {"days": days}  # sizes never change the number of days
     return project(folder, features=True, **sections)
-
-
-class Redis:
-    """A real Redis server on a free localhost port, its data in an append-only file, so that a
-    stop and a start keep what was written (the online store going away and coming back)."""
-
-    def __init__(self, folder: Path):
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port, self.folder, self.proc = free_port(), Path(folder), None
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: Redis flushes its append-only file and exits
-            self.proc.wait(30)
-            self.proc = None
 
 
 # --- faults ---------------------------------------------------------------------------------------
@@ -143,7 +121,7 @@ def train_killed_then_resumed(s, day: str, params: Path) -> dict:
     the retry, in this process, resumes from that checkpoint (returns what it logged)."""
     from training import universal
 
-    run_dir = universal.checkpoint_root(s) / f"date={day}" / "run"
+    run_dir = schema.partition_dir(universal.checkpoint_root(s), day) / "run"
     env = os.environ | {"PRECISE_PARAMS": str(params)}
     code = f"from precise import flows; flows.train_universal_day({day!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
@@ -233,11 +211,11 @@ def retried(what: str, call, notes: list[str], on_failure=None):
         return out
 
 
-def chain(s, day: str, fault: str | None, params: Path, redis: Redis, notes: list[str]) -> None:
+def chain(s, day: str, fault: str | None, params: Path, redis: RedisServer, notes: list[str]) -> None:
     """The universal, targeted and publish DAGs for one readable day, with the day's fault."""
     from precise import flows
     from serving.state import read_state
-    from training import universal
+    from training import export, universal
 
     flows.sequences_day(day)
     flows.encode_day(day)
@@ -258,15 +236,11 @@ def chain(s, day: str, fault: str | None, params: Path, redis: Redis, notes: lis
         flows.train_targeted_day(day, task)
         flows.evaluate_targeted_day(day, task)
     if fault == "corrupt_checkpoint":
-        flip_a_byte(universal.checkpoint_root(s) / f"date={day}" / "final")
+        flip_a_byte(schema.partition_dir(universal.checkpoint_root(s), day) / "final")
         notes.append(f"universal checkpoint of {day} damaged on disk")
     if fault == "export_disk_full":
-        def export_once():
-            with disk_full_on_write(3):
-                return flows.export_day(day)
-
         def check_nothing_half_written():
-            folder = s.paths.data / "export" / f"date={day}"  # may hold the hourly path's new_items-* folders
+            folder = schema.partition_dir(export.export_root(s), day)  # may hold the hourly path's new_items-* folders
             if (folder / "manifest.json").exists() or list(folder.glob("*.parquet")):
                 raise AssertionError(f"a half export is visible at {folder}")
             try:
@@ -277,7 +251,8 @@ def chain(s, day: str, fault: str | None, params: Path, redis: Redis, notes: lis
                 raise AssertionError("publish ran without an export")
 
         try:
-            export_once()
+            with disk_full_on_write(3):
+                flows.export_day(day)
         except OSError as exc:
             notes.append(f"export failed ({exc.strerror})")
             check_nothing_half_written()
@@ -331,13 +306,13 @@ def events_reconcile(s, arrived: dict[str, str]) -> dict:
     drop_rows = part_rows = rejected = 0
     bad = []
     for day, sha in arrived.items():
-        drop = s.paths.landing / f"date={day}" / "events.parquet"
+        drop = schema.partition_dir(s.paths.landing, day) / "events.parquet"
         if sha256_file(drop) != sha:
             bad.append(f"{day}: landing file changed")
         n_drop = pq.read_metadata(drop).num_rows
-        part = s.paths.events / f"date={day}" / "part-0.parquet"
+        part = schema.partition_dir(s.paths.events, day) / "part-0.parquet"
         n_part = pq.read_metadata(part).num_rows if part.is_file() else 0
-        rej = s.paths.data / "rejects" / f"date={day}" / "events.parquet"
+        rej = schema.partition_dir(s.paths.rejects, day) / "events.parquet"
         n_rej = pq.read_metadata(rej).num_rows if rej.is_file() else 0
         if n_drop != n_part + n_rej:
             bad.append(f"{day}: {n_drop} rows arrived, {n_part} in the partition, {n_rej} rejected")
@@ -400,14 +375,14 @@ def run(folder: Path, days: int, sizes: dict | None = None, backlog: int = 7) ->
     from core.hashing import sha256_file
     from ingest import synth
     from precise import flows
+    from serving.state import read_state
 
     folder = Path(folder)
     s = soak_settings(folder, days + backlog - 1, sizes)
     params = s.params_path
-    redis = Redis(folder / "redis")
-    redis.start()
+    redis = RedisServer(folder / "redis", durable=True).start()
     os.environ["PRECISE_PARAMS"] = str(params)
-    os.environ["PRECISE_ONLINE_STORE"] = f"redis://127.0.0.1:{redis.port}"
+    os.environ["PRECISE_ONLINE_STORE"] = redis.url
     source = folder / "upstream"
     synth.run(s.synth, source)
     world_days = sorted(p.name.split("=", 1)[1] for p in source.glob("date=*"))
@@ -418,17 +393,18 @@ def run(folder: Path, days: int, sizes: dict | None = None, backlog: int = 7) ->
     try:
         for n, today in enumerate(world_days[backlog - 1 :], start=1):
             fault, notes, t0 = plan.get(n), [], time.time()
-            served_during = dict(json.loads(json.dumps(flows_state(s)["serving"])))
+            served_during = dict(read_state(s)["serving"])  # the versions that serve while today happens
             arriving = held + [today]
             held = []
             if fault == "late_drop":
                 held, arriving = [today], arriving[:-1]
                 notes.append(f"drop {today} late")
             for day in arriving:
-                shutil.copytree(source / f"date={day}", s.paths.landing / f"date={day}")
+                drop = schema.partition_dir(s.paths.landing, day)
+                shutil.copytree(schema.partition_dir(source, day), drop)
                 if fault == "malformed_drop":
-                    malform(s.paths.landing / f"date={day}")
-                arrived[day] = sha256_file(s.paths.landing / f"date={day}" / "events.parquet")
+                    malform(drop)
+                arrived[day] = sha256_file(drop / "events.parquet")
             ran = []
             while (day := flows.next_drop(s)) is not None:  # the data DAG, once per drop
                 flows.ingest_day(day)
@@ -453,12 +429,6 @@ def run(folder: Path, days: int, sizes: dict | None = None, backlog: int = 7) ->
             "summary": summarize(rows)}
 
 
-def flows_state(s) -> dict:
-    from serving.state import read_state
-
-    return read_state(s)
-
-
 def summarize(rows: list[dict]) -> dict:
     last = rows[-1]["events"]
     below = [(r["day"], m) for r in rows for m, q in r["quality"].items()
@@ -472,8 +442,8 @@ def summarize(rows: list[dict]) -> dict:
 # --- the document ---------------------------------------------------------------------------------
 
 
-def render(record: dict, seconds: float | None = None) -> str:
-    s = record["summary"]
+def render(record: dict) -> str:
+    s, seconds = record["summary"], record.get("seconds")
     lines = [
         "# Reliability: a month of days with faults",
         "",
@@ -530,7 +500,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
     record = json.loads(out.read_text())
-    (REPO / "docs" / "reliability.md").write_text(render(record, record.get("seconds")))
+    (REPO / "docs" / "reliability.md").write_text(render(record))
     print(json.dumps(record["summary"], indent=1))
 
 

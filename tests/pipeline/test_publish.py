@@ -22,7 +22,7 @@ from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
 from serving import publish
-from benchmarks.common import train_day
+from benchmarks.common import RedisServer, train_day
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
 from training import export, registry, targeted, text
 from training.trainer import load_checkpoint
@@ -58,16 +58,8 @@ def world(tmp_path_factory) -> Settings:
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory):
     need(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(port)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as redis:
+        yield redis.port
 
 
 def versions_of(row: dict, i: int = 0) -> dict:
