@@ -146,9 +146,19 @@ def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
             "no_text": float(np.mean([len(t) == 0 for t in items["token_ids"]]))}
 
 
+def build_row(data: dict, settings: Settings, key: str, sets: tuple[dict, dict]):
+    """The untrained model of one row (variant `key` with the --set overrides), its spec and TrainConfig."""
+    _, model_over, train_over = VARIANTS[key]
+    spec, tcfg = configure(settings, model_over | sets[0], train_over | sets[1])
+    model = build(spec, data["items"], data["tok_ids"], data["tok_init"], settings.encode.max_tokens,
+                  data["item_index"], data["token_index"])
+    return model, spec, tcfg
+
+
 def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[dict, dict], tune: bool, ks) -> tuple[dict, object]:
     label, model_over, train_over = VARIANTS[key]
-    spec, tcfg = configure(settings, model_over | sets[0], train_over | sets[1])
+    torch.manual_seed(seed)
+    model, spec, tcfg = build_row(data, settings, key, sets)
     tcfg = dataclasses.replace(tcfg, seed=seed)
     max_len = spec.get("max_len", 50)
     ctx = contexts(data, spec.get("session_gap_minutes", 0))
@@ -157,9 +167,6 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     valid_t = (torch.from_numpy(pad_left(data["valid"][0], max_len)), torch.from_numpy(data["valid"][1]))
     if ctx["valid"] is not None:
         valid_t += (torch.from_numpy(pad_left(ctx["valid"], max_len)),)
-    torch.manual_seed(seed)
-    model = build(spec, data["items"], data["tok_ids"], data["tok_init"], settings.encode.max_tokens,
-                  data["item_index"], data["token_index"])
     t0 = time.perf_counter()
     state = fit(model, pairs, valid_t, tcfg, domain=domain)
     seconds = time.perf_counter() - t0
