@@ -125,6 +125,13 @@ class Targeted(nn.Module):
     def with_text_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         return users
 
+    def text_logit(self) -> None:
+        return None
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Nothing: the base keeps its universal training's counts (the cold gate's among them);
+        a task's targets are one scene's, not evidence of how well the ID rows are trained."""
+
     def history_logit(self) -> torch.Tensor | None:
         """The base's learned offset of items already read (`model.history_offset`; a warm start
         begins at the universal model's), which the catalog losses train and evaluation adds to

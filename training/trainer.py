@@ -325,37 +325,11 @@ def fit(
     stop_after_steps: stop (as if killed) after this many steps, for tests.
     """
     inputs, targets = train[:2]
-    context = train[2] if len(train) > 2 else None
-    n = len(inputs)
-    lengths = (inputs > 0).sum(1) if inputs.dim() == 2 else torch.ones(n, dtype=torch.long)
+    lengths = (inputs > 0).sum(1) if inputs.dim() == 2 else torch.ones(len(inputs), dtype=torch.long)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    batches = max(math.ceil(n / cfg.batch_size), 1)
-    steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # size by steps, not only epochs
-    total = steps_per_epoch * epochs
-    # Without a cap relative to the run, a short run whose loss keeps falling never unfreezes.
-    phase1_cap = min(cfg.alternate.max_phase1_steps, max(int(total * cfg.alternate.max_phase1_fraction), 1))
-    anneal_at = int(total * (1 - cfg.anneal_fraction)) if cfg.curriculum == "cprec" and domain is not None else 0
-    if anneal_at:
-        domain_lengths = (domain[0] > 0).sum(1)
-        domain_batches = max(math.ceil(len(domain[0]) / cfg.batch_size), 1)
+    plan = Schedule.of(len(inputs), cfg, world, domain)
     opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2)
-    resumed = None
-    if run_dir is not None and (Path(run_dir) / "state.json").is_file():
-        try:
-            resumed = load_checkpoint(run_dir)
-        except CorruptCheckpoint as exc:  # a resumable checkpoint damaged on disk: start the run over
-            log.warning("%s; starting the run from the beginning", exc)
-    if resumed is not None:
-        meta, weights = resumed
-        model.load_state_dict(weights)
-        extra = torch.load(Path(run_dir) / "optimizer.pt", weights_only=True)
-        opt.load_state_dict(extra["optimizer"])
-        torch.set_rng_state(extra["rng"])
-        known = State.__dataclass_fields__  # a checkpoint of an older version may hold retired fields
-        state = State(**{k: v for k, v in meta["state"].items() if k in known})
-        log.info("resumed at step %d (epoch %d, phase %d)", state.step, state.epoch, state.phase)
+    state = _resume(model, opt, run_dir, State(phase=1 if cfg.alternate.enabled and model.tok_emb is not None else 2))
     if state.done:
         return state
     set_token_training(model, state.phase == 2)
@@ -365,117 +339,198 @@ def fit(
 
     counts = target_counts(targets, model.cfg.n_items)
     freq = target_frequency(counts)
-    if hasattr(model, "set_item_counts"):  # the universal model's count-aware text dropout and cold gate
-        model.set_item_counts(counts)  # before the best weights are first kept: the gate's counts are saved with them
+    model.set_item_counts(counts)  # before the best weights are first kept: the cold gate's counts are saved with them
     runner, phase = wrap(), state.phase
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
-
-    def keep_best() -> None:  # on disk too, so that a resumed run restores them, not its mid-run weights
-        if best_file is not None and rank == 0:
-            best_file.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(best_file) as tmp:
-                save_file({k: v.contiguous() for k, v in best.items()}, str(tmp))
-
-    if best_file is not None and best_file.is_file():
-        best = load_file(str(best_file))
+    best = Best(model, run_dir, rank)
     loss, stats = torch.tensor(float("nan")), {}
     softmax = uses_softmax(cfg, model.cfg.n_items)
     sampler = NEGATIVES[cfg.negatives]
     log.info("%s, %d epochs of %d steps, phase 1 at most %d steps", "exact softmax" if softmax else
-             f"sampled softmax ({cfg.negatives} negatives)", epochs, steps_per_epoch, phase1_cap)
+             f"sampled softmax ({cfg.negatives} negatives)", plan.epochs, plan.steps_per_epoch, plan.phase1_cap)
     id_before = model.id_emb.weight.detach().clone() if model.id_emb is not None else None
     model.train()
     t0 = time.perf_counter()
-    while state.epoch < epochs and not state.done:
+    while state.epoch < plan.epochs and not state.done:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
-        order = batch_order(lengths, cfg.batch_size, gen)
-        if anneal_at:  # its own order, from its own generator: the mixed order is the same with or without it
-            domain_order = batch_order(domain_lengths, cfg.batch_size,
-                                       torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch + 500))
-        for b in range(state.batch_in_epoch, steps_per_epoch):
-            global_b = b * world + rank
-            if state.step < anneal_at:  # CPRec: per-scene sequences until the annealing
-                d = global_b % domain_batches
-                idx = domain_order[d * cfg.batch_size : (d + 1) * cfg.batch_size]
-                seq, tgt, ctx = domain[0][idx], domain[1][idx], None
-            else:
-                idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
-                seq, tgt, ctx = inputs[idx], targets[idx], None if context is None else context[idx]
+        for b, seq, tgt, ctx in _epoch_batches(state, plan, cfg, gen, (rank, world), train, lengths, domain):
             negatives, logq = (None, None) if softmax else sampler(tgt, freq, cfg, gen)
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(cfg, state.step, total)
+                g["lr"] = cfg.lr * lr_factor(cfg, state.step, plan.total)
             if state.phase != phase:  # alternate training unfroze the tokens
                 runner, phase = wrap(), state.phase
-            loss, stats = runner(seq, tgt, negatives, logq if cfg.logq else None, ctx)
-            if "balance_loss" in stats and cfg.balance_weight:
-                loss = loss + cfg.balance_weight * stats["balance_loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
+            loss, stats = _step(runner, model, opt, cfg, (seq, tgt, negatives, logq if cfg.logq else None, ctx))
             state.step += 1
             state.batch_in_epoch = b + 1
-            if state.phase == 1 and state.step >= phase1_cap:
-                _switch(model, state, f"step cap {phase1_cap}")
+            if state.phase == 1 and state.step >= plan.phase1_cap:
+                _switch(model, state, f"step cap {plan.phase1_cap}")
             if rank == 0 and run_dir is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 save_checkpoint(run_dir, model, opt, state)
             if stop_after_steps is not None and state.step >= stop_after_steps:
                 return state
         # end of epoch: evaluate, maybe switch phase, maybe stop early
-        metrics, _ = evaluate(model, *valid)
-        metrics |= {"epoch": state.epoch, "step": state.step, "phase": state.phase,
-                    "loss": float(loss.detach()), "seconds": round(time.perf_counter() - t0, 1)}
-        if "usage" in stats:
-            metrics["expert_usage"] = [round(float(u), 3) for u in stats["usage"]]
-        if "id_aux_loss" in stats:  # the ID-side term inside "loss" (model.id_aux_weight), for reading the two apart
-            metrics["id_aux_loss"] = stats["id_aux_loss"]
-        if id_before is not None:
-            change = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
-            metrics["id_change"] = change
-            id_before = model.id_emb.weight.detach().clone()
-        if (offset := history_logit(model)) is not None:
-            metrics["history_logit"] = offset
-        if getattr(model, "text_weight", None) is not None:
-            metrics["text_logit"] = float(model.text_logit().detach())
-        state.history.append(metrics)
-        aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
-        aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
-        aux += f", text logit {metrics['text_logit']:.2f}" if "text_logit" in metrics else ""
-        log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
-                 state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
+        metrics, id_before = _epoch_metrics(model, valid, state, loss, stats, time.perf_counter() - t0, id_before)
         if on_eval:
             on_eval(metrics)
         _after_eval(model, state, metrics, cfg)
-        # Keep the best weights by valid R@10; early stopping counts in the last phase only.
-        if metrics["R@10"] > state.best_r10:
-            state.best_r10, state.best_epoch, state.bad_epochs = metrics["R@10"], state.epoch, 0
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            keep_best()
-        elif state.phase == 2:
-            state.bad_epochs += 1
-            if state.bad_epochs >= cfg.patience and state.step >= max(cfg.min_steps, anneal_at + 1):
-                state.done = True
-        # min_steps keeps a noisy R@10 from ending a short log's run early; a validation loss that
-        # has stopped falling for loss_patience evaluations is overfitting, and ends it (before
-        # min_steps only: after it, R@10's patience above decides, as for every long run).
-        if metrics["val_loss"] < state.lowest_val_loss:
-            state.lowest_val_loss, state.loss_bad_epochs = metrics["val_loss"], 0
-        elif state.phase == 2:
-            state.loss_bad_epochs += 1
-            if (cfg.loss_patience and state.loss_bad_epochs >= cfg.loss_patience
-                    and anneal_at < state.step < cfg.min_steps):
-                log.info("stopping: val_loss has not improved for %d evaluations (loss_patience)", state.loss_bad_epochs)
-                state.done = True
+        if _track(state, metrics, cfg, plan.anneal_at):
+            best.keep(model)
         state.epoch += 1
         state.batch_in_epoch = 0
         if run_dir is not None and rank == 0:
             save_checkpoint(run_dir, model, opt, state)
     if state.best_epoch >= 0:
-        model.load_state_dict(best)
+        model.load_state_dict(best.weights)
     state.done = True
     return state
+
+
+@dataclass
+class Schedule:
+    """A run's length in steps (epochs sized by `min_steps` too), alternate training's phase-1 cap
+    and, under `curriculum: cprec` with domain sequences, the step the annealing starts at."""
+
+    steps_per_epoch: int
+    epochs: int
+    total: int
+    phase1_cap: int
+    anneal_at: int = 0
+    domain_batches: int = 1
+
+    @classmethod
+    def of(cls, n: int, cfg: TrainConfig, world: int, domain) -> "Schedule":
+        batches = max(math.ceil(n / cfg.batch_size), 1)
+        steps_per_epoch = max(batches // world, 1) if world > 1 else batches  # rounds of `world` batches
+        epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # size by steps, not only epochs
+        total = steps_per_epoch * epochs
+        # Without a cap relative to the run, a short run whose loss keeps falling never unfreezes.
+        phase1_cap = min(cfg.alternate.max_phase1_steps, max(int(total * cfg.alternate.max_phase1_fraction), 1))
+        anneal_at = int(total * (1 - cfg.anneal_fraction)) if cfg.curriculum == "cprec" and domain is not None else 0
+        domain_batches = max(math.ceil(len(domain[0]) / cfg.batch_size), 1) if anneal_at else 1
+        return cls(steps_per_epoch, epochs, total, phase1_cap, anneal_at, domain_batches)
+
+
+class Best:
+    """The best weights so far (by valid R@10), in memory and, with a run folder, on disk beside it,
+    so that a resumed run restores them, not its mid-run weights."""
+
+    def __init__(self, model: Precise, run_dir: Path | None, rank: int):
+        self.file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
+        self.rank = rank
+        self.weights = (load_file(str(self.file)) if self.file is not None and self.file.is_file()
+                        else {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def keep(self, model: Precise) -> None:
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.file is not None and self.rank == 0:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.file) as tmp:
+                save_file({k: v.contiguous() for k, v in self.weights.items()}, str(tmp))
+
+
+def _epoch_batches(state: State, plan: Schedule, cfg: TrainConfig, gen: torch.Generator, where: tuple[int, int],
+                   train: tuple[torch.Tensor, ...], lengths: torch.Tensor, domain):
+    """This process's batches (b, seq, target, context) of epoch state.epoch, from batch
+    state.batch_in_epoch on (a resumed run goes on where it stopped); `where` = (rank, world).
+    Under CPRec (plan.anneal_at) the steps before the annealing read the domain sequences, in
+    their own order from their own generator, so the mixed order is the same with or without it."""
+    (rank, world), (inputs, targets), context = where, train[:2], (train[2] if len(train) > 2 else None)
+    order = batch_order(lengths, cfg.batch_size, gen)
+    if plan.anneal_at:
+        domain_order = batch_order((domain[0] > 0).sum(1), cfg.batch_size,
+                                   torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch + 500))
+    for b in range(state.batch_in_epoch, plan.steps_per_epoch):
+        global_b = b * world + rank
+        if state.step < plan.anneal_at:  # CPRec: per-scene sequences until the annealing
+            d = global_b % plan.domain_batches
+            idx = domain_order[d * cfg.batch_size : (d + 1) * cfg.batch_size]
+            yield b, domain[0][idx], domain[1][idx], None
+        else:
+            idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
+            yield b, inputs[idx], targets[idx], None if context is None else context[idx]
+
+
+def _resume(model: Precise, opt: torch.optim.Optimizer, run_dir: Path | None, fresh: State) -> State:
+    """The state of the resumable checkpoint in run_dir, its weights, optimizer and RNG restored;
+    `fresh` when there is none, or when it is damaged (the run starts over)."""
+    if run_dir is None or not (Path(run_dir) / "state.json").is_file():
+        return fresh
+    try:
+        meta, weights = load_checkpoint(run_dir)
+    except CorruptCheckpoint as exc:
+        log.warning("%s; starting the run from the beginning", exc)
+        return fresh
+    model.load_state_dict(weights)
+    extra = torch.load(Path(run_dir) / "optimizer.pt", weights_only=True)
+    opt.load_state_dict(extra["optimizer"])
+    torch.set_rng_state(extra["rng"])
+    known = State.__dataclass_fields__  # a checkpoint of an older version may hold retired fields
+    state = State(**{k: v for k, v in meta["state"].items() if k in known})
+    log.info("resumed at step %d (epoch %d, phase %d)", state.step, state.epoch, state.phase)
+    return state
+
+
+def _step(runner: torch.nn.Module, model: Precise, opt: torch.optim.Optimizer, cfg: TrainConfig,
+          batch: tuple) -> tuple[torch.Tensor, dict]:
+    """One optimisation step on batch (seq, target, negatives, logq, context); its loss and stats."""
+    loss, stats = runner(*batch)
+    if "balance_loss" in stats and cfg.balance_weight:
+        loss = loss + cfg.balance_weight * stats["balance_loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+    opt.step()
+    return loss, stats
+
+
+def _epoch_metrics(model: Precise, valid: tuple, state: State, loss: torch.Tensor, stats: dict, seconds: float,
+                   id_before: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+    """An epoch's evaluation (valid metrics, the training loss and what the model's options learnt),
+    appended to the state's history and logged; and the ID table now, for the next epoch's change."""
+    metrics, _ = evaluate(model, *valid)
+    metrics |= {"epoch": state.epoch, "step": state.step, "phase": state.phase,
+                "loss": float(loss.detach()), "seconds": round(seconds, 1)}
+    if "usage" in stats:
+        metrics["expert_usage"] = [round(float(u), 3) for u in stats["usage"]]
+    if "id_aux_loss" in stats:  # the ID-side term inside "loss" (model.id_aux_weight), for reading the two apart
+        metrics["id_aux_loss"] = stats["id_aux_loss"]
+    if id_before is not None:
+        metrics["id_change"] = float((model.id_emb.weight.detach() - id_before).norm() / id_before.norm().clamp(min=1e-12))
+        id_before = model.id_emb.weight.detach().clone()
+    if (offset := history_logit(model)) is not None:
+        metrics["history_logit"] = offset
+    if (weight := model.text_logit()) is not None:
+        metrics["text_logit"] = float(weight.detach())
+    state.history.append(metrics)
+    aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
+    aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
+    aux += f", text logit {metrics['text_logit']:.2f}" if "text_logit" in metrics else ""
+    log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
+             state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
+    return metrics, id_before
+
+
+def _track(state: State, metrics: dict, cfg: TrainConfig, anneal_at: int) -> bool:
+    """Update the state's best epoch and early stopping from an epoch's metrics; True when valid
+    R@10 improved (the caller keeps those weights). Early stopping counts in the last phase only."""
+    improved = metrics["R@10"] > state.best_r10
+    if improved:
+        state.best_r10, state.best_epoch, state.bad_epochs = metrics["R@10"], state.epoch, 0
+    elif state.phase == 2:
+        state.bad_epochs += 1
+        if state.bad_epochs >= cfg.patience and state.step >= max(cfg.min_steps, anneal_at + 1):
+            state.done = True
+    # min_steps keeps a noisy R@10 from ending a short log's run early; a validation loss that
+    # has stopped falling for loss_patience evaluations is overfitting, and ends it (before
+    # min_steps only: after it, R@10's patience above decides, as for every long run).
+    if metrics["val_loss"] < state.lowest_val_loss:
+        state.lowest_val_loss, state.loss_bad_epochs = metrics["val_loss"], 0
+    elif state.phase == 2:
+        state.loss_bad_epochs += 1
+        if cfg.loss_patience and state.loss_bad_epochs >= cfg.loss_patience and anneal_at < state.step < cfg.min_steps:
+            log.info("stopping: val_loss has not improved for %d evaluations (loss_patience)", state.loss_bad_epochs)
+            state.done = True
+    return improved
 
 
 def _switch(model: Precise, state: State, reason: str) -> None:
