@@ -313,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
+    _data_verbs(verbs)
+    _stage_verbs(verbs)
+    _serving_verbs(verbs)
+    _operator_verbs(verbs)
+    return p
+
+
+def _data_verbs(verbs) -> None:
+    """`precise data`: synthetic drops and importers."""
     data = verbs.add_parser("data", help="create daily drops in landing/: synthetic or imported")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="{synth,import}")
     synth = data_verbs.add_parser("synth", help="write daily drops of the synthetic multi-scene world")
@@ -355,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     fk.add_argument("--replace", action="store_true", help="replace drops that already exist")
     fk.set_defaults(func=cmd_import_food_kitchen)
 
+
+def _stage_verbs(verbs) -> None:
+    """The daily stages: ingest, validate, encode, train, evaluate."""
     ing = verbs.add_parser("ingest", help="landing drops -> contract partitions, rejects, dvc add + push")
     which = ing.add_mutually_exclusive_group(required=True)
     which.add_argument("--date", help="the data day to ingest (YYYY-MM-DD)")
@@ -414,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="record a skip instead of failing when no model was trained before the day")
     et.set_defaults(func=cmd_evaluate_targeted)
 
+
+def _serving_verbs(verbs) -> None:
+    """What ranking and recall read: export, publish, features, recall."""
     exp = verbs.add_parser("export", help="embeddings of the champion models, per model version")
     exp.add_argument("what", nargs="?", choices=["item-init"],
                      help="item-init: one model's exported item vectors as init files for an ID-based model")
@@ -441,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--keep-consumed", action="store_true", help="U2I: keep items the user already has")
     rec.set_defaults(func=cmd_recall)
 
+
+def _operator_verbs(verbs) -> None:
+    """The operator's verbs: registry, status, sequences."""
     reg = verbs.add_parser("registry", help="the model registry gate (MLflow aliases champion / challenger)")
     reg_actions = reg.add_subparsers(dest="action", required=True, metavar="{list,promote,gate}")
     reg_actions.add_parser("list", help="every version with its aliases and gate decision").set_defaults(func=cmd_registry_list)
@@ -459,8 +477,6 @@ def build_parser() -> argparse.ArgumentParser:
     seq = verbs.add_parser("sequences", help="build all-scene and per-task sequences as of a day")
     seq.add_argument("--date", help="data day (default: run.date in params.yaml; `latest` = last ingested)")
     seq.set_defaults(func=cmd_sequences)
-    return p
-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
