@@ -139,18 +139,7 @@ def event_stats(
 ) -> Stats:
     """Statistics of one day's events. `history`: event counts of the previous readable days."""
     p, n_ex, s = cfg.profile, cfg.examples, Stats()
-    expected = {f.name: f.type for f in schema.EVENTS_SCHEMA}
-    missing = [c for c in expected if c not in table.column_names]
-    s.values["missing_columns"] = len(missing)
-    if missing:
-        s.examples["missing_columns"] = [{"missing": missing, "found": table.column_names}]
-    wrong = []
-    for c, typ in expected.items():
-        if c in table.column_names and not _type_ok(table[c].type, typ):
-            wrong.append({"column": c, "type": str(table[c].type), "expected": str(typ)})
-    s.values["wrong_types"] = len(wrong)
-    if wrong:
-        s.examples["wrong_types"] = wrong
+    missing = _schema_stats(table, s)
     n = table.num_rows
     s.values["rows"] = n
 
@@ -210,6 +199,21 @@ def event_stats(
     else:
         s.notes.append(f"events_day_volume skipped: {len(history)} of {k} days of history")
     return s
+
+
+def _schema_stats(table: pa.Table, s: Stats) -> list[str]:
+    """The contract's columns: missing ones and wrong types into `s`; returns the missing names."""
+    expected = {f.name: f.type for f in schema.EVENTS_SCHEMA}
+    missing = [c for c in expected if c not in table.column_names]
+    s.values["missing_columns"] = len(missing)
+    if missing:
+        s.examples["missing_columns"] = [{"missing": missing, "found": table.column_names}]
+    wrong = [{"column": c, "type": str(table[c].type), "expected": str(typ)} for c, typ in expected.items()
+             if c in table.column_names and not _type_ok(table[c].type, typ)]
+    s.values["wrong_types"] = len(wrong)
+    if wrong:
+        s.examples["wrong_types"] = wrong
+    return missing
 
 
 def _type_ok(actual: pa.DataType, expected: pa.DataType) -> bool:
