@@ -366,6 +366,28 @@ def load(folder: Path) -> tuple[Targeted, dict]:
 # --- the stage --------------------------------------------------------------------------------------
 
 
+def start_model(settings: Settings, day: str, champion: Path, previous: tuple, warmup: bool, catalog: tuple):
+    """The model a day's run trains, grown to the day's catalog (items, token ids, token init): a
+    warm-up starts from the universal champion (keeping the previous task head unless
+    `reset_head_at_warmup`), an incremental day continues the previous task checkpoint (meta,
+    weights). Returns (model, item index, token index, new items, the first day of the training
+    examples, the universal model it descends from: {universal, universal_run_id})."""
+    cfg, (p_meta, p_weights), (items, tok_ids, tok_init) = settings.targeted, previous, catalog
+    if not warmup:
+        model, index, token_index, n_new = grow(p_meta, p_weights, items, tok_ids, tok_init,
+                                                settings.universal.new_item_neighbours, cfg)
+        return model, index, token_index, n_new, day, {k: p_meta["metrics"][k] for k in ("universal", "universal_run_id")}
+    u_meta, u_weights = load_checkpoint(champion)
+    base, index, token_index, n_new = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, settings.encode.max_tokens,
+                                                     settings.universal.new_item_neighbours)
+    model = Targeted(base, cfg.head_hidden, cfg.negatives, cfg.loss)
+    if p_meta is not None and not cfg.reset_head_at_warmup:
+        model.head.load_state_dict(split_weights(p_weights)[1])
+    since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.replay_days - 1)).strftime("%Y-%m-%d")
+    return model, index, token_index, n_new, since, {"universal": champion.parent.name,
+                                                     "universal_run_id": u_meta["metrics"].get("mlflow_run_id")}
+
+
 def main(settings: Settings, task_name: str, date: str | None = None, force_warmup: bool = False,
          force: bool = False) -> dict:
     from validation import manifest
@@ -396,21 +418,9 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
     max_tokens = settings.encode.max_tokens
-    if warmup:
-        u_meta, u_weights = load_checkpoint(champion)
-        base, index, token_index, n_new = universal.grow(u_meta, u_weights, items, tok_ids, tok_init, max_tokens,
-                                                         settings.universal.new_item_neighbours)
-        model = Targeted(base, cfg.head_hidden, cfg.negatives, cfg.loss)
-        if p_meta is not None and not cfg.reset_head_at_warmup:
-            model.head.load_state_dict(split_weights(p_weights)[1])
-        since = (pd.Timestamp(day) - pd.Timedelta(days=cfg.replay_days - 1)).strftime("%Y-%m-%d")
-        source = {"universal": champion.parent.name, "universal_run_id": u_meta["metrics"].get("mlflow_run_id")}
-        last_warmup = day
-    else:
-        model, index, token_index, n_new = grow(p_meta, p_weights, items, tok_ids, tok_init,
-                                                settings.universal.new_item_neighbours, cfg)
-        since = day
-        source = {k: p_meta["metrics"][k] for k in ("universal", "universal_run_id")}
+    model, index, token_index, n_new, since, source = start_model(settings, day, champion, (p_meta, p_weights), warmup,
+                                                                  (items, tok_ids, tok_init))
+    last_warmup = day if warmup else last_warmup
     model.candidates = task_candidates(task, items, index) if cfg.candidates == "task" else None
     mode = "warmup" if warmup else "incremental"
     log.info("targeted %s %s: %s (universal %s), %d new items", task.name, day, mode, source["universal"], n_new)
@@ -452,13 +462,19 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
         {"model": model.cfg.to_dict(), "head_hidden": cfg.head_hidden, "negatives": cfg.negatives, "loss": cfg.loss, "input": cfg.input,
          "candidates": cfg.candidates,
          "task": task.name, "item_ids": index.ids, "token_ids": token_index.ids, "max_tokens": max_tokens})
-    state = read_state(settings, task.name)  # for operators and the DAGs; the checkpoints chain holds the truth
-    state["days"][day] = {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup}
-    latest = max(state["days"])
-    state.update(last_warmup=state["days"][latest]["last_warmup"], universal=state["days"][latest]["universal"])
-    write_json(state_path(settings, task.name), state)
+    record_day(settings, task.name, day, {"mode": mode, "universal": source["universal"], "last_warmup": last_warmup})
     write_json(metrics_path(settings, task.name), metrics)
     return metrics
+
+
+def record_day(settings: Settings, task: str, day: str, entry: dict) -> None:
+    """The task's state file (for operators and the DAGs; the checkpoint chain holds the truth):
+    the day's entry (mode, universal, last_warmup), and the latest day's warm-up and universal."""
+    state = read_state(settings, task)
+    state["days"][day] = entry
+    latest = max(state["days"])
+    state.update(last_warmup=state["days"][latest]["last_warmup"], universal=state["days"][latest]["universal"])
+    write_json(state_path(settings, task), state)
 
 
 def _universal_day(version: str | None) -> str | None:

@@ -150,6 +150,23 @@ def split_valid(seqs: list[np.ndarray], n_valid: int, seed: int) -> tuple[list[n
     return train, chosen
 
 
+def session_contexts(ts: pd.Series, valid_pos: np.ndarray, gap: float, max_len: int):
+    """The session codes of every sequence (`session_context`; a held-out user's without its last
+    behaviour, whose context is its valid target's), the valid inputs' codes (V, L), and the share
+    of gaps within a session (warned about when it says nothing)."""
+    contexts = [session_context(t, gap) for t in ts]
+    for i in valid_pos:
+        contexts[i] = contexts[i][:-1]
+    share = same_session_share(contexts)
+    log.info("session context: %.1f%% of the gaps within %g minutes", 100 * share, gap)
+    if not 0.01 <= share <= 0.99:
+        log.warning("the session context carries almost no information here (%.1f%% of the gaps within %g minutes); "
+                    "if this log's times are not real behaviour times (an import that spreads histories over a "
+                    "window, one timestamp per batch), set train_universal.model.session_gap_minutes: 0",
+                    100 * share, gap)
+    return contexts, torch.from_numpy(pad_left([contexts[i] for i in valid_pos], max_len)), share
+
+
 def main(settings: Settings, date: str | None = None, force: bool = False) -> dict:
     from validation import manifest
 
@@ -193,18 +210,9 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     valid = (torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len)),
              torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64)))
     contexts, session_share = None, None
-    if model.cfg.session_gap_minutes > 0:  # a held-out user's last context is its valid target's
-        contexts = [session_context(t, model.cfg.session_gap_minutes) for t in seqs["ts"]]
-        for i in valid_pos:
-            contexts[i] = contexts[i][:-1]
-        valid += (torch.from_numpy(pad_left([contexts[i] for i in valid_pos], max_len)),)
-        session_share = same_session_share(contexts)
-        log.info("session context: %.1f%% of the gaps within %g minutes", 100 * session_share, model.cfg.session_gap_minutes)
-        if not 0.01 <= session_share <= 0.99:
-            log.warning("the session context carries almost no information here (%.1f%% of the gaps within %g minutes); "
-                        "if this log's times are not real behaviour times (an import that spreads histories over a "
-                        "window, one timestamp per batch), set train_universal.model.session_gap_minutes: 0",
-                        100 * session_share, model.cfg.session_gap_minutes)
+    if model.cfg.session_gap_minutes > 0:
+        contexts, valid_ctx, session_share = session_contexts(seqs["ts"], valid_pos, model.cfg.session_gap_minutes, max_len)
+        valid += (valid_ctx,)
     train = next_item_pairs(train_seqs, max_len, contexts)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
