@@ -98,7 +98,11 @@ def main() -> None:
     text = torch.from_numpy(TextNeighbours(ur.text_vectors(data, settings.encode.max_tokens), data["train"], n).vectors)
     if args.weights:
         model = ur.build_row(data, settings, args.variant, ({}, {}))[0]
-        model.load_state_dict(torch.load(args.weights, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(args.weights, weights_only=True))
+        except (RuntimeError, KeyError) as exc:  # another variant's or dataset's weights
+            raise SystemExit(f"error: --weights {args.weights} is not a {args.variant} row of {args.dataset}: "
+                             f"{str(exc).splitlines()[0]}") from None
         print(f"{args.dataset} {ur.VARIANTS[args.variant][0]}: weights {args.weights}")
     else:
         row, model = ur.train_row(data, settings, args.variant, args.seed, ({}, {}), True, settings.universal.eval_ks)

@@ -47,7 +47,7 @@ from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from training import diagnostics, text  # noqa: E402
 from training.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
+from training.data import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.evaluate import BUCKETS, breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
@@ -63,6 +63,10 @@ VARIANTS = {
     "ut-nogate": ("PRECISE-UT without the cold gate", {"cold_gate": False}, {}),
     "ut-gen": ("PRECISE-UT, generator for never-seen items only (detached loss)",
                {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2}, {}),
+    "ut-gen-age": ("PRECISE-UT, generator for never-seen items and the item-age offset",
+                   {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2,
+                    "age_logit": True}, {}),
+    "id-age": ("id-only with the item-age offset", {"item_embedding": "id", "age_logit": True}, {}),
     "ut-gen-text": ("PRECISE-UT, generator for never-seen items and the text-neighbour logit",
                     {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2,
                      "text_logit_dim": 64}, {}),
@@ -162,16 +166,19 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
     tcfg = dataclasses.replace(tcfg, seed=seed)
     max_len = spec.get("max_len", 50)
     ctx = contexts(data, spec.get("session_gap_minutes", 0))
-    pairs = next_item_pairs(data["train"], max_len, ctx["train"])
+    when = query_days(data) if spec.get("age_logit") else {"train": None, "valid": None, "test": None}
+    pairs = next_item_pairs(data["train"], max_len, ctx["train"], when["train"])
     domain = curriculum_pairs(tcfg, data["train"], data["items"], data["item_index"], max_len)
     valid_t = (torch.from_numpy(pad_left(data["valid"][0], max_len)), torch.from_numpy(data["valid"][1]))
-    if ctx["valid"] is not None:
-        valid_t += (torch.from_numpy(pad_left(ctx["valid"], max_len)),)
+    if ctx["valid"] is not None or when["valid"] is not None:
+        valid_t += (torch.from_numpy(pad_left(ctx["valid"], max_len)) if ctx["valid"] is not None else None,)
+    if when["valid"] is not None:
+        valid_t += (torch.from_numpy(when["valid"]),)
     t0 = time.perf_counter()
     state = fit(model, pairs, valid_t, tcfg, domain=domain)
     seconds = time.perf_counter() - t0
     freq = item_frequency(data["train"], len(data["item_index"]))
-    row = {"valid": breakdown(rank_targets(model, *data["valid"], ctx["valid"]), data["valid"][1], freq, ks),
+    row = {"valid": breakdown(rank_targets(model, *data["valid"], ctx["valid"], when=when["valid"]), data["valid"][1], freq, ks),
            "epochs": len(state.history), "best_epoch": state.best_epoch, "switch_step": state.switched_at,
            "steps": state.step, "train_seconds": round(seconds, 1), "seed": seed,
            "overrides": {**{f"model.{k}": v for k, v in (model_over | sets[0]).items()},
@@ -179,7 +186,7 @@ def train_row(data: dict, settings: Settings, key: str, seed: int, sets: tuple[d
            "history": [{k: v for k, v in h.items() if k in ("epoch", "step", "phase", "loss", "val_loss", "R@10", "N@10", "seconds")}
                        for h in state.history]}
     if not tune:
-        row["test"] = breakdown(rank_targets(model, *data["test"], ctx["test"]), data["test"][1], freq, ks)
+        row["test"] = breakdown(rank_targets(model, *data["test"], ctx["test"], when=when["test"]), data["test"][1], freq, ks)
     return row, model
 
 
@@ -202,6 +209,16 @@ def contexts(data: dict, gap_minutes: float) -> dict:
 
     return {"train": [session_context(t, gap_minutes) for t in times["train"]],
             "valid": target_contexts(*times["valid"], gap_minutes), "test": target_contexts(*times["test"], gap_minutes)}
+
+
+def query_days(data: dict) -> dict:
+    """`age_logit`'s query times in days since 1970: each training sequence's behaviour times, and
+    the valid and test targets' times (None each where the dataset has no timestamps)."""
+    times = data["times"]
+    if not times:
+        return {"train": None, "valid": None, "test": None}
+    return {"train": [days_since_epoch(t) for t in times["train"]], "valid": days_since_epoch(times["valid"][1]),
+            "test": days_since_epoch(times["test"][1])}
 
 
 def mean_rows(rows: list[dict]) -> dict:

@@ -94,9 +94,12 @@ def target_contexts(history_times: list, target_times, gap_minutes: float) -> li
             for h, t in zip(history_times, target_times)]
 
 
-def next_item_pairs(seqs: list[np.ndarray], max_len: int, contexts: list[np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
+def next_item_pairs(seqs: list[np.ndarray], max_len: int, contexts: list[np.ndarray] | None = None,
+                    times: list[np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
     """Inputs and next-item targets for every position of each sequence: (B, L), (B, L), and
-    with `contexts` (one `session_context` array per sequence) the inputs' contexts (B, L).
+    with `contexts` (one `session_context` array per sequence) the inputs' contexts (B, L); with
+    `times` (one array of behaviour times per sequence, days since 1970: `days_since_epoch`) also
+    the contexts or None, then each position's target time (B, L) float64 (0 where padded).
 
     Each sequence s (indices, oldest first) gives input s[:-1] and target s[1:], left-padded. A
     sequence longer than max_len + 1 is cut, from its end, into windows of max_len + 1 items that
@@ -104,20 +107,35 @@ def next_item_pairs(seqs: list[np.ndarray], max_len: int, contexts: list[np.ndar
     not only its last max_len items); a window sees only the items inside it. Unknown items
     (index 0) are dropped first (their neighbours keep their own contexts).
     """
-    windows, ctx_windows = [], []
+    windows, ctx_windows, time_windows = [], [], []
     for i, s in enumerate(seqs):
         known = s > 0
         s = s[known]
         c = contexts[i][known] if contexts is not None else None
+        t = np.asarray(times[i], dtype=np.float64)[known] if times is not None else None
         for end in range(len(s), 1, -max_len):
             windows.append(s[max(end - max_len - 1, 0) : end])
             if c is not None:
                 ctx_windows.append(c[max(end - max_len - 1, 0) : end - 1])
+            if t is not None:
+                time_windows.append(t[max(end - max_len, 1) : end])  # the targets' times
     inputs = pad_left([w[:-1] for w in windows], max_len)
     targets = pad_left([w[1:] for w in windows], max_len)
-    if contexts is None:
-        return torch.from_numpy(inputs), torch.from_numpy(targets)
-    return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(pad_left(ctx_windows, max_len))
+    out = (torch.from_numpy(inputs), torch.from_numpy(targets))
+    ctx = torch.from_numpy(pad_left(ctx_windows, max_len)) if contexts is not None else None
+    if times is None:
+        return out if ctx is None else (*out, ctx)
+    when = np.zeros(targets.shape, dtype=np.float64)
+    for row, tw in enumerate(time_windows):
+        if len(tw):
+            when[row, -len(tw):] = tw
+    return (*out, ctx, torch.from_numpy(when))
+
+
+def days_since_epoch(ts) -> np.ndarray:
+    """Times (datetime64, pandas timestamps or their arrays) -> float64 days since 1970-01-01 UTC."""
+    values = pd.to_datetime(np.asarray(ts), utc=True)
+    return np.asarray((values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1), dtype=np.float64)
 
 
 def per_scene(seqs: list[np.ndarray], scene_of: np.ndarray) -> list[np.ndarray]:
@@ -136,3 +154,14 @@ def scene_codes(items: pd.DataFrame, item_index: Index) -> np.ndarray:
     by_id = dict(zip(items["item_id"], items["scene"].astype(str)))
     return np.array([0] + [scenes.get(by_id.get(i), 0) for i in item_index.ids], dtype=np.int64)
 
+
+
+def published_days(items: pd.DataFrame, item_index: "Index") -> torch.Tensor:
+    """(N+1,) float32: each item's catalog `published_at` in days since 1970 (`age_logit`); -inf for
+    padding and for items without one (the oldest age bucket)."""
+    out = np.full(len(item_index) + 1, -np.inf)
+    if "published_at" in items.columns:
+        known = items[items["published_at"].notna()]
+        out[item_index.lookup(list(known["item_id"]))] = days_since_epoch(known["published_at"])
+        out[0] = -np.inf  # (unknown ids look up as 0)
+    return torch.from_numpy(out).float()

@@ -64,14 +64,16 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks, fres
 
 @torch.no_grad()
 def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray,
-                 contexts: list[np.ndarray] | None = None, candidates=None) -> np.ndarray:
+                 contexts: list[np.ndarray] | None = None, candidates=None, when: np.ndarray | None = None) -> np.ndarray:
     """0-based full-ranking rank of each target given its history (and the history's session
     contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)
-    bool, array or tensor), the rank among those items only."""
+    bool, array or tensor), the rank among those items only; with when ((B,) the targets' times in
+    days since 1970), each item's age offset at that time (`model.age_logit`)."""
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
     mask = torch.as_tensor(candidates) if candidates is not None else None
-    return model_ranks(model, inputs, torch.from_numpy(targets), ctx, mask)[0]
+    at = torch.as_tensor(np.asarray(when, dtype=np.float64)) if when is not None else None
+    return model_ranks(model, inputs, torch.from_numpy(targets), ctx, mask, at)[0]
 
 
 def baseline_metrics(index: Index, train: list[list[str]], histories: list, targets: np.ndarray, ks,

@@ -42,7 +42,7 @@ def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torc
 @torch.no_grad()
 def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, chunk: int = 1024,
                  scale: float = 1.0, candidates: torch.Tensor | None = None, history: torch.Tensor | None = None,
-                 history_logit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 history_logit: float | None = None, item_bias=None) -> tuple[np.ndarray, np.ndarray]:
     """users (B, D), items (N+1, D) with row 0 = padding, targets (B,) in 1..N.
 
     Returns the 0-based rank of each target among all N items (B,) and the full-softmax
@@ -50,13 +50,16 @@ def target_ranks(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor
     temperature) as in training. candidates (N+1,) bool: rank among these items only (a task's
     items, as its export serves them); the targets must be among them. history (B, L) the items
     each user has read (0 = none) with history_logit: the model's offset of those items' logits
-    (`Precise.history_logit`), added to their scores.
+    (`Precise.history_logit`), added to their scores. item_bias: a function of rows i, j -> (j - i,
+    N+1) logit offsets of every item for those users (`Precise.age_logit`), added likewise.
     """
     ranks, losses = [], []
     for i in range(0, len(users), chunk):
         s = users[i : i + chunk] @ items.T  # (b, N+1)
         if history is not None and history_logit is not None:
             add_history_offset(s[:, 1:], history[i : i + chunk], history_logit / scale)  # a view: writes into s
+        if item_bias is not None:
+            s = s + item_bias(i, i + len(s)) / scale
         s[:, 0] = float("-inf")
         if candidates is not None:
             s[:, ~candidates] = float("-inf")

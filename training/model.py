@@ -139,6 +139,7 @@ class ModelConfig(ModelSpec):
     text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
     cold_gate: bool = False  # checkpoints written before it score every item by its ID row
     id_dropout_loss: str = "main"  # gated checkpoints written before the detached generator loss
+    age_logit: bool = False  # checkpoints written before it score items whatever their age
 
     @property
     def dim(self) -> int:
@@ -165,7 +166,8 @@ def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
                           max_elements: int = 2**27, history: torch.Tensor | None = None,
-                          offset: torch.Tensor | None = None, exclude: torch.Tensor | None = None) -> torch.Tensor:
+                          offset: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+                          queries: torch.Tensor | None = None, item_bias=None) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -180,24 +182,30 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     their logit plus the offset (`model.history_offset`), the row's target too when it is one.
 
     exclude (N+1,) bool: items left out of the softmax (no target is one of them).
+
+    queries (P,) with item_bias (a function of a chunk's queries (c,) -> (c, N+1) logit offsets):
+    each row's items gain that offset (`age_logit`).
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
     left_out = exclude[1:] if exclude is not None else None  # (N,)
 
     def chunk_loss(hc: torch.Tensor, tc: torch.Tensor, it: torch.Tensor, hist: torch.Tensor | None = None,
-                   off: torch.Tensor | None = None) -> torch.Tensor:
+                   off: torch.Tensor | None = None, qc: torch.Tensor | None = None) -> torch.Tensor:
         logits = (hc * scale) @ it.T  # (c, N)
         if hist is not None:
             logits = add_history_offset(logits, hist, off)
+        if qc is not None:
+            logits = logits + item_bias(qc)[:, 1:]
         if left_out is not None:
             logits = logits.masked_fill(left_out, float("-inf"))
         return F.cross_entropy(logits, tc, reduction="sum")
 
     rows = max(max_elements // max(candidates.shape[0], 1), 1)
     if len(h) <= rows:
-        return chunk_loss(h, targets, candidates, history, offset) / max(len(h), 1)
+        return chunk_loss(h, targets, candidates, history, offset, queries) / max(len(h), 1)
     total = sum(torch.utils.checkpoint.checkpoint(chunk_loss, h[i : i + rows], targets[i : i + rows], candidates,
                                                   None if history is None else history[i : i + rows], offset,
+                                                  None if queries is None else queries[i : i + rows],
                                                   use_reentrant=False) for i in range(0, len(h), rows))
     return total / len(h)
 
@@ -226,6 +234,10 @@ def text_neighbour_vectors(item_tokens: torch.Tensor, token_init: torch.Tensor |
 # `history_offset`'s scalar parameter times this: AdamW moves the offset by ~0.01 a step, so that
 # it reaches -2 within MovieLens's 300 steps (10x more reached -6 there, with the same ranking).
 HISTORY_OFFSET_SCALE = 10.0
+# `age_logit`'s buckets of an item's age in days at the query: < 0 (not yet published), [0, 1), [1, 2),
+# [2, 4), [4, 8), >= 8 (and items without a publish time); the offsets' parameters times the scale.
+AGE_EDGES = (0.0, 1.0, 2.0, 4.0, 8.0)
+AGE_SCALE = 10.0
 TEXT_LOGIT_SCALE = 10.0  # the text-neighbour weight's parameter times this, for the same reason
 
 
@@ -319,9 +331,32 @@ class Precise(nn.Module):
             self.text_weight = nn.Parameter(torch.zeros(()))
         else:
             self.item_text = self.text_weight = None
+        # The learned offset per bucket of an item's age at the query (`age_logit`); the items'
+        # publish times in days since 1970 (-inf: unknown, the oldest bucket), saved with the weights.
+        if cfg.age_logit:
+            self.age_bias = nn.Parameter(torch.zeros(len(AGE_EDGES) + 1))
+            self.register_buffer("item_published", torch.full((cfg.n_items + 1,), float("-inf")), persistent=True)
+            self.register_buffer("age_edges", torch.tensor(AGE_EDGES), persistent=False)
+        else:
+            self.age_bias = self.item_published = self.age_edges = None
         self.last_stats: dict = {}
 
     # -- items --
+
+    def set_published(self, days: torch.Tensor) -> None:
+        """days (N+1,) each item's publish time in days since 1970 (-inf: unknown); `age_logit` only."""
+        if self.item_published is not None:
+            self.item_published = days.to(self.item_published)
+
+    def age_logit(self, when: torch.Tensor, items: torch.Tensor | None = None, pairs: bool = False) -> torch.Tensor | None:
+        """when (P,) query times in days since 1970 -> (P, C) the age offset of items (C,) (None:
+        every item, C = N+1) at each query; with pairs, items (P,) -> (P,) each query's own item.
+        None without `age_logit`."""
+        if self.age_bias is None or when is None:
+            return None
+        published = self.item_published if items is None else self.item_published[items]
+        age = when - published if pairs else when.unsqueeze(1) - published.unsqueeze(0)
+        return (self.age_bias * AGE_SCALE)[torch.bucketize(age, self.age_edges, right=True)]
 
     def semantic(self, items: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """items (M,) int64 -> the text side (M, sem) and the MoE stats."""
@@ -499,9 +534,9 @@ class Precise(nn.Module):
         ids = torch.arange(self.cfg.n_items + 1, device=self.item_tokens.device)
         return self.with_text_items(self.all_item_embeddings(), ids)
 
-    def forward(self, seq, target, negatives=None, item_logq=None, context=None):
+    def forward(self, seq, target, negatives=None, item_logq=None, context=None, when=None):
         """The training objective (so that DistributedDataParallel can wrap the model)."""
-        return self.loss(seq, target, negatives, item_logq, context)
+        return self.loss(seq, target, negatives, item_logq, context, when)
 
     def drop_context(self, context: torch.Tensor | None) -> torch.Tensor | None:
         """In training, a share `session_context_dropout` of the sequences (whole rows of context
@@ -517,6 +552,7 @@ class Precise(nn.Module):
         negatives: torch.Tensor | None = None,
         item_logq: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
+        when: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Next-item prediction (PRECISE eq. 5) at every position of the batch's sequences.
 
@@ -535,7 +571,8 @@ class Precise(nn.Module):
 
         Logits are similarities (dot or cosine) divided by the temperature, plus the learned
         `history_logit` for every item the position has already read (itself and the positions
-        before it; the target too, when it is a repeat) under `history_offset`. Under `cold_gate`
+        before it; the target too, when it is a repeat) under `history_offset`, plus each item's
+        `age_logit` at the position's target time when (B, L) (days since 1970) under `age_logit`. Under `cold_gate`
         the items never seen in training are left out of the softmax (`untrained_items`). In training with
         `id_aux_weight` > 0 (fused, meanpool) the loss adds that weight x the same loss with every
         item's text columns zeroed on both sides (a second encoder pass): the ID side alone must
@@ -553,33 +590,33 @@ class Precise(nn.Module):
         context = self.drop_context(context)
         inputs, scored = self.drop_text(emb, items)
         h = self._positions(seq, inputs[seq_rows], context)
-        loss = self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows)
+        loss = self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows, when=when)
         if self.training and self.id_gen is not None and self.cfg.id_dropout_loss == "generator" and self.cfg.id_dropout > 0:
-            gen = self._generator_loss(h, seq, target, negatives, item_logq, emb, items, scored_rows)
+            gen = self._generator_loss(h, seq, target, negatives, item_logq, emb, items, scored_rows, when)
             stats["generator_loss"] = float(gen.detach())
             loss = loss + gen
         if self.training and self.cfg.id_aux_weight > 0 and self.fuses_id_and_text:
             id_only = emb.masked_fill(self.text_columns(emb), 0.0)
             aux = self._next_item_loss(seq, target, negatives, item_logq, id_only[seq_rows], id_only, items, scored_rows,
-                                       context)
+                                       context, when)
             stats["id_aux_loss"] = float(aux.detach())
             loss = loss + self.cfg.id_aux_weight * aux
         return loss, stats
 
     def _next_item_loss(self, seq, target, negatives, item_logq, seq_emb, scored, items, scored_rows,
-                        context=None) -> torch.Tensor:
+                        context=None, when=None) -> torch.Tensor:
         """`loss` for given vectors: seq_emb (B, L, D) the inputs' vectors; scored (U, D) the
         embedded items `items` (U,), where scored_rows is None (exact: U = N+1, row = item id) or
         (B L + M,) the rows of the targets then of the negatives (sampled)."""
         h = self._positions(seq, seq_emb, context)
-        return self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows)
+        return self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows, when=when)
 
     def _positions(self, seq, seq_emb, context=None) -> torch.Tensor:
         """seq (B, L), seq_emb (B, L, D) -> (B, L, D [+ dim]) each position's user vector as scored."""
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
         return self.with_text_users(h, seq)  # + the text-neighbour columns of each position's item
 
-    def _generator_loss(self, h, seq, target, negatives, item_logq, emb, items, scored_rows) -> torch.Tensor:
+    def _generator_loss(self, h, seq, target, negatives, item_logq, emb, items, scored_rows, when=None) -> torch.Tensor:
         """`id_dropout_loss: generator`: the next-item loss once more, with the user vectors h and
         every item vector detached, except that a share `id_dropout` of the embedded items (one
         draw per item and step), and every never-seen one, is scored as never seen: [G(text part);
@@ -591,12 +628,13 @@ class Precise(nn.Module):
         hidden = (torch.rand(len(items), 1, device=emb.device) < self.cfg.id_dropout) | (self.id_share(items) == 0)
         mixed = torch.where(hidden, generated, emb.detach())
         return self._scored_loss(h.detach(), seq, target, negatives, item_logq, mixed, items, scored_rows,
-                                 detached=True)
+                                 detached=True, when=when)
 
     def _scored_loss(self, h, seq, target, negatives, item_logq, scored, items, scored_rows,
-                     detached: bool = False) -> torch.Tensor:
+                     detached: bool = False, when: torch.Tensor | None = None) -> torch.Tensor:
         """The softmax of `_next_item_loss` given the positions' vectors h (B, L, D'); detached:
-        the history offset too (`_generator_loss`)."""
+        the history and age offsets too (`_generator_loss`); when (B, L): each position's target
+        time (`age_logit`)."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
@@ -608,9 +646,15 @@ class Precise(nn.Module):
         unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate) ...
         if unseen is not None:
             unseen[target] = False  # ... never a target of this batch
+        queries = when[valid].to(scored.dtype) if when is not None and self.age_bias is not None else None
+
+        def age(q, which=None, pairs=False):  # the age offsets, detached in the generator's scoring
+            out = self.age_logit(q, which, pairs)
+            return out.detach() if detached else out
+
         if scored_rows is None:
             return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset,
-                                         exclude=unseen)
+                                         exclude=unseen, queries=queries, item_bias=age)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], scored[scored_rows[B * L :]]
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True) * scale  # (P, 1)
@@ -618,6 +662,9 @@ class Precise(nn.Module):
         if item_logq is not None:
             pos = pos - item_logq[pos_items].unsqueeze(1)
             neg = neg - item_logq[negatives]
+        if queries is not None:
+            pos = pos + age(queries, pos_items, pairs=True).unsqueeze(1)
+            neg = neg + age(queries, negatives)
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         if unseen is not None:  # uniform draws stay uniform over the rest: the logQ correction holds
             neg = neg.masked_fill(unseen[negatives], float("-inf"))

@@ -128,6 +128,9 @@ class Targeted(nn.Module):
     def text_logit(self) -> None:
         return None
 
+    def age_logit(self, when, items=None, pairs=False) -> None:
+        return None  # a task model scores items whatever their age (the base's `age_logit` is universal training's)
+
     def set_item_counts(self, counts: torch.Tensor) -> None:
         """Nothing: the base keeps its universal training's counts (the cold gate's among them);
         a task's targets are one scene's, not evidence of how well the ID rows are trained."""
@@ -163,8 +166,8 @@ class Targeted(nn.Module):
         renumber[rows] = torch.arange(len(rows), device=items.device)
         return items[rows], renumber[target], renumber
 
-    def forward(self, seq, target, negatives, item_logq=None, context=None):
-        return self.loss(seq, target, negatives, context)
+    def forward(self, seq, target, negatives, item_logq=None, context=None, when=None):
+        return self.loss(seq, target, negatives, context)  # (a task model has no age offset: `when` unread)
 
     def left_out(self, target: torch.Tensor) -> torch.Tensor | None:
         """(C+1,) bool over the rows of `scored_items`: the items the universal model never saw in

@@ -275,12 +275,13 @@ def history_logit(model) -> float | None:
 
 @torch.no_grad()
 def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
-                candidates: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                candidates: torch.Tensor | None = None, when: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The model's full-ranking rank and softmax loss of each target (B,) given its inputs (B, L)
     (and their session context (B, L), `Precise.encode`): among `candidates` ((N+1,) bool) if given,
     else among a task model's own `candidates` if it has them; the items of each input window get
-    the model's learned history offset if it has one (`model.history_offset`). The one scoring
-    of evaluation, benchmarks and the gate."""
+    the model's learned history offset if it has one (`model.history_offset`), and every item its
+    age offset at the query times when (B,) (days since 1970) if it has one (`model.age_logit`).
+    The one scoring of evaluation, benchmarks and the gate."""
     model.eval()
     items = model.scoring_items()
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
@@ -288,15 +289,25 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
     users = model.with_text_users(users, inputs[:, -1])  # the text-neighbour logit's columns (`text_logit_dim`)
     return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
                         candidates=candidates if candidates is not None else getattr(model, "candidates", None),
-                        history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model))
+                        history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model),
+                        item_bias=age_bias(model, when))
+
+
+def age_bias(model, when: torch.Tensor | None):
+    """For target_ranks: rows i:j -> (j - i, N+1) the items' age offsets at those queries (None: the
+    model has none, or no query times)."""
+    if when is None or model.age_logit(when[:0].float()) is None:
+        return None
+    return lambda i, j: model.age_logit(when[i:j].float())
 
 
 @torch.no_grad()
 def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
-             context: torch.Tensor | None = None, candidates: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
+             context: torch.Tensor | None = None, candidates: torch.Tensor | None = None,
+             when: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
     """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (`model_ranks`), plus
     the ranks."""
-    ranks, losses = model_ranks(model, inputs, targets, context, candidates)
+    ranks, losses = model_ranks(model, inputs, targets, context, candidates, when)
     out = from_ranks(ranks)
     out["val_loss"] = float(losses.mean()) if len(losses) else float("nan")
     model.train()
@@ -352,13 +363,13 @@ def fit(
     t0 = time.perf_counter()
     while state.epoch < plan.epochs and not state.done:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
-        for b, seq, tgt, ctx in _epoch_batches(state, plan, cfg, gen, (rank, world), train, lengths, domain):
+        for b, seq, tgt, ctx, when in _epoch_batches(state, plan, cfg, gen, (rank, world), train, lengths, domain):
             negatives, logq = (None, None) if softmax else sampler(tgt, freq, cfg, gen)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, state.step, plan.total)
             if state.phase != phase:  # alternate training unfroze the tokens
                 runner, phase = wrap(), state.phase
-            loss, stats = _step(runner, model, opt, cfg, (seq, tgt, negatives, logq if cfg.logq else None, ctx))
+            loss, stats = _step(runner, model, opt, cfg, (seq, tgt, negatives, logq if cfg.logq else None, ctx, when))
             state.step += 1
             state.batch_in_epoch = b + 1
             if state.phase == 1 and state.step >= plan.phase1_cap:
@@ -429,11 +440,13 @@ class Best:
 
 def _epoch_batches(state: State, plan: Schedule, cfg: TrainConfig, gen: torch.Generator, where: tuple[int, int],
                    train: tuple[torch.Tensor, ...], lengths: torch.Tensor, domain):
-    """This process's batches (b, seq, target, context) of epoch state.epoch, from batch
-    state.batch_in_epoch on (a resumed run goes on where it stopped); `where` = (rank, world).
+    """This process's batches (b, seq, target, context, target times) of epoch state.epoch, from
+    batch state.batch_in_epoch on (a resumed run goes on where it stopped); `where` = (rank, world);
+    train = (inputs, targets[, context or None[, target times]]).
     Under CPRec (plan.anneal_at) the steps before the annealing read the domain sequences, in
     their own order from their own generator, so the mixed order is the same with or without it."""
-    (rank, world), (inputs, targets), context = where, train[:2], (train[2] if len(train) > 2 else None)
+    (rank, world), (inputs, targets) = where, train[:2]
+    context, when = (list(train[2:4]) + [None, None])[:2]
     order = batch_order(lengths, cfg.batch_size, gen)
     if plan.anneal_at:
         domain_order = batch_order((domain[0] > 0).sum(1), cfg.batch_size,
@@ -443,10 +456,11 @@ def _epoch_batches(state: State, plan: Schedule, cfg: TrainConfig, gen: torch.Ge
         if state.step < plan.anneal_at:  # CPRec: per-scene sequences until the annealing
             d = global_b % plan.domain_batches
             idx = domain_order[d * cfg.batch_size : (d + 1) * cfg.batch_size]
-            yield b, domain[0][idx], domain[1][idx], None
+            yield b, domain[0][idx], domain[1][idx], None, None
         else:
             idx = order[global_b * cfg.batch_size : (global_b + 1) * cfg.batch_size]
-            yield b, inputs[idx], targets[idx], None if context is None else context[idx]
+            yield (b, inputs[idx], targets[idx], None if context is None else context[idx],
+                   None if when is None else when[idx])
 
 
 def _resume(model: Precise, opt: torch.optim.Optimizer, run_dir: Path | None, fresh: State) -> State:
@@ -487,7 +501,7 @@ def _epoch_metrics(model: Precise, valid: tuple, state: State, loss: torch.Tenso
                    id_before: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
     """An epoch's evaluation (valid metrics, the training loss and what the model's options learnt),
     appended to the state's history and logged; and the ID table now, for the next epoch's change."""
-    metrics, _ = evaluate(model, *valid)
+    metrics, _ = evaluate(model, *valid[:2], valid[2] if len(valid) > 2 else None, when=valid[3] if len(valid) > 3 else None)
     metrics |= {"epoch": state.epoch, "step": state.step, "phase": state.phase,
                 "loss": float(loss.detach()), "seconds": round(seconds, 1)}
     if "usage" in stats:

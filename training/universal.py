@@ -37,8 +37,8 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
-from training.data import (Index, item_token_matrix, next_item_pairs, pad_left, per_scene, same_session_share, scene_codes,
-                           session_context)
+from training.data import (Index, item_token_matrix, next_item_pairs, pad_left, per_scene, published_days,
+                           same_session_share, scene_codes, session_context)
 from training.model import ModelConfig, Precise
 from training.trainer import TrainConfig, load_checkpoint, newest_intact
 
@@ -75,7 +75,9 @@ def build(spec: dict, items: pd.DataFrame, tok_ids: np.ndarray, tok_init: np.nda
     init = dict(zip((str(t) for t in tok_ids), tok_init))
     token_init = torch.from_numpy(np.stack([init[t] for t in token_index.ids])) if len(token_index) else None
     cfg = ModelConfig(n_items=len(item_index), n_tokens=len(token_index), llm_dim=int(tok_init.shape[1]), **spec)
-    return Precise(cfg, item_token_matrix(items, item_index, token_index, max_tokens), token_init)
+    model = Precise(cfg, item_token_matrix(items, item_index, token_index, max_tokens), token_init)
+    model.set_published(published_days(items, item_index))  # `age_logit` only
+    return model
 
 
 def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_ids: np.ndarray,
@@ -91,7 +93,7 @@ def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_
     model = build(spec, items, tok_ids, tok_init, max_tokens, item_index, token_index)
     state = model.state_dict()
     for name, old in weights.items():
-        if name == "item_tokens":
+        if name in ("item_tokens", "item_published"):
             continue  # rebuilt from today's catalog
         new = state[name]
         if new.shape == old.shape:
