@@ -191,8 +191,8 @@ class ModelSpec:
     # a second scoring of the same user vectors, detached, whose loss trains G alone (the main
     # loss sees every seen item's ID row; ALDI-style: the warm model is not asked to change)
     id_dropout_loss: Literal["main", "generator"] = "main"
-    # A learned logit offset per bucket of an item's age when it is scored (the query's time minus
-    # the catalog's published_at: not yet published, < 1 day, 1-2, 2-4, 4-8, 8+ days): the lever for
+    # A learned logit offset per bucket of an item's age when it is scored (the query's UTC day minus
+    # the day of the catalog's published_at: not yet published, 0, 1, 2-3, 4-7, 8+ days): the lever for
     # logs where being new itself draws clicks. Training reads each position's target time;
     # catalogs without publish times (one date for every item) give every item one bucket: no effect.
     age_logit: bool = False

@@ -234,8 +234,9 @@ def text_neighbour_vectors(item_tokens: torch.Tensor, token_init: torch.Tensor |
 # `history_offset`'s scalar parameter times this: AdamW moves the offset by ~0.01 a step, so that
 # it reaches -2 within MovieLens's 300 steps (10x more reached -6 there, with the same ranking).
 HISTORY_OFFSET_SCALE = 10.0
-# `age_logit`'s buckets of an item's age in days at the query: < 0 (not yet published), [0, 1), [1, 2),
-# [2, 4), [4, 8), >= 8 (and items without a publish time); the offsets' parameters times the scale.
+# `age_logit`'s buckets of an item's age at the query in whole UTC days (the query's day minus the
+# publish day): < 0 (not yet published), 0 (published that day), 1, 2-3, 4-7, >= 8 (and items
+# without a publish time); the offsets' parameters times the scale.
 AGE_EDGES = (0.0, 1.0, 2.0, 4.0, 8.0)
 AGE_SCALE = 10.0
 TEXT_LOGIT_SCALE = 10.0  # the text-neighbour weight's parameter times this, for the same reason
@@ -344,19 +345,24 @@ class Precise(nn.Module):
     # -- items --
 
     def set_published(self, days: torch.Tensor) -> None:
-        """days (N+1,) each item's publish time in days since 1970 (-inf: unknown); `age_logit` only."""
+        """days (N+1,) each item's publish time in days since 1970 (-inf: unknown); `age_logit` only.
+        Kept as the whole UTC day."""
         if self.item_published is not None:
-            self.item_published = days.to(self.item_published)
+            self.item_published = torch.floor(days).to(self.item_published)
 
     def age_logit(self, when: torch.Tensor, items: torch.Tensor | None = None, pairs: bool = False) -> torch.Tensor | None:
         """when (P,) query times in days since 1970 -> (P, C) the age offset of items (C,) (None:
-        every item, C = N+1) at each query; with pairs, items (P,) -> (P,) each query's own item.
-        None without `age_logit`."""
+        every item, C = N+1) at each query's UTC day; with pairs, items (P,) -> (P,) each query's
+        own item. None without `age_logit`. The offsets are computed once per distinct query day
+        (a batch spans a few days) and gathered for the rows."""
         if self.age_bias is None or when is None:
             return None
+        bias, day = self.age_bias * AGE_SCALE, torch.floor(when)
+        if pairs:
+            return bias[torch.bucketize(day - self.item_published[items], self.age_edges, right=True)]
         published = self.item_published if items is None else self.item_published[items]
-        age = when - published if pairs else when.unsqueeze(1) - published.unsqueeze(0)
-        return (self.age_bias * AGE_SCALE)[torch.bucketize(age, self.age_edges, right=True)]
+        days, row = torch.unique(day, return_inverse=True)  # (k,), (P,)
+        return bias[torch.bucketize(days.unsqueeze(1) - published.unsqueeze(0), self.age_edges, right=True)][row]
 
     def semantic(self, items: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """items (M,) int64 -> the text side (M, sem) and the MoE stats."""
