@@ -134,7 +134,7 @@ def next_item_pairs(seqs: list[np.ndarray], max_len: int, contexts: list[np.ndar
 
 def days_since_epoch(ts) -> np.ndarray:
     """Times (datetime64, pandas timestamps or their arrays) -> float64 days since 1970-01-01 UTC."""
-    values = pd.to_datetime(np.asarray(ts), utc=True)
+    values = pd.to_datetime(np.atleast_1d(np.asarray(ts)), utc=True)
     return np.asarray((values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1), dtype=np.float64)
 
 

@@ -28,7 +28,7 @@ from core.errors import PreciseError
 from core.settings import Settings
 from training import text, tracking
 from training.baselines import Popularity, Transitions, item_frequency
-from training.data import Index, pad_left, target_contexts
+from training.data import Index, days_since_epoch, pad_left, target_contexts
 from training.metrics import from_ranks
 from training.model import Precise
 from training.trainer import model_ranks
@@ -146,7 +146,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
         raise PreciseError(f"no user has both a history and a click on {day}")
     gap = model.cfg.session_gap_minutes
     contexts = target_contexts(with_history["history_ts"], with_history["target_ts"], gap) if gap else None
-    ranks = rank_targets(model, histories, targets, contexts)
+    ranks = rank_targets(model, histories, targets, contexts, when=days_since_epoch(with_history["target_ts"]))
     freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
     freq = np.maximum(freq - np.bincount(targets, minlength=len(freq)), 0)  # ... minus the targets themselves
     ks = settings.universal.eval_ks
@@ -234,7 +234,8 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
         gap = f_model.cfg.session_gap_minutes
         contexts = target_contexts(hist_ts, scored["target_ts"], gap) if gap else None
         candidates = targeted.task_candidates(task, items, f_index) if by_task_model and meta.get("candidates") == "task" else None
-        ranks = rank_targets(f_model, [f_index.lookup(h) for h in hist], f_index.lookup(scored["target"]), contexts, candidates)
+        ranks = rank_targets(f_model, [f_index.lookup(h) for h in hist], f_index.lookup(scored["target"]), contexts, candidates,
+                             when=days_since_epoch(scored["target_ts"]))
         metrics["fallback"] |= {"with_all_scene_history": len(scored), **from_ranks(ranks, ks)}
     return metrics
 

@@ -66,7 +66,7 @@ from core.atomic import atomic_dir, write_json
 from core.errors import PreciseError
 from core.settings import Settings, Task
 from training import registry, targeted, text, universal
-from training.data import NEW_SESSION, Index, pad_left, session_context
+from training.data import NEW_SESSION, Index, days_since_epoch, pad_left, session_context
 from training.trainer import history_logit, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,25 @@ def user_vectors(model, index: Index, histories: list, batch: int = 512, times: 
     gap = getattr(model.cfg, "session_gap_minutes", 0)
     ctx = (torch.from_numpy(pad_left([session_context(t, gap, request=NEW_SESSION) for t in times], model.cfg.max_len))
            if gap and times is not None else None)
-    # each with the text-neighbour logit's columns of its last item (`text_logit_dim`; none for a task model)
-    out = [model.with_text_users(model.users(seqs[i : i + batch], None if ctx is None else ctx[i : i + batch]),
-                                 seqs[i : i + batch, -1]).numpy() for i in range(0, len(seqs), batch)]
-    return np.concatenate(out) if out else np.zeros((0, model.scoring_items().shape[1]), np.float32)
+    # each with the text-neighbour logit's columns of its last item (`text_logit_dim`) and the age
+    # offset's column (`age_logit`); neither for a task model
+    out = [model.served_users(model.users(seqs[i : i + batch], None if ctx is None else ctx[i : i + batch]),
+                              seqs[i : i + batch, -1]).numpy() for i in range(0, len(seqs), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.served_items(0.0).shape[1]), np.float32)
 
 
 @torch.no_grad()
-def item_vectors(model) -> np.ndarray:
-    """(N, D) embeddings of the model's items in index order (padding row dropped); with the
-    text-neighbour logit (`text_logit_dim`) its columns too, so that user . item is the model's score."""
+def item_vectors(model, day: str) -> np.ndarray:
+    """(N, D') embeddings of the model's items in index order (padding row dropped), as served on
+    `day` (YYYY-MM-DD): with the text-neighbour logit (`text_logit_dim`) its columns and with the
+    item-age offset (`age_logit`) each item's offset that day, so that user . item is the model's score."""
     model.eval()
-    return model.scoring_items()[1:].numpy()
+    return model.served_items(float(days_since_epoch([pd.Timestamp(day, tz="UTC")])[0]))[1:].numpy()
+
+
+def serving_day(day: str) -> str:
+    """The day a daily export of `day` serves: the next one (its users' next session)."""
+    return (pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def in_scenes(task: Task | None, ids: list[str], items: pd.DataFrame) -> np.ndarray:
@@ -193,7 +200,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         _write(tmp, "universal_user", with_history(table("user_id", list(active["user_id"]), u_users, u_version, ts),
                                                    list(active["item_ids"]), u_offset, u_model.cfg.max_len),
                manifest_out)
-        _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model), u_version, ts), manifest_out)
+        _write(tmp, "universal_item", table("item_id", u_index.ids, item_vectors(u_model, serving_day(day)), u_version, ts),
+               manifest_out)
         for task in settings.tasks:
             task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
             recent = task_seqs[task_seqs["user_id"].isin(set(active["user_id"]))]
@@ -227,7 +235,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
             ]), list(mine["item_ids"]), t_offset, t_model.cfg.max_len)
             _write(tmp, f"{task.name}_user", users, manifest_out)
             rows = in_scenes(task, t_index.ids, items)
-            _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model)[rows],
+            _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model, serving_day(day))[rows],
                                                    t_version, ts), manifest_out)
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest_out, indent=1))
     log.info("exported %s: %s", day, ", ".join(f"{k} {v} rows" for k, v in manifest_out["files"].items()))
@@ -267,7 +275,7 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
                 else (lambda m, w: targeted.grow(m, w, items, tok_ids, tok_init, neighbours))
             model, index, _, _ = grow(meta, weights)
             rows = [i for i in in_scenes(tasks.get(name), index.ids, items).tolist() if index.ids[i] in ids]
-            vectors = item_vectors(model)[rows]
+            vectors = item_vectors(model, day)[rows]  # served from today, the day they were published
             _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors, version, ts), summary)
             summary["versions"][name] = version
         (Path(tmp) / "manifest.json").write_text(json.dumps(summary, indent=1))

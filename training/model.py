@@ -344,6 +344,10 @@ class Precise(nn.Module):
 
     # -- items --
 
+    def age_offsets(self) -> list[float] | None:
+        """The learned offset of each age bucket (`AGE_EDGES`; None without `age_logit`), for the logs."""
+        return None if self.age_bias is None else [round(float(b), 2) for b in self.age_bias.detach() * AGE_SCALE]
+
     def set_published(self, days: torch.Tensor) -> None:
         """days (N+1,) each item's publish time in days since 1970 (-inf: unknown); `age_logit` only.
         Kept as the whole UTC day."""
@@ -534,6 +538,23 @@ class Precise(nn.Module):
         """vectors (..., D) scored vectors of items (...,) -> (..., D + dim) with T[item] appended
         (`with_text_users`); unchanged without the text-neighbour logit."""
         return vectors if self.item_text is None else torch.cat([vectors, self.item_text[items]], -1)
+
+    def served_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """users (U, D) scored user vectors, last (U,) their last read items -> the exported user
+        vectors: `with_text_users`, then a column of ones under `age_logit` (its item column holds
+        temperature x the item's age offset on the serving day: `served_items`)."""
+        users = self.with_text_users(users, last)
+        return users if self.age_bias is None else torch.cat([users, torch.ones(len(users), 1)], 1)
+
+    def served_items(self, day: float) -> torch.Tensor:
+        """(N+1, D') every item as exported for queries on `day` (days since 1970): `scoring_items`
+        and, under `age_logit`, a column of temperature x its age offset that day, so that the
+        dot product with `served_users` is the model's logit x temperature."""
+        items = self.scoring_items()
+        if self.age_bias is None:
+            return items
+        age = self.age_logit(torch.tensor([float(day)]))[0]  # (N+1,)
+        return torch.cat([items, (self.cfg.temperature * age).unsqueeze(1)], 1)
 
     def scoring_items(self) -> torch.Tensor:
         """(N+1, D [+ dim]) every item as ranked: `all_item_embeddings`, plus the text columns."""

@@ -125,7 +125,16 @@ class Targeted(nn.Module):
     def with_text_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         return users
 
+    def served_users(self, users: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return users
+
+    def served_items(self, day: float) -> torch.Tensor:
+        return self.base.all_item_embeddings()
+
     def text_logit(self) -> None:
+        return None
+
+    def age_offsets(self) -> None:
         return None
 
     def age_logit(self, when, items=None, pairs=False) -> None:

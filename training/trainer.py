@@ -515,10 +515,13 @@ def _epoch_metrics(model: Precise, valid: tuple, state: State, loss: torch.Tenso
         metrics["history_logit"] = offset
     if (weight := model.text_logit()) is not None:
         metrics["text_logit"] = float(weight.detach())
+    if (ages := model.age_offsets()) is not None:
+        metrics["age_logit"] = ages
     state.history.append(metrics)
     aux = f" (ID-side loss {metrics['id_aux_loss']:.4f})" if "id_aux_loss" in metrics else ""
     aux += f", history offset {metrics['history_logit']:.2f}" if "history_logit" in metrics else ""
     aux += f", text logit {metrics['text_logit']:.2f}" if "text_logit" in metrics else ""
+    aux += f", age offsets {metrics['age_logit']}" if "age_logit" in metrics else ""
     log.info("epoch %d step %d phase %d: loss %.4f%s val_loss %.4f R@10 %.4f", state.epoch, state.step,
              state.phase, metrics["loss"], aux, metrics["val_loss"], metrics["R@10"])
     return metrics, id_before

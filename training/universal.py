@@ -37,8 +37,8 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
-from training.data import (Index, item_token_matrix, next_item_pairs, pad_left, per_scene, published_days,
-                           same_session_share, scene_codes, session_context)
+from training.data import (Index, days_since_epoch, item_token_matrix, next_item_pairs, pad_left, per_scene,
+                           published_days, same_session_share, scene_codes, session_context)
 from training.model import ModelConfig, Precise
 from training.trainer import TrainConfig, load_checkpoint, newest_intact
 
@@ -215,7 +215,13 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     if model.cfg.session_gap_minutes > 0:
         contexts, valid_ctx, session_share = session_contexts(seqs["ts"], valid_pos, model.cfg.session_gap_minutes, max_len)
         valid += (valid_ctx,)
-    train = next_item_pairs(train_seqs, max_len, contexts)
+    times = None
+    if model.cfg.age_logit:  # each position's target time; a held-out user's last one is its valid target's
+        times = [days_since_epoch(t) for t in seqs["ts"]]
+        valid = (*valid[:2], valid[2] if len(valid) > 2 else None, torch.from_numpy(np.array([times[i][-1] for i in valid_pos])))
+        for i in valid_pos:
+            times[i] = times[i][:-1]
+    train = next_item_pairs(train_seqs, max_len, contexts, times)
     if len(train[0]) == 0 or len(valid[1]) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
     domain = curriculum_pairs(tcfg, train_seqs, items, item_index, max_len)

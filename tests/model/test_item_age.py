@@ -91,3 +91,19 @@ def test_the_offset_learns_that_fresh_items_are_clicked():
     bias = (m.age_bias * AGE_SCALE).detach()
     assert bias[1] > bias[0] + 1 and bias[1] > bias[5] + 1, bias  # < 1 day old over not yet published and old
     assert state.best_r10 > 0.6, state.history  # random would be 10/30; the day's 3 new items are 1 in 3
+
+
+def test_exported_vectors_score_as_the_model_does_on_the_serving_day():
+    from training.export import item_vectors, user_vectors
+
+    m = aged(similarity="cosine", temperature=0.1)
+    with torch.no_grad():
+        m.age_bias.copy_(torch.linspace(-0.3, 0.3, 6))
+    index = Index([f"i{k}" for k in range(1, 31)])
+    histories = [np.array([21, 22, 23]), np.array([3, 4])]
+    day = 101.0  # 1970-04-12: items 1-10 one day old, 11-20 six days old
+    served = user_vectors(m, index, [[f"i{k}" for k in h] for h in histories]) @ item_vectors(m, "1970-04-12").T
+    inputs = torch.from_numpy(pad_left(histories, m.cfg.max_len))
+    logits = m.users(inputs) @ m.all_item_embeddings().T / 0.1 + m.age_logit(torch.tensor([day, day]))
+    np.testing.assert_allclose(served / 0.1, logits[:, 1:].detach().numpy(), atol=1e-4)
+    assert not np.allclose(item_vectors(m, "1970-04-12"), item_vectors(m, "1970-04-20")), "the age column moves"

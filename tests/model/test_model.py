@@ -244,7 +244,7 @@ def test_exported_vectors_reproduce_the_training_score():
     m = tiny(similarity="cosine", temperature=0.1)
     index = Index([f"i{k}" for k in range(1, 31)])
     histories = [["i1", "i2", "i3"], ["i7", "i9"]]
-    users, items = user_vectors(m, index, histories), item_vectors(m)
+    users, items = user_vectors(m, index, histories), item_vectors(m, "2026-01-01")
     assert np.allclose(np.linalg.norm(users, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(items, axis=1), 1, atol=1e-5)
     seqs = torch.tensor([[0, 0, 0, 1, 2, 3], [0, 0, 0, 0, 7, 9]])
     expected = m.score(m.users(seqs), m.all_item_embeddings()[1:]).detach().numpy()
@@ -512,7 +512,7 @@ def test_text_logit_adds_a_learned_weight_on_the_last_items_text_cosine(sampled)
     scores[:, 0] = float("-inf")
     assert ranks.tolist() == [(scores[b] >= scores[b, nxt[b]]).sum().item() - 1 for b in range(2)]
     index = Index([f"i{k}" for k in range(1, 31)])
-    served = user_vectors(m, index, [[f"i{k}" for k in row if k] for row in seq.tolist()]) @ item_vectors(m).T
+    served = user_vectors(m, index, [[f"i{k}" for k in row if k] for row in seq.tolist()]) @ item_vectors(m, "2026-01-01").T
     np.testing.assert_allclose(served / 0.1 + 0, (scores[:, 1:] - torch.stack(
         [torch.tensor([offset if j in set(r.tolist()) else 0.0 for j in range(1, 31)]) for r in inputs])).detach().numpy(),
         atol=1e-4)
