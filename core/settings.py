@@ -196,6 +196,10 @@ class ModelSpec:
     # logs where being new itself draws clicks. Training reads each position's target time;
     # catalogs without publish times (one date for every item) give every item one bucket: no effect.
     age_logit: bool = False
+    # ... and with the cold gate, a training position scores the items published on its own day
+    # from their text ([G(text part); text part]), as serving scores an item published today (its
+    # ID row not trained yet), so that the offset of "published today" is learnt for such vectors.
+    fresh_from_text: bool = True
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ class ModelConfig(ModelSpec):
     cold_gate: bool = False  # checkpoints written before it score every item by its ID row
     id_dropout_loss: str = "main"  # gated checkpoints written before the detached generator loss
     age_logit: bool = False  # checkpoints written before it score items whatever their age
+    fresh_from_text: bool = False  # (age_logit with cold_gate) checkpoints before it scored fresh items by ID
 
     @property
     def dim(self) -> int:
@@ -167,7 +168,7 @@ def history_items(seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, scale: float,
                           max_elements: int = 2**27, history: torch.Tensor | None = None,
                           offset: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
-                          queries: torch.Tensor | None = None, item_bias=None) -> torch.Tensor:
+                          queries: torch.Tensor | None = None, item_bias=None, fresh=None) -> torch.Tensor:
     """Exact softmax over the whole catalog: mean over P positions of
     logsumexp_j(h.e_j * scale) - h.e_t * scale, item 0 (padding) excluded.
 
@@ -184,7 +185,9 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
     exclude (N+1,) bool: items left out of the softmax (no target is one of them).
 
     queries (P,) with item_bias (a function of a chunk's queries (c,) -> (c, N+1) logit offsets):
-    each row's items gain that offset (`age_logit`).
+    each row's items gain that offset (`age_logit`). fresh (ids (K,), delta (K, D), days (K,)): a
+    row whose query is on item ids[k]'s publish day scores it with its vector + delta[k] (its
+    generated vector: `fresh_from_text`).
     """
     candidates, targets = items[1:], targets - 1  # (N, D), (P,) in 0..N-1
     left_out = exclude[1:] if exclude is not None else None  # (N,)
@@ -196,6 +199,10 @@ def softmax_cross_entropy(h: torch.Tensor, items: torch.Tensor, targets: torch.T
             logits = add_history_offset(logits, hist, off)
         if qc is not None:
             logits = logits + item_bias(qc)[:, 1:]
+        if qc is not None and fresh is not None:
+            ids, delta, days = fresh
+            same = (torch.floor(qc).unsqueeze(1) == days.unsqueeze(0)).to(logits.dtype)  # (c, K)
+            logits = logits.index_add(1, ids - 1, same * ((hc * scale) @ delta.T))
         if left_out is not None:
             logits = logits.masked_fill(left_out, float("-inf"))
         return F.cross_entropy(logits, tc, reduction="sum")
@@ -617,7 +624,8 @@ class Precise(nn.Module):
         context = self.drop_context(context)
         inputs, scored = self.drop_text(emb, items)
         h = self._positions(seq, inputs[seq_rows], context)
-        loss = self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows, when=when)
+        loss = self._scored_loss(h, seq, target, negatives, item_logq, scored, items, scored_rows, when=when,
+                                 fresh=self._fresh(emb, items, when))
         if self.training and self.id_gen is not None and self.cfg.id_dropout_loss == "generator" and self.cfg.id_dropout > 0:
             gen = self._generator_loss(h, seq, target, negatives, item_logq, emb, items, scored_rows, when)
             stats["generator_loss"] = float(gen.detach())
@@ -643,6 +651,21 @@ class Precise(nn.Module):
         h = self.to_space(self.encode(seq, causal=True, seq_emb=seq_emb, context=context))  # (B, L, D)
         return self.with_text_users(h, seq)  # + the text-neighbour columns of each position's item
 
+    def _fresh(self, emb: torch.Tensor, items: torch.Tensor, when: torch.Tensor | None):
+        """`fresh_from_text` (with `age_logit` and the cold gate): of the step's embedded items
+        (U,) with vectors emb (U, D), those published on one of the batch's query days: (their rows
+        in items (K,), their generated vectors [G(text part); text part] (K, D), their publish
+        days (K,)), or None. A row whose query falls on such an item's publish day scores it from
+        its text, as serving scores an item published today (its ID row untrained yet)."""
+        if not (self.cfg.fresh_from_text and self.id_gen is not None and self.age_bias is not None) or when is None:
+            return None
+        published = self.item_published[items]
+        rows = torch.isin(published, torch.unique(torch.floor(when[when > 0]))).nonzero().squeeze(1)
+        if not len(rows):
+            return None
+        sem = emb[rows, self.id_emb.embedding_dim :]
+        return rows, torch.cat([self.id_gen(sem), sem], dim=-1), published[rows]
+
     def _generator_loss(self, h, seq, target, negatives, item_logq, emb, items, scored_rows, when=None) -> torch.Tensor:
         """`id_dropout_loss: generator`: the next-item loss once more, with the user vectors h and
         every item vector detached, except that a share `id_dropout` of the embedded items (one
@@ -658,10 +681,11 @@ class Precise(nn.Module):
                                  detached=True, when=when)
 
     def _scored_loss(self, h, seq, target, negatives, item_logq, scored, items, scored_rows,
-                     detached: bool = False, when: torch.Tensor | None = None) -> torch.Tensor:
+                     detached: bool = False, when: torch.Tensor | None = None, fresh=None) -> torch.Tensor:
         """The softmax of `_next_item_loss` given the positions' vectors h (B, L, D'); detached:
         the history and age offsets too (`_generator_loss`); when (B, L): each position's target
-        time (`age_logit`)."""
+        time (`age_logit`); fresh: `_fresh`'s items, scored from their generated vectors by the
+        rows on their publish day."""
         B, L = seq.shape
         scale = 1.0 / self.cfg.temperature
         valid = target > 0
@@ -679,9 +703,14 @@ class Precise(nn.Module):
             out = self.age_logit(q, which, pairs)
             return out.detach() if detached else out
 
+        if fresh is not None and queries is not None:  # (rows in items, generated minus embedded vectors, days)
+            rows, generated, days = fresh
+            fresh = (rows, self.with_text_items(self.to_space(generated), items[rows]) - scored[rows], days)
+        else:
+            fresh = None
         if scored_rows is None:
             return softmax_cross_entropy(h[valid], scored, target[valid], scale, history=hist, offset=offset,
-                                         exclude=unseen, queries=queries, item_bias=age)
+                                         exclude=unseen, queries=queries, item_bias=age, fresh=fresh)
         tgt_emb, neg_e = scored[scored_rows[: B * L]], scored[scored_rows[B * L :]]
         h, pos_items = h[valid], target[valid]  # (P, D), (P,)
         pos = (h * tgt_emb.reshape(B, L, -1)[valid]).sum(-1, keepdim=True) * scale  # (P, 1)
@@ -692,6 +721,17 @@ class Precise(nn.Module):
         if queries is not None:
             pos = pos + age(queries, pos_items, pairs=True).unsqueeze(1)
             neg = neg + age(queries, negatives)
+        if fresh is not None:  # the rows of the fresh items among the step's items, -1 elsewhere
+            rows, delta, days = fresh
+            k = torch.full((len(items),), -1, dtype=torch.long, device=seq.device)
+            k[rows] = torch.arange(len(rows), device=seq.device)
+            kt = k[scored_rows[: B * L].reshape(B, L)[valid]]  # (P,) each target's
+            on_day = (kt >= 0) & (torch.floor(queries) == days[kt.clamp(min=0)])
+            pos = pos + (on_day * (h * delta[kt.clamp(min=0)]).sum(-1) * scale).unsqueeze(1)
+            kn = k[scored_rows[B * L :]]  # (M,) each negative's
+            cols = (kn >= 0).nonzero().squeeze(1)
+            same = (torch.floor(queries).unsqueeze(1) == days[kn[cols]].unsqueeze(0)).to(neg.dtype)  # (P, J)
+            neg = neg.index_add(1, cols, same * ((h @ delta[kn[cols]].T) * scale))
         neg = neg.masked_fill(pos_items.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
         if unseen is not None:  # uniform draws stay uniform over the rest: the logQ correction holds
             neg = neg.masked_fill(unseen[negatives], float("-inf"))

@@ -107,3 +107,43 @@ def test_exported_vectors_score_as_the_model_does_on_the_serving_day():
     logits = m.users(inputs) @ m.all_item_embeddings().T / 0.1 + m.age_logit(torch.tensor([day, day]))
     np.testing.assert_allclose(served / 0.1, logits[:, 1:].detach().numpy(), atol=1e-4)
     assert not np.allclose(item_vectors(m, "1970-04-12"), item_vectors(m, "1970-04-20")), "the age column moves"
+
+
+def test_items_on_their_publish_day_are_scored_from_their_text_in_both_losses():
+    """fresh_from_text: a position on an item's publish day scores it as serving scores an item
+    published today, [G(text part); text part], in the exact and in the sampled softmax alike."""
+    m = aged(cold_gate=True, cold_half_count=0.0, id_dropout_loss="generator", id_dropout=0.0,
+             fresh_from_text=True, similarity="cosine", temperature=0.1)
+    m.set_item_counts(torch.ones(m.cfg.n_items + 1))  # every item seen: only the day decides
+    with torch.no_grad():
+        m.age_bias.copy_(torch.linspace(-0.2, 0.2, 6))
+    torch.manual_seed(1)
+    seq = torch.randint(1, 31, (3, 6))
+    target = torch.randint(1, 31, (3, 6))
+    target[0, -1] = 4  # published on day 100, read on day 100: fresh
+    when = torch.full((3, 6), 100.5, dtype=torch.float64)
+    when[2] = 103.0  # nothing is fresh on day 103
+    exact, _ = m.loss(seq, target, when=when)
+    sampled, _ = m.loss(seq, target, torch.arange(1, 31), when=when)
+    torch.testing.assert_close(exact, sampled, atol=1e-5, rtol=1e-5)
+    # by hand
+    ids = torch.arange(31)
+    emb = m.input_embeddings(ids)
+    sem = emb[:, m.id_emb.embedding_dim :]
+    generated = m.to_space(torch.cat([m.id_gen(sem), sem], -1))
+    embedded = m.to_space(emb)
+    h = m.to_space(m.encode(seq, causal=True))
+    losses = []
+    for b in range(3):
+        for pos in range(6):
+            day = torch.floor(when[b, pos])
+            fresh = (m.item_published == day).unsqueeze(1)
+            vectors = torch.where(fresh, generated, embedded)[1:]
+            logits = vectors @ h[b, pos] / 0.1 + m.age_logit(when[b, pos : pos + 1].float())[0, 1:]
+            losses.append(torch.logsumexp(logits, 0) - logits[target[b, pos] - 1])
+    torch.testing.assert_close(exact, torch.stack(losses).mean(), atol=1e-5, rtol=1e-5)
+    plain = aged(cold_gate=True, cold_half_count=0.0, id_dropout_loss="generator", id_dropout=0.0,
+                 fresh_from_text=False, similarity="cosine", temperature=0.1)
+    plain.load_state_dict(m.state_dict())
+    plain.set_item_counts(torch.ones(m.cfg.n_items + 1))
+    assert not torch.allclose(plain.loss(seq, target, when=when)[0], exact), "the fresh item changed the loss"
