@@ -20,7 +20,8 @@ the scores put on never-seen items and the validation loss (the softmax's negati
 of the target). Two choices are read on the test split, once each with (0, 0): the pair of the
 best validation R@10 and the pair of the lowest validation loss (the calibrated one). With
 `--never-seen` it also prints where the new targets rank among the never-seen items alone, for the
-model and for the text rule (which of them knows *which* new item a user wants).
+model and for the text rule (which of them knows *which* new item a user wants), on the validation
+split and, as a diagnostic from which nothing is chosen, on the test split.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ from training.trainer import history_logit
 @torch.no_grad()
 def blended(model, text: torch.Tensor, histories: list[np.ndarray], targets: np.ndarray,
             contexts: list[np.ndarray] | None, pairs: list[tuple[float, float]],
-            only: torch.Tensor | None = None, among: torch.Tensor | None = None) -> dict:
+            only: torch.Tensor | None = None, among: torch.Tensor | None = None, when: np.ndarray | None = None) -> dict:
     """{(beta, lambda): (ranks (B,), losses (B,), mass (B,))}: each target's 0-based full-ranking
     rank, its softmax loss, and the softmax mass on the `only` items, under the blended logits.
     text (N+1, H) the centred, normalised text vectors (row 0 and items without text: zeros);
     only (N+1,) bool: the items the blend applies to (None: all); among (N+1,) bool: rank among
-    these items only. The model's logits are its own scoring's (`training.trainer.model_ranks`:
-    the history offset, padding never ranked)."""
+    these items only; when (B,) the targets' times (days since 1970), for a model with the item-age
+    offset. The model's logits are its own scoring's (`training.trainer.model_ranks`: the history
+    and age offsets, padding never ranked)."""
     model.eval()
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))
     ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
@@ -63,6 +65,8 @@ def blended(model, text: torch.Tensor, histories: list[np.ndarray], targets: np.
         base = model.users(x, None if ctx is None else ctx[i : i + 512]) @ items.T / tau  # (b, N+1)
         if offset is not None:
             add_history_offset(base[:, 1:], x, offset)
+        if when is not None and (age := model.age_logit(torch.from_numpy(when[i : i + 512]).float())) is not None:
+            base = base + age
         cos = text[x[:, -1]] @ text.T  # (b, N+1) the text rule's cosine to the last item
         for (beta, lam), (ranks, losses, mass) in out.items():
             s = base + m * (beta + lam * cos)
@@ -125,18 +129,23 @@ def main() -> None:
                   f"new R@10 {new['R@10']:.4f} ({round(new['R@10'] * new['n'])} of {new['n']}) "
                   f"loss {loss.mean():.4f} mass on never-seen {mass.mean() if only is not None else float('nan'):.3f}")
 
-    valid = blended(model, text, *data["valid"], ctx["valid"], pairs, only)
+    when = ur.query_days(data)
+    valid = blended(model, text, *data["valid"], ctx["valid"], pairs, only, when=when["valid"])
     show("valid", valid)
     if args.never_seen:  # which new item a user wants: the new targets' rank among never-seen items only
-        new_t = unseen.numpy()[data["valid"][1]]
-        for label, lam in (("model", 0.0), ("text rule", 1000.0)):  # lambda 1000: the cosine decides
-            r = blended(model, text, *data["valid"], ctx["valid"], [(0.0, lam)], among=unseen)[(0.0, lam)][0][new_t]
-            print(f"  valid, new targets among the {int(unseen.sum())} never-seen items, {label}: "
-                  f"R@10 {int((r < 10).sum())} R@50 {int((r < 50).sum())} of {len(r)}, median rank {np.median(r):.0f}")
+        for split in ("valid", "test"):  # a diagnostic on test too (nothing is chosen from it)
+            new_t = unseen.numpy()[data[split][1]]
+            if not new_t.any():
+                print(f"  {split}: no new targets")
+                continue
+            for label, lam in (("model", 0.0), ("text rule", 1000.0)):  # lambda 1000: the cosine decides
+                r = blended(model, text, *data[split], ctx[split], [(0.0, lam)], among=unseen, when=when[split])[(0.0, lam)][0][new_t]
+                print(f"  {split}, new targets among the {int(unseen.sum())} never-seen items, {label}: "
+                      f"R@10 {int((r < 10).sum())} R@50 {int((r < 50).sum())} of {len(r)}, median rank {np.median(r):.0f}")
     by_r10 = max(pairs, key=lambda p: ((valid[p][0] < 10).mean(), -p[1], -p[0]))  # ties: the smaller blend
     by_loss = min(pairs, key=lambda p: valid[p][1].mean())
     print(f"chosen on validation: by R@10 {by_r10}, by loss {by_loss}")
-    show("test", blended(model, text, *data["test"], ctx["test"], sorted({(0.0, 0.0), by_r10, by_loss}), only))
+    show("test", blended(model, text, *data["test"], ctx["test"], sorted({(0.0, 0.0), by_r10, by_loss}), only, when=when["test"]))
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ class ModelSpec:
     # ... and with the cold gate, a training position scores the items published on its own day
     # from their text ([G(text part); text part]), as serving scores an item published today (its
     # ID row not trained yet), so that the offset of "published today" is learnt for such vectors.
-    fresh_from_text: bool = True
+    # Off: on synthetic it lost validation R@10 (0.205 against 0.212 without) and found no more new items.
+    fresh_from_text: bool = False
 
 
 @dataclass(frozen=True)
