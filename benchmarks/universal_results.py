@@ -69,6 +69,7 @@ VARIANTS = {
     "ut-gen-age-id": ("PRECISE-UT, generator for never-seen items and the item-age offset",
                       {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2,
                        "age_logit": True, "fresh_from_text": False}, {}),
+    "ut-age": ("PRECISE-UT with the item-age offset", {"age_logit": True}, {}),
     "id-age": ("id-only with the item-age offset", {"item_embedding": "id", "age_logit": True}, {}),
     "ut-gen-text": ("PRECISE-UT, generator for never-seen items and the text-neighbour logit",
                     {"cold_gate": True, "cold_half_count": 0.0, "id_dropout_loss": "generator", "id_dropout": 0.2,
