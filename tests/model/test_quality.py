@@ -29,7 +29,7 @@ from core.settings import Settings
 from tests.conftest import REPO
 from training import targeted, text
 from training.baselines import Popularity, Transitions
-from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts
+from training.data import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts
 from training.evaluate import item_frequency, rank_targets
 from training.metrics import from_ranks
 from training.trainer import fit
@@ -156,9 +156,14 @@ def train_default(world, seed: int | None = None, model_over: dict | None = None
     valid = (torch.from_numpy(pad_left(world["valid"][0], L)), torch.from_numpy(world["valid"][1]))
     if gap:
         valid += (torch.from_numpy(pad_left(target_contexts(*times["valid"], gap), L)),)
-    fit(model, next_item_pairs(world["train"], L, train_ctx), valid, cfg)
+    ages = model.cfg.age_logit  # the item-age offset reads each target's time, as the stage does
+    if ages:
+        valid = (*valid[:2], valid[2] if gap else None, torch.from_numpy(days_since_epoch(times["valid"][1])))
+    fit(model, next_item_pairs(world["train"], L, train_ctx, [days_since_epoch(t) for t in times["train"]] if ages else None),
+        valid, cfg)
     test_ctx = target_contexts(*times["test"], gap) if gap else None
-    return from_ranks(rank_targets(model, *world["test"], test_ctx))["R@10"], model
+    when = days_since_epoch(times["test"][1]) if ages else None
+    return from_ranks(rank_targets(model, *world["test"], test_ctx, when=when))["R@10"], model
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +240,8 @@ def test_the_cold_gate_ranks_never_seen_items_from_their_text(world):
     histories, targets = world["test"]
     new = freq[targets] == 0
     gap = model.cfg.session_gap_minutes
-    ranks = rank_targets(model, histories, targets, target_contexts(*world["times"]["test"], gap) if gap else None)
+    ranks = rank_targets(model, histories, targets, target_contexts(*world["times"]["test"], gap) if gap else None,
+                         when=days_since_epoch(world["times"]["test"][1]) if model.cfg.age_logit else None)
     popularity = Popularity(world["train"], n).ranks(histories, targets)
     got, pop = from_ranks(ranks[new], (100,))["R@100"], from_ranks(popularity[new], (100,))["R@100"]
     print(f"never-seen targets ({int(new.sum())} of {len(targets)}): R@100 {got:.4f}, popularity {pop:.4f}, "
