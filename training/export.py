@@ -118,7 +118,7 @@ def user_vectors(model, index: Index, histories: list, batch: int = 512, times: 
     served."""
     model.eval()
     seqs = torch.from_numpy(pad_left([index.lookup(h) for h in histories], model.cfg.max_len))
-    gap = getattr(model.cfg, "session_gap_minutes", 0)
+    gap = model.cfg.session_gap_minutes
     ctx = (torch.from_numpy(pad_left([session_context(t, gap, request=NEW_SESSION) for t in times], model.cfg.max_len))
            if gap and times is not None else None)
     # each with the text-neighbour logit's columns of its last item (`text_logit_dim`) and the age

@@ -263,6 +263,8 @@ class Precise(nn.Module):
     table (items without text share one vector).
     """
 
+    candidates = None  # a universal model ranks every item (a task model: its scenes', `Targeted.candidates`)
+
     def __init__(self, cfg: ModelConfig, item_tokens: torch.Tensor, token_init: torch.Tensor | None = None):
         """item_tokens (N+1, T) int64 local token indices, 0 = pad; token_init (V, H) float."""
         super().__init__()

@@ -268,8 +268,8 @@ def set_token_training(model: Precise, trainable: bool) -> None:
 
 def history_logit(model) -> float | None:
     """The model's learned offset of items already read (`model.history_offset`, `Precise` and
-    `Targeted` alike), or None (off, or a model without the method)."""
-    offset = model.history_logit() if hasattr(model, "history_logit") else None
+    `Targeted` alike), or None (off)."""
+    offset = model.history_logit()
     return None if offset is None else offset.item()
 
 
@@ -288,7 +288,7 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
                        for i in range(0, len(inputs), 512)])
     users = model.with_text_users(users, inputs[:, -1])  # the text-neighbour logit's columns (`text_logit_dim`)
     return target_ranks(users, items, targets, scale=1.0 / model.cfg.temperature,
-                        candidates=candidates if candidates is not None else getattr(model, "candidates", None),
+                        candidates=candidates if candidates is not None else model.candidates,
                         history=inputs[:, -model.cfg.max_len :], history_logit=history_logit(model),
                         item_bias=age_bias(model, when))
 
