@@ -65,7 +65,7 @@ def blended(model, text: torch.Tensor, histories: list[np.ndarray], targets: np.
         base = model.users(x, None if ctx is None else ctx[i : i + 512]) @ items.T / tau  # (b, N+1)
         if offset is not None:
             add_history_offset(base[:, 1:], x, offset)
-        if when is not None and (age := model.age_logit(torch.from_numpy(when[i : i + 512]).float())) is not None:
+        if when is not None and (age := model.age_logit(torch.from_numpy(when[i : i + 512]))) is not None:
             base = base + age
         cos = text[x[:, -1]] @ text.T  # (b, N+1) the text rule's cosine to the last item
         for (beta, lam), (ranks, losses, mass) in out.items():

@@ -155,7 +155,6 @@ def scene_codes(items: pd.DataFrame, item_index: Index) -> np.ndarray:
     return np.array([0] + [scenes.get(by_id.get(i), 0) for i in item_index.ids], dtype=np.int64)
 
 
-
 def published_days(items: pd.DataFrame, item_index: "Index") -> torch.Tensor:
     """(N+1,) float32: each item's catalog `published_at` in days since 1970 (`age_logit`); -inf for
     padding and for items without one (the oldest age bucket)."""

@@ -139,7 +139,7 @@ def item_vectors(model, day: str) -> np.ndarray:
 
 def serving_day(day: str) -> str:
     """The day a daily export of `day` serves: the next one (its users' next session)."""
-    return (pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    return schema.day_bounds(day)[1].strftime("%Y-%m-%d")
 
 
 def in_scenes(task: Task | None, ids: list[str], items: pd.DataFrame) -> np.ndarray:

@@ -370,7 +370,9 @@ class Precise(nn.Module):
         (a batch spans a few days) and gathered for the rows."""
         if self.age_bias is None or when is None:
             return None
-        bias, day = self.age_bias * AGE_SCALE, torch.floor(when)
+        # floor before any cast: float32 holds whole days exactly, not times (minutes before midnight
+        # would round to the next day)
+        bias, day = self.age_bias * AGE_SCALE, torch.floor(when).to(self.item_published.dtype)
         if pairs:
             return bias[torch.bucketize(day - self.item_published[items], self.age_edges, right=True)]
         published = self.item_published if items is None else self.item_published[items]
@@ -699,7 +701,7 @@ class Precise(nn.Module):
         unseen = self.untrained_items()  # (N+1,) or None: left out of the softmax (cold gate) ...
         if unseen is not None:
             unseen[target] = False  # ... never a target of this batch
-        queries = when[valid].to(scored.dtype) if when is not None and self.age_bias is not None else None
+        queries = when[valid] if when is not None and self.age_bias is not None else None  # float64: `age_logit` floors
 
         def age(q, which=None, pairs=False):  # the age offsets, detached in the generator's scoring
             out = self.age_logit(q, which, pairs)

@@ -296,9 +296,9 @@ def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, con
 def age_bias(model, when: torch.Tensor | None):
     """For target_ranks: rows i:j -> (j - i, N+1) the items' age offsets at those queries (None: the
     model has none, or no query times)."""
-    if when is None or model.age_logit(when[:0].float()) is None:
+    if when is None or model.age_offsets() is None:
         return None
-    return lambda i, j: model.age_logit(when[i:j].float())
+    return lambda i, j: model.age_logit(when[i:j])
 
 
 @torch.no_grad()

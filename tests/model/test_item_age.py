@@ -34,6 +34,7 @@ def test_each_item_gets_the_offset_of_its_age_bucket_at_the_query():
     # published on day 95: 4, 5.5, 6.5 and 8 days old -> buckets 4, 4, 4, 5
     assert out[:, 11].tolist() == [4.0, 4.0, 4.0, 5.0]
     assert torch.all(out[:, 21:] == 5.0), "an item without a publish time is in the oldest bucket"
+
     pairs = m.age_logit(torch.tensor([100.5, 103.0]), torch.tensor([1, 11]), pairs=True)
     assert pairs.tolist() == [1.0, 5.0]
     assert tiny("fused").age_logit(torch.tensor([100.0])) is None, "off: no offset"
@@ -147,3 +148,24 @@ def test_items_on_their_publish_day_are_scored_from_their_text_in_both_losses():
     plain.load_state_dict(m.state_dict())
     plain.set_item_counts(torch.ones(m.cfg.n_items + 1))
     assert not torch.allclose(plain.loss(seq, target, when=when)[0], exact), "the fresh item changed the loss"
+
+
+def test_a_click_just_before_midnight_is_scored_on_its_own_day():
+    """Days since 1970 are about 20,000: float32 cannot tell 23:59 from the next midnight, so
+    times stay float64 until they are floored to days, in evaluation as in training."""
+    m = tiny("fused", age_logit=True)
+    day = float(days_since_epoch(["2026-01-01T00:00:00Z"])[0])
+    m.set_published(torch.full((m.cfg.n_items + 1,), day))
+    with torch.no_grad():
+        m.age_bias[1] = 5.0  # published that day: +50 logits to every item, the target too
+        m.age_bias[2] = -5.0  # a day old: -50, so a wrong day would change nothing here ...
+        m.item_published[5] = day - 1  # ... but for item 5, published the day before
+    histories, targets = [np.array([21, 22, 23])], np.array([5])
+    noon = rank_targets(m, histories, targets, when=np.array([day + 0.5]))
+    last_second = rank_targets(m, histories, targets, when=np.array([day + 86399 / 86400]))
+    np.testing.assert_array_equal(last_second, noon)
+    seq = torch.from_numpy(pad_left([np.arange(1, 7)], 6))
+    when = torch.full((1, 6), day + 86399 / 86400, dtype=torch.float64)
+    train = m.loss(seq, torch.roll(seq, -1, 1) * (torch.arange(6) < 5), when=when)[0]
+    torch.testing.assert_close(train, m.loss(seq, torch.roll(seq, -1, 1) * (torch.arange(6) < 5),
+                                             when=torch.full((1, 6), day + 0.5, dtype=torch.float64))[0])
