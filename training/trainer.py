@@ -446,7 +446,8 @@ def _epoch_batches(state: State, plan: Schedule, cfg: TrainConfig, gen: torch.Ge
     Under CPRec (plan.anneal_at) the steps before the annealing read the domain sequences, in
     their own order from their own generator, so the mixed order is the same with or without it."""
     (rank, world), (inputs, targets) = where, train[:2]
-    context, when = (list(train[2:4]) + [None, None])[:2]
+    context = train[2] if len(train) > 2 else None
+    when = train[3] if len(train) > 3 else None
     order = batch_order(lengths, cfg.batch_size, gen)
     if plan.anneal_at:
         domain_order = batch_order((domain[0] > 0).sum(1), cfg.batch_size,
