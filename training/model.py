@@ -116,31 +116,32 @@ class MeanPool(nn.Module):
 
 # --- config ---------------------------------------------------------------------------------------
 
+# What a checkpoint written before a key existed was trained with: a saved config without the key
+# takes this value, not ModelSpec's shipped default (the first checkpoints were dot-product models
+# without the ID-side loss, session context, history offset, text logit, cold gate or age offset).
+LEGACY_DEFAULTS: dict[str, object] = {
+    "similarity": "dot", "temperature": 1.0, "id_aux_weight": 0.0, "session_gap_minutes": 0.0,
+    "session_context_dropout": 0.0, "history_offset": False, "text_logit_dim": 0, "cold_gate": False,
+    "id_dropout_loss": "main", "age_logit": False, "fresh_from_text": False,
+}
+
+
+def saved_config(saved: dict) -> dict:
+    """The one migration of old checkpoints: a saved model config (a checkpoint's meta["model"])
+    with every key added since it was written set to what it was trained with (LEGACY_DEFAULTS).
+    A key added to ModelSpec later gets its entry there when its default changes behaviour."""
+    return LEGACY_DEFAULTS | saved
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig(ModelSpec):
     """Everything needed to rebuild the model from a checkpoint (saved inside it): the settable
-    variant and sizes (core.settings.ModelSpec, `train_universal.model`) and the catalog's sizes.
-
-    `similarity` and `temperature` default to dot / 1 here, not to ModelSpec's shipped cosine /
-    0.1: checkpoints written before those fields existed were dot-product models and load as such
-    (and `id_aux_weight` to 0, the loss they were trained with).
-    """
+    variant and sizes (core.settings.ModelSpec, `train_universal.model`, whose defaults are the
+    only defaults) and the catalog's sizes. A saved config goes through `saved_config` first."""
 
     n_items: int  # real items; tables have n_items + 1 rows (row 0 = padding)
     n_tokens: int  # token ids in use; the token table has n_tokens + 1 rows (row 0 = padding)
     llm_dim: int  # H, width of the language model's states
-    similarity: str = "dot"  # dot | cosine (L2-normalised user and item vectors)
-    temperature: float = 1.0  # logits = similarity / temperature in the losses (ranking unaffected)
-    id_aux_weight: float = 0.0  # the paper's loss for checkpoints written before the ID-side loss existed
-    session_gap_minutes: float = 0.0  # no session context in checkpoints written before it existed
-    session_context_dropout: float = 0.0  # training only; checkpoints before it trained without
-    history_offset: bool = False  # checkpoints written before it score the history like any item
-    text_logit_dim: int = 0  # checkpoints written before it have no text-neighbour logit
-    cold_gate: bool = False  # checkpoints written before it score every item by its ID row
-    id_dropout_loss: str = "main"  # gated checkpoints written before the detached generator loss
-    age_logit: bool = False  # checkpoints written before it score items whatever their age
-    fresh_from_text: bool = False  # (age_logit with cold_gate) checkpoints before it scored fresh items by ID
 
     @property
     def dim(self) -> int:

@@ -365,11 +365,11 @@ def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_
 
 def load(folder: Path) -> tuple[Targeted, dict]:
     """A finished targeted checkpoint as trained: model in eval mode and its metadata."""
-    from training.model import ModelConfig
+    from training.model import ModelConfig, saved_config
 
     meta, weights = load_checkpoint(folder)
     base_w, _ = split_weights(weights)
-    base = Precise(ModelConfig(**meta["model"]), base_w["item_tokens"])
+    base = Precise(ModelConfig(**saved_config(meta["model"])), base_w["item_tokens"])
     model = Targeted(base, meta["head_hidden"], meta["negatives"], meta.get("loss", "bpr"))
     model.load_state_dict(weights)
     return model.eval(), meta

@@ -39,7 +39,7 @@ from core.settings import ModelSpec, Settings, UniversalConfig
 from training import diagnostics, distributed, runs, text
 from training.data import (Index, days_since_epoch, item_token_matrix, next_item_pairs, pad_left, per_scene,
                            published_days, same_session_share, scene_codes, session_context)
-from training.model import ModelConfig, Precise
+from training.model import ModelConfig, Precise, saved_config
 from training.trainer import TrainConfig, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_
 
     Returns (model, item index, token index, number of new items).
     """
-    old_cfg = ModelConfig(**meta["model"])
+    saved = saved_config(meta["model"])
+    old_cfg = ModelConfig(**saved)
     item_index, n_new = Index.grow(meta["item_ids"], items["item_id"])
     token_index, _ = Index.grow(meta["token_ids"], (str(t) for t in tok_ids))
-    spec = {k: v for k, v in meta["model"].items() if k in MODEL_KEYS}
+    spec = {k: v for k, v in saved.items() if k in MODEL_KEYS}
     model = build(spec, items, tok_ids, tok_init, max_tokens, item_index, token_index)
     state = model.state_dict()
     for name, old in weights.items():
@@ -270,7 +271,7 @@ def write_reports(settings: Settings, metrics: dict, history: list[dict]) -> Non
 def load(folder: Path) -> tuple[Precise, dict]:
     """A finished checkpoint as it was trained (no growth): model in eval mode and its metadata."""
     meta, weights = load_checkpoint(folder)
-    cfg = ModelConfig(**meta["model"])
+    cfg = ModelConfig(**saved_config(meta["model"]))
     model = Precise(cfg, weights["item_tokens"])
     model.load_state_dict(weights)
     return model.eval(), meta

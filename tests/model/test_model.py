@@ -8,7 +8,7 @@ import torch
 
 from core.settings import ITEM_EMBEDDINGS
 from training.metrics import from_ranks, target_ranks
-from training.model import ModelConfig, MoEFusion, Precise
+from training.model import LEGACY_DEFAULTS, ModelConfig, MoEFusion, Precise
 from training.trainer import TrainConfig, in_batch_negatives, lr_factor, mixed_negatives, uniform_negatives
 
 
@@ -18,7 +18,8 @@ def tiny(kind="fused", n_items=30, n_tokens=12, T=5, seed=0, **kw) -> Precise:
     tokens[:, 3:] *= torch.randint(0, 2, (n_items + 1, T - 3), generator=g)  # some padding
     tokens[0] = 0
     cfg = ModelConfig(n_items=n_items, n_tokens=n_tokens, llm_dim=16, item_embedding=kind, id_dim=8, sem_dim=8,
-                      experts=3, top_k=2, layers=1, heads=2, dropout=0.0, max_len=6, **kw)
+                      experts=3, top_k=2, layers=1, heads=2, dropout=0.0, max_len=6,
+                      **(LEGACY_DEFAULTS | kw))  # the plain model (dot product, no extras); tests turn on what they test
     torch.manual_seed(seed)
     return Precise(cfg, tokens, torch.randn(n_tokens, 16)).eval()
 

@@ -15,7 +15,7 @@ from core import schema
 from core.settings import RegistryConfig, Settings
 from tests.conftest import run_cli, tiny_qwen2, write_params
 from training import gate, evaluate, registry, sequences, targeted, text, universal
-from training.model import ModelConfig, Precise
+from training.model import LEGACY_DEFAULTS, ModelConfig, Precise
 from training.trainer import load_checkpoint
 from validation import validate
 
@@ -51,7 +51,7 @@ def prepare(s: Settings, day: str) -> None:
 def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():
     torch.manual_seed(0)
     base = Precise(ModelConfig(n_items=30, n_tokens=10, llm_dim=8, id_dim=8, sem_dim=8, layers=1, heads=2,
-                               max_len=6, dropout=0.0), torch.randint(0, 11, (31, 4)))
+                               max_len=6, dropout=0.0, **LEGACY_DEFAULTS), torch.randint(0, 11, (31, 4)))
     model = targeted.Targeted(base, hidden=16, negatives="user").eval()
     seq = torch.tensor([[0, 0, 3, 4, 5, 6], [0, 0, 3, 9, 5, 6]])
     torch.testing.assert_close(model.users(seq), base.encode(seq, causal=False)[:, -1])  # a fresh head: the latest slot
@@ -117,7 +117,8 @@ def test_targeted_losses_and_ranks_add_the_learned_offset_of_items_already_read(
     never score the catalog (user, item) have none."""
     torch.manual_seed(0)
     base = Precise(ModelConfig(n_items=30, n_tokens=10, llm_dim=8, id_dim=8, sem_dim=8, layers=1, heads=2,
-                               max_len=6, dropout=0.0, history_offset=True), torch.randint(0, 11, (31, 4)))
+                               max_len=6, dropout=0.0, **(LEGACY_DEFAULTS | {"history_offset": True})),
+                   torch.randint(0, 11, (31, 4)))
     with torch.no_grad():
         base.history_bias.fill_(0.13)  # offset +1.3 (HISTORY_OFFSET_SCALE 10)
     seqs = torch.tensor([[0, 0, 3, 4, 7, 6], [0, 0, 1, 2, 5, 6], [0, 9, 9, 2, 12, 30]])
