@@ -1,8 +1,9 @@
 """The PRECISE model: Embedding Fusion (IV-B) and the sequence transformer (IV-C, IV-D).
 
-Read top-down: building blocks (attention-pooling experts, the MoE fusion), the item embedding
-variants (chosen by name), the config, then the model. The model does no I/O and holds no device
-globals; its verbs are `item_embeddings`, `encode`, `loss` and `score`.
+Read top-down: building blocks (attention-pooling experts, the MoE fusion), the config, the
+item-embedding variants (one `ItemEmbedding` class per `item_embedding` name, in a registry), then
+the model. The model does no I/O and holds no device globals; its verbs are `item_embeddings`,
+`encode`, `loss` and `score`.
 
 Scores are **dot products of the scored vectors** (`to_space`: L2-normalised under
 `similarity: cosine`, raw under `dot`) in training, evaluation, export and recall alike; the
@@ -15,6 +16,7 @@ H the language model's width, K experts, N items (row 0 of every item table is p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from core.settings import ITEM_EMBEDDINGS, SIMILARITIES, ModelSpec
+from core.settings import SIMILARITIES, ModelSpec
 from training.metrics import add_history_offset
 
 # --- building blocks ------------------------------------------------------------------------------
@@ -250,74 +252,179 @@ AGE_SCALE = 10.0
 TEXT_LOGIT_SCALE = 10.0  # the text-neighbour weight's parameter times this, for the same reason
 
 
+# --- item-embedding variants ---------------------------------------------------------------------
+#
+# One class per `item_embedding` value, registered by name: `build` puts the tables the variant owns
+# on the model (as attributes: their names are the checkpoints' keys, and only what is built is
+# saved), `embed` joins them into one vector of width D = id_dim + sem_dim per item, so that
+# ablations compare at equal size. A new variant is one subclass with `@variant("name")` and its
+# name in core/settings.py `ItemEmbedding` (tests/model/test_model.py checks both lists agree and
+# builds every variant).
+
+
+class ItemEmbedding:
+    """The contract of an item-embedding variant (stateless: the tables live on the model)."""
+
+    fuses_id_and_text = False  # an ID part then a trained text part: text dropout, the ID-side loss, the export's item-init
+
+    def build(self, m: Precise, item_tokens: torch.Tensor, token_init: torch.Tensor | None) -> None:
+        """Set the variant's tables on m (m.cfg is set; everything else is None until set here)."""
+        raise NotImplementedError
+
+    def embed(self, m: Precise, items: torch.Tensor) -> torch.Tensor:
+        """items (M,) distinct int64 indices -> (M, D) (the model zeroes padding)."""
+        raise NotImplementedError
+
+
+ITEM_EMBEDDING_VARIANTS: dict[str, type[ItemEmbedding]] = {}
+
+
+def variant(name: str):
+    """Class decorator: register an ItemEmbedding under its `item_embedding` name."""
+    def register(cls: type[ItemEmbedding]) -> type[ItemEmbedding]:
+        ITEM_EMBEDDING_VARIANTS[name] = cls
+        return cls
+    return register
+
+
+def build_id_table(m: Precise, width: int) -> None:
+    """m.id_emb: an (N+1, width) ID table, N(0, 0.02) with a zero padding row."""
+    m.id_emb = nn.Embedding(m.cfg.n_items + 1, width, padding_idx=0)
+    nn.init.normal_(m.id_emb.weight, std=0.02)
+    with torch.no_grad():
+        m.id_emb.weight[0].zero_()
+
+
+def build_token_table(m: Precise, token_init: torch.Tensor | None, width: int, pool: Callable[[], nn.Module]) -> None:
+    """m.tok_emb (V+1, H) trained token table (from the language model's states), m.tok_proj H ->
+    width, m.pool = pool() the pooling of an item's projected tokens (MoE or mean; built last, so
+    that the random stream, and so a seeded model, is the same whatever the variant)."""
+    cfg = m.cfg
+    m.tok_emb = nn.Embedding(cfg.n_tokens + 1, cfg.llm_dim, padding_idx=0)
+    if token_init is not None:
+        with torch.no_grad():
+            m.tok_emb.weight[1:] = token_init
+            m.tok_emb.weight[0].zero_()
+    m.tok_proj = nn.Linear(cfg.llm_dim, width)
+    m.pool = pool()
+
+
+@variant("fused")
+class Fused(ItemEmbedding):
+    """PRECISE's Embedding Fusion: ID(id_dim) concat MoE(tokens)(sem_dim).
+
+    With `cold_gate`, the ID part of item i is a_i ID(i) + (1 - a_i) G(text_i), a_i =
+    sigmoid(w log n_i - b) from its training count n_i (0 for an item never seen: its untrained ID
+    row is never used), G a small MLP from the item's trained text part to the ID width (a
+    content-to-ID generator, trained by the main loss through the items whose ID `id_dropout`
+    hides). w, b are learned; they start at a_i = n_i / (n_i + cold_half_count).
+    """
+
+    fuses_id_and_text = True
+
+    def pool(self, cfg: ModelConfig) -> nn.Module:
+        """The pooling of the projected tokens into the text part (sem_dim)."""
+        return MoEFusion(cfg.sem_dim, cfg.experts, cfg.top_k)
+
+    def build(self, m, item_tokens, token_init):
+        cfg = m.cfg
+        build_id_table(m, cfg.id_dim)
+        build_token_table(m, token_init, cfg.sem_dim, lambda: self.pool(cfg))
+        if cfg.cold_gate:
+            m.id_gen = nn.Sequential(nn.Linear(cfg.sem_dim, 2 * cfg.id_dim), nn.GELU(), nn.Linear(2 * cfg.id_dim, cfg.id_dim))
+            m.gate_w = nn.Parameter(torch.ones(()))
+            m.gate_b = nn.Parameter(torch.tensor(math.log(max(cfg.cold_half_count, 1e-6))))
+            # (N+1,) how often each item was a training target in what this model trained on (a
+            # running maximum over days; saved with the weights, grown with the catalog)
+            m.register_buffer("id_counts", torch.zeros(cfg.n_items + 1), persistent=True)
+
+    def embed(self, m, items):
+        sem, m.last_stats = m.semantic(items)  # (M, sem)
+        rows = m.id_emb(items)  # (M, id)
+        if m.id_gen is not None:  # cold_gate: rarely seen items lean on their text
+            a = m.id_share(items)
+            rows = a * rows + (1 - a) * m.id_gen(sem)
+        return torch.cat([rows, sem], dim=-1)
+
+
+@variant("meanpool")
+class MeanPooled(Fused):
+    """Ablation (PRECISE-Pool): ID concat the mean of the projected tokens instead of the MoE."""
+
+    def pool(self, cfg: ModelConfig) -> nn.Module:
+        return MeanPool()
+
+
+@variant("id")
+class IdOnly(ItemEmbedding):
+    """PRECISE-ID: an ID table of width D, no text."""
+
+    def build(self, m, item_tokens, token_init):
+        build_id_table(m, m.cfg.dim)
+
+    def embed(self, m, items):
+        return m.id_emb(items)
+
+
+@variant("text")
+class TextOnly(ItemEmbedding):
+    """PRECISE-LLM: MoE(tokens) of width D, no ID table."""
+
+    def build(self, m, item_tokens, token_init):
+        build_token_table(m, token_init, m.cfg.dim, lambda: MoEFusion(m.cfg.dim, m.cfg.experts, m.cfg.top_k))
+
+    def embed(self, m, items):
+        sem, m.last_stats = m.semantic(items)
+        return sem
+
+
+@variant("llm")
+class FrozenLlm(ItemEmbedding):
+    """The HLLM-style baseline: a frozen per-item language-model vector (the mean of its tokens'
+    cached LLM states, never trained) through a trained linear map to D; no ID table and no token
+    table (items without text share one vector)."""
+
+    def build(self, m, item_tokens, token_init):
+        cfg = m.cfg
+        table = torch.zeros(cfg.n_tokens + 1, cfg.llm_dim)
+        if token_init is not None:
+            table[1:] = token_init
+        # frozen (N+1, H) item vectors, rebuilt from the catalog at load (not saved)
+        m.register_buffer("item_llm", Bags(item_tokens.long()).mean(table), persistent=False)
+        m.llm_proj = nn.Linear(cfg.llm_dim, cfg.dim)
+
+    def embed(self, m, items):
+        return m.llm_proj(m.item_llm[items])
+
+
 # --- the model ------------------------------------------------------------------------------------
 
 
 class Precise(nn.Module):
-    """Item embeddings (ID and/or text) + a transformer over item sequences.
-
-    Variants (`item_embedding`), all of width D = id_dim + sem_dim so that ablations compare at
-    equal size: `fused` = ID(id_dim) concat MoE(tokens)(sem_dim); `meanpool` = ID concat mean of
-    tokens; `id` = ID(D) only (PRECISE-ID); `text` = MoE(tokens)(D) only (PRECISE-LLM); `llm` =
-    the HLLM-style baseline: a frozen per-item language-model vector (the mean of its tokens'
-    cached LLM states, never trained) through a trained linear map to D, no ID table and no token
-    table (items without text share one vector).
-    """
+    """Item embeddings (ID and/or text: the `item_embedding` variant, ITEM_EMBEDDING_VARIANTS) + a
+    transformer over item sequences."""
 
     candidates = None  # a universal model ranks every item (a task model: its scenes', `Targeted.candidates`)
 
     def __init__(self, cfg: ModelConfig, item_tokens: torch.Tensor, token_init: torch.Tensor | None = None):
         """item_tokens (N+1, T) int64 local token indices, 0 = pad; token_init (V, H) float."""
         super().__init__()
-        if cfg.item_embedding not in ITEM_EMBEDDINGS:
-            raise ValueError(f"item_embedding must be one of {ITEM_EMBEDDINGS}")
+        if cfg.item_embedding not in ITEM_EMBEDDING_VARIANTS:
+            raise ValueError(f"item_embedding must be one of {tuple(ITEM_EMBEDDING_VARIANTS)}")
         if cfg.similarity not in SIMILARITIES or cfg.temperature <= 0:
             raise ValueError(f"similarity must be one of {SIMILARITIES} and temperature > 0")
         self.cfg = cfg
-        uses_id = cfg.item_embedding not in ("text", "llm")
-        uses_text = cfg.item_embedding in ("fused", "meanpool", "text")  # a trained token table
-        id_width = cfg.id_dim if uses_text else cfg.dim
-        sem_width = cfg.sem_dim if uses_id else cfg.dim
-        self.id_emb = nn.Embedding(cfg.n_items + 1, id_width, padding_idx=0) if uses_id else None
-        if self.id_emb is not None:
-            nn.init.normal_(self.id_emb.weight, std=0.02)
-            with torch.no_grad():
-                self.id_emb.weight[0].zero_()
+        self.variant = ITEM_EMBEDDING_VARIANTS[cfg.item_embedding]()
+        # Every variant's tables as attributes of the model (their names are the checkpoints' keys);
+        # the variant sets the ones it owns, in this order (the optimizer's parameter order).
+        self.id_emb = self.tok_emb = self.tok_proj = self.pool = self.llm_proj = self.id_gen = None
+        for name in ("item_llm", "id_counts"):
+            self.register_buffer(name, None)
+        for name in ("gate_w", "gate_b"):
+            self.register_parameter(name, None)
         self.register_buffer("item_tokens", item_tokens.long(), persistent=True)
-        if uses_text:
-            self.tok_emb = nn.Embedding(cfg.n_tokens + 1, cfg.llm_dim, padding_idx=0)
-            if token_init is not None:
-                with torch.no_grad():
-                    self.tok_emb.weight[1:] = token_init
-                    self.tok_emb.weight[0].zero_()
-            self.tok_proj = nn.Linear(cfg.llm_dim, sem_width)
-            self.pool = MeanPool() if cfg.item_embedding == "meanpool" else MoEFusion(sem_width, cfg.experts, cfg.top_k)
-        else:
-            self.tok_emb = self.tok_proj = self.pool = None
-        if cfg.item_embedding == "llm":  # frozen (N+1, H) item vectors, rebuilt from the catalog at load
-            table = torch.zeros(cfg.n_tokens + 1, cfg.llm_dim)
-            if token_init is not None:
-                table[1:] = token_init
-            self.register_buffer("item_llm", Bags(item_tokens.long()).mean(table), persistent=False)
-            self.llm_proj = nn.Linear(cfg.llm_dim, cfg.dim)
-        else:
-            self.item_llm = self.llm_proj = None
+        self.variant.build(self, item_tokens, token_init)
         self.text_dropout = cfg.text_dropout  # universal training's; targeted training sets 0
-        # The cold-item gate (`cold_gate`, fused and meanpool only): the ID part of item i is
-        # a_i ID(i) + (1 - a_i) G(text_i), a_i = sigmoid(w log n_i - b) from its training count n_i
-        # (0 for an item never seen: its untrained ID row is never used), G a small MLP from the
-        # item's trained text part to the ID width (a content-to-ID generator, trained by the
-        # main loss through the items whose ID `id_dropout` hides). w, b are learned; they start
-        # at a_i = n_i / (n_i + cold_half_count).
-        if cfg.cold_gate and self.id_emb is not None and self.pool is not None:
-            self.id_gen = nn.Sequential(nn.Linear(sem_width, 2 * id_width), nn.GELU(), nn.Linear(2 * id_width, id_width))
-            self.gate_w = nn.Parameter(torch.ones(()))
-            self.gate_b = nn.Parameter(torch.tensor(math.log(max(cfg.cold_half_count, 1e-6))))
-            # (N+1,) how often each item was a training target in what this model trained on (a
-            # running maximum over days; saved with the weights, grown with the catalog)
-            self.register_buffer("id_counts", torch.zeros(cfg.n_items + 1), persistent=True)
-        else:
-            self.id_gen = self.gate_w = self.gate_b = self.id_counts = None
         # (N+1,) times each item is a training target (set_item_counts; text_dropout_half_count)
         self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -402,26 +509,13 @@ class Precise(nn.Module):
         return a
 
     def _embed(self, items: torch.Tensor) -> torch.Tensor:
-        """items (M,) distinct int64 indices -> (M, D)."""
-        parts, sem = [], None
-        if self.pool is not None:
-            sem, self.last_stats = self.semantic(items)  # (M, sem)
-        if self.id_emb is not None:
-            rows = self.id_emb(items)  # (M, id)
-            if self.id_gen is not None:  # cold_gate: rarely seen items lean on their text
-                a = self.id_share(items)
-                rows = a * rows + (1 - a) * self.id_gen(sem)
-            parts.append(rows)
-        if sem is not None:
-            parts.append(sem)
-        if self.llm_proj is not None:
-            parts.append(self.llm_proj(self.item_llm[items]))
-        return torch.cat(parts, dim=-1) * (items > 0).unsqueeze(-1)
+        """items (M,) distinct int64 indices -> (M, D), padding zeroed."""
+        return self.variant.embed(self, items) * (items > 0).unsqueeze(-1)
 
     @property
     def fuses_id_and_text(self) -> bool:
         """Whether item vectors are an ID part then a trained text part (fused, meanpool)."""
-        return self.id_emb is not None and self.pool is not None
+        return self.variant.fuses_id_and_text
 
     def text_columns(self, emb: torch.Tensor) -> torch.Tensor:
         """emb (M, D) of a model that fuses_id_and_text -> (D,) bool, True on the text part."""

@@ -8,7 +8,7 @@ import torch
 
 from core.settings import ITEM_EMBEDDINGS
 from training.metrics import from_ranks, target_ranks
-from training.model import LEGACY_DEFAULTS, ModelConfig, MoEFusion, Precise
+from training.model import ITEM_EMBEDDING_VARIANTS, LEGACY_DEFAULTS, ItemEmbedding, ModelConfig, MoEFusion, Precise
 from training.trainer import TrainConfig, in_batch_negatives, lr_factor, mixed_negatives, uniform_negatives
 
 
@@ -49,6 +49,13 @@ def test_moe_matches_a_naive_loop():
     # Gradients reach the table and the experts through the fast path.
     fused.sum().backward()
     assert moe.experts[0].query.grad is not None and moe.experts[0].value.weight.grad.abs().sum() > 0
+
+
+def test_every_settable_variant_has_one_registered_class():
+    """core/settings.py `ItemEmbedding` (what params.yaml may name) and the registry of
+    training/model.py (what builds) name the same variants."""
+    assert sorted(ITEM_EMBEDDING_VARIANTS) == sorted(ITEM_EMBEDDINGS)
+    assert all(issubclass(cls, ItemEmbedding) for cls in ITEM_EMBEDDING_VARIANTS.values())
 
 
 @pytest.mark.parametrize("kind", ITEM_EMBEDDINGS)  # every variant, a new one included
