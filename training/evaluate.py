@@ -30,7 +30,7 @@ from training import text, tracking
 from training.baselines import Popularity, Transitions, item_frequency
 from training.data import Index, days_since_epoch, pad_left, target_contexts
 from training.metrics import from_ranks
-from training.model import Precise
+from training.recommender import SequenceRecommender
 from training.trainer import model_ranks
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks, fres
 
 
 @torch.no_grad()
-def rank_targets(model: Precise, histories: list[np.ndarray], targets: np.ndarray,
+def rank_targets(model: SequenceRecommender, histories: list[np.ndarray], targets: np.ndarray,
                  contexts: list[np.ndarray] | None = None, candidates=None, when: np.ndarray | None = None) -> np.ndarray:
     """0-based full-ranking rank of each target given its history (and the history's session
     contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)

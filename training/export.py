@@ -67,6 +67,7 @@ from core.errors import PreciseError
 from core.settings import Settings, Task
 from training import registry, targeted, text, universal
 from training.data import NEW_SESSION, Index, days_since_epoch, pad_left, session_context
+from training.recommender import SequenceRecommender
 from training.trainer import history_logit, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def with_history(users: pa.Table, windows: list, offset: float | None, max_len: 
 
 
 @torch.no_grad()
-def user_vectors(model, index: Index, histories: list, batch: int = 512, times: list | None = None) -> np.ndarray:
+def user_vectors(model: SequenceRecommender, index: Index, histories: list, batch: int = 512, times: list | None = None) -> np.ndarray:
     """(U, D) user embeddings from item-id histories (oldest first). times: the histories'
     timestamps, for a model that reads session context (`session_gap_minutes`, universal or
     targeted): the vectors are then computed for the user's next session, which is when they are
@@ -129,7 +130,7 @@ def user_vectors(model, index: Index, histories: list, batch: int = 512, times: 
 
 
 @torch.no_grad()
-def item_vectors(model, day: str) -> np.ndarray:
+def item_vectors(model: SequenceRecommender, day: str) -> np.ndarray:
     """(N, D') embeddings of the model's items in index order (padding row dropped), as served on
     `day` (YYYY-MM-DD): with the text-neighbour logit (`text_logit_dim`) its columns and with the
     item-age offset (`age_logit`) each item's offset that day, so that user . item is the model's score."""

@@ -1,6 +1,7 @@
 """The training loop of universal training (PRECISE IV-C, IV-E.2), shared by every caller.
 
-`fit` trains a `Precise` model on next-item pairs with sampled negatives and:
+`fit` trains a model (`training.recommender.SequenceRecommender`: the universal `Precise` or the
+task model) on next-item pairs with sampled negatives and:
 
 * AdamW, gradient clipping, a seed; LR schedules `constant`, `cosine`, `wsd` (CPRec's
   warmup-stable-annealing, eq. 2-3: linear warm-up to lr, stable, cosine annealing to min_lr);
@@ -53,7 +54,7 @@ from core.errors import PreciseError
 from core.hashing import sha256_file
 from core.settings import AlternateConfig, TrainConfig  # noqa: F401 (the trainer's config, typed at load)
 from training.metrics import from_ranks, target_ranks
-from training.model import Precise
+from training.recommender import SequenceRecommender
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class CorruptCheckpoint(PreciseError):
     """A checkpoint whose weights do not match the SHA-256 saved beside them, or cannot be read."""
 
 
-def save_model(folder: Path, model: Precise, meta: dict, opt: torch.optim.Optimizer | None = None) -> None:
+def save_model(folder: Path, model: SequenceRecommender, meta: dict, opt: torch.optim.Optimizer | None = None) -> None:
     """Atomically, one folder: weights (safetensors), metadata (JSON, with the weights' SHA-256 that
     `load_checkpoint` checks) and, for a resumable checkpoint, the optimizer and RNG states
     (tensors only; loaded with weights_only=True)."""
@@ -200,7 +201,7 @@ def save_model(folder: Path, model: Precise, meta: dict, opt: torch.optim.Optimi
             torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, Path(tmp) / "optimizer.pt")
 
 
-def save_checkpoint(folder: Path, model: Precise, opt: torch.optim.Optimizer, state: State) -> None:
+def save_checkpoint(folder: Path, model: SequenceRecommender, opt: torch.optim.Optimizer, state: State) -> None:
     save_model(folder, model, {"state": asdict(state)}, opt)
 
 
@@ -261,7 +262,7 @@ def newest_intact(folders: list[Path]) -> Path | None:
 # --- the loop -------------------------------------------------------------------------------------
 
 
-def set_token_training(model: Precise, trainable: bool) -> None:
+def set_token_training(model: SequenceRecommender, trainable: bool) -> None:
     if model.tok_emb is not None:
         model.tok_emb.weight.requires_grad_(trainable)
 
@@ -274,7 +275,7 @@ def history_logit(model) -> float | None:
 
 
 @torch.no_grad()
-def model_ranks(model: Precise, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
+def model_ranks(model: SequenceRecommender, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
                 candidates: torch.Tensor | None = None, when: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The model's full-ranking rank and softmax loss of each target (B,) given its inputs (B, L)
     (and their session context (B, L), `Precise.encode`): among `candidates` ((N+1,) bool) if given,
@@ -302,7 +303,7 @@ def age_bias(model, when: torch.Tensor | None):
 
 
 @torch.no_grad()
-def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
+def evaluate(model: SequenceRecommender, inputs: torch.Tensor, targets: torch.Tensor,
              context: torch.Tensor | None = None, candidates: torch.Tensor | None = None,
              when: torch.Tensor | None = None) -> tuple[dict, np.ndarray]:
     """Full-ranking metrics of predicting `targets` (B,) from `inputs` (B, L) (`model_ranks`), plus
@@ -315,7 +316,7 @@ def evaluate(model: Precise, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def fit(
-    model: Precise,
+    model: SequenceRecommender,
     train: tuple[torch.Tensor, ...],
     valid: tuple[torch.Tensor, ...],
     cfg: TrainConfig,
@@ -424,13 +425,13 @@ class Best:
     """The best weights so far (by valid R@10), in memory and, with a run folder, on disk beside it,
     so that a resumed run restores them, not its mid-run weights."""
 
-    def __init__(self, model: Precise, run_dir: Path | None, rank: int):
+    def __init__(self, model: SequenceRecommender, run_dir: Path | None, rank: int):
         self.file = Path(run_dir).with_name(Path(run_dir).name + "-best.safetensors") if run_dir is not None else None
         self.rank = rank
         self.weights = (load_file(str(self.file)) if self.file is not None and self.file.is_file()
                         else {k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    def keep(self, model: Precise) -> None:
+    def keep(self, model: SequenceRecommender) -> None:
         self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if self.file is not None and self.rank == 0:
             self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -464,7 +465,7 @@ def _epoch_batches(state: State, plan: Schedule, cfg: TrainConfig, gen: torch.Ge
                    None if when is None else when[idx])
 
 
-def _resume(model: Precise, opt: torch.optim.Optimizer, run_dir: Path | None, fresh: State) -> State:
+def _resume(model: SequenceRecommender, opt: torch.optim.Optimizer, run_dir: Path | None, fresh: State) -> State:
     """The state of the resumable checkpoint in run_dir, its weights, optimizer and RNG restored;
     `fresh` when there is none, or when it is damaged (the run starts over)."""
     if run_dir is None or not (Path(run_dir) / "state.json").is_file():
@@ -484,7 +485,7 @@ def _resume(model: Precise, opt: torch.optim.Optimizer, run_dir: Path | None, fr
     return state
 
 
-def _step(runner: torch.nn.Module, model: Precise, opt: torch.optim.Optimizer, cfg: TrainConfig,
+def _step(runner: torch.nn.Module, model: SequenceRecommender, opt: torch.optim.Optimizer, cfg: TrainConfig,
           batch: tuple) -> tuple[torch.Tensor, dict]:
     """One optimisation step on batch (seq, target, negatives, logq, context); its loss and stats."""
     loss, stats = runner(*batch)
@@ -498,7 +499,7 @@ def _step(runner: torch.nn.Module, model: Precise, opt: torch.optim.Optimizer, c
     return loss, stats
 
 
-def _epoch_metrics(model: Precise, valid: tuple, state: State, loss: torch.Tensor, stats: dict, seconds: float,
+def _epoch_metrics(model: SequenceRecommender, valid: tuple, state: State, loss: torch.Tensor, stats: dict, seconds: float,
                    id_before: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
     """An epoch's evaluation (valid metrics, the training loss and what the model's options learnt),
     appended to the state's history and logged; and the ID table now, for the next epoch's change."""
@@ -551,13 +552,13 @@ def _track(state: State, metrics: dict, cfg: TrainConfig, anneal_at: int) -> boo
     return improved
 
 
-def _switch(model: Precise, state: State, reason: str) -> None:
+def _switch(model: SequenceRecommender, state: State, reason: str) -> None:
     state.phase, state.switched_at = 2, state.step
     set_token_training(model, True)
     log.info("alternate training: token embeddings unfrozen at step %d (%s)", state.step, reason)
 
 
-def _after_eval(model: Precise, state: State, metrics: dict, cfg: TrainConfig) -> None:
+def _after_eval(model: SequenceRecommender, state: State, metrics: dict, cfg: TrainConfig) -> None:
     """Phase 1 -> 2 when the ID side has converged."""
     if state.phase != 1:
         return

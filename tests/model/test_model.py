@@ -58,6 +58,23 @@ def test_every_settable_variant_has_one_registered_class():
     assert all(issubclass(cls, ItemEmbedding) for cls in ITEM_EMBEDDING_VARIANTS.values())
 
 
+def test_the_universal_and_the_task_model_implement_the_recommender_contract():
+    """What the trainer, the evaluation and the export read of a model (training/recommender.py)
+    is there on both models, for the variants without a token or an ID table too."""
+    from training.recommender import SequenceRecommender
+    from training.task_model import Targeted
+
+    for kind in ("fused", "llm", "id"):
+        base = tiny(kind)
+        task = Targeted(base, hidden=8)
+        for model in (base, task):
+            assert isinstance(model, SequenceRecommender), (kind, type(model).__name__)
+            seq = torch.tensor([[0, 1, 2, 3, 4, 5]])
+            users = model.with_text_users(model.users(seq), seq[:, -1])
+            assert (users @ model.scoring_items().T).shape == (1, 31)
+            assert model.served_items(20_000.0).shape[0] == 31
+
+
 @pytest.mark.parametrize("kind", ITEM_EMBEDDINGS)  # every variant, a new one included
 def test_variants_have_equal_width_and_the_right_parts(kind):
     m = tiny(kind)
