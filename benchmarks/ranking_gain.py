@@ -183,26 +183,16 @@ def recall_eval(s: Settings, task: str, last: str) -> dict:
     history = task_before.groupby("user_id").size()
     week = (pd.Timestamp(last, tz="UTC") - pd.Timedelta(days=7))
     popular = list(task_before[task_before["ts"] >= week]["item_id"].value_counts().index)  # the last 7 days' task clicks
-    r = Recall(s, task)
-    ids = r.ids
-    item_matrix = np.stack([r.index.reconstruct(i) for i in range(len(ids))])
+    r, exact = Recall(s, task), Recall(s, task, exact=True)  # the same vectors, exclusions and offsets
     kmax = max(KS)
     found: dict[str, dict[str, list[float]]] = {m: {} for m in ("U2I (FAISS)", "U2I (exact)", "U2I2I (FAISS)", "popularity")}
     groups: dict[str, list[str]] = {"all": [], "new to the task": []}
     for user, items in day_clicks.groupby("user_id")["item_id"]:
         targets = set(items)
         lists = {"U2I (FAISS)": [x["item_id"] for x in r.u2i(user, kmax)],
+                 "U2I (exact)": [x["item_id"] for x in exact.u2i(user, kmax)],
                  "U2I2I (FAISS)": [x["item_id"] for x in r.u2i2i(user, kmax)],
                  "popularity": [i for i in popular if i not in set(r.recent.get(user, []))][:kmax]}
-        if user in r.users:  # exact scoring of the same vectors, the same exclusions and offset
-            consumed = set(r.recent.get(user, [])) if r.cfg.exclude_consumed else set()
-            window, offset = r.history.get(user, ([], 0.0))
-            scores = item_matrix @ r.users[user]
-            scores[[r.row[i] for i in window if i in r.row]] += offset
-            order = [ids[j] for j in np.argsort(-scores) if ids[j] not in consumed]
-            lists["U2I (exact)"] = order[:kmax]
-        else:
-            lists["U2I (exact)"] = lists["U2I (FAISS)"]  # both fall back to popularity
         group = ["all"] + (["new to the task"] if int(history.get(user, 0)) <= NEW_TO_TASK else [])
         for g in group:
             groups[g].append(user)
@@ -214,9 +204,9 @@ def recall_eval(s: Settings, task: str, last: str) -> dict:
         for method in found:
             m = np.mean([found[method][u] for u in users], axis=0) if users else [float("nan")] * len(KS)
             table[g][method] = {f"R@{k}": round(float(v), 4) for k, v in zip(KS, m)}
-    exact, faiss_ = table["all"]["U2I (exact)"]["R@100"], table["all"]["U2I (FAISS)"]["R@100"]
-    return {"day": last, "model_version": r.meta["model_version"], "index": r.meta["kind"], "items": len(ids),
-            "groups": table, "faiss_over_exact_R@100": round(faiss_ / exact, 4) if exact else None}
+    exact_r, faiss_r = table["all"]["U2I (exact)"]["R@100"], table["all"]["U2I (FAISS)"]["R@100"]
+    return {"day": last, "model_version": r.meta["model_version"], "index": r.meta["kind"], "items": len(r.ids),
+            "groups": table, "faiss_over_exact_R@100": round(faiss_r / exact_r, 4) if exact_r else None}
 
 
 def retrieval_timing(s: Settings, task: str, days: list[str], last: str, rows: int) -> dict:

@@ -9,6 +9,9 @@ scan", the best `rerank_factor` x k candidates re-ranked with the exact vectors:
 (`benchmarks/serving_latency.py`) HNSW stayed below recall@100 0.95 in every setting tried (the
 top 100 of an inner product reach into many clusters, which a greedy graph walk misses), while
 ivfpq scans many lists cheaply and reaches >= 0.95 within the 2 ms budget (figures in docs/serving.md).
+Each kind is one builder in `INDEX_KINDS`; whatever the kind, `Recall` reads it through the `TopK`
+contract (search, reconstruct), which `ExactTopK` implements in numpy as the reference of the
+recall evaluations (`Recall(..., exact=True)`: the same users, exclusions and offsets, exact search).
 Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own format),
 `ids.json` (item ids in row order), `meta.json` (kind, dim, version, popular items).
 
@@ -30,6 +33,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -46,27 +50,79 @@ def index_dir(settings: Settings, model: str, version: str) -> Path:
     return settings.paths.var / "recall" / model / f"v{version}"
 
 
+class TopK(Protocol):
+    """The top-k search `Recall` reads: a FAISS index (any kind) or `ExactTopK`."""
+
+    ntotal: int  # rows (items) held
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (Q, D) float32 -> (scores (Q, k), rows (Q, k) int64; -1 where fewer than k)."""
+        ...
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        """The stored vector (D,) of a row."""
+        ...
+
+
+class ExactTopK:
+    """Exact inner-product top-k over vectors held in memory (numpy): the reference the FAISS
+    kinds are measured against (`benchmarks/ranking_gain.py`, tests/unit/test_recall.py)."""
+
+    def __init__(self, vectors: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
+        self.ntotal = len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.asarray(queries, dtype=np.float32) @ self.vectors.T  # (Q, N)
+        take = min(k, self.ntotal)
+        rows = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take else np.zeros((len(scores), 0), np.int64)
+        top = np.take_along_axis(scores, rows, 1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        rows, top = np.take_along_axis(rows, order, 1), np.take_along_axis(top, order, 1)
+        pad = k - take  # FAISS's convention for missing results: row -1, score -inf
+        return (np.pad(top, ((0, 0), (0, pad)), constant_values=-np.inf),
+                np.pad(rows.astype(np.int64), ((0, 0), (0, pad)), constant_values=-1))
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        return self.vectors[row]
+
+
+# `recall.index` kinds: (width d, IVF lists, config) -> an untrained or trained FAISS index.
+def _flat(d: int, lists: int, cfg: RecallConfig):
+    import faiss
+    return faiss.IndexFlatIP(d)
+
+
+def _hnsw(d: int, lists: int, cfg: RecallConfig):
+    import faiss
+    index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = cfg.hnsw_ef_construction
+    return index
+
+
+def _ivf(d: int, lists: int, cfg: RecallConfig):
+    import faiss
+    return faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+
+
+def _ivfpq(d: int, lists: int, cfg: RecallConfig):
+    import faiss
+    if d % 4:
+        raise PreciseError(f"recall.index ivfpq needs a vector width divisible by 4, got {d}; use hnsw or ivf")
+    # Two dimensions per 4-bit sub-quantizer; the exact vectors re-rank the candidates.
+    return faiss.index_factory(d, f"IVF{lists},PQ{d // 2}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+
+
+INDEX_KINDS = {"flat": _flat, "hnsw": _hnsw, "ivf": _ivf, "ivfpq": _ivfpq}
+
+
 def make_index(vectors: np.ndarray, cfg: RecallConfig):
     """A FAISS inner-product index over `vectors` (N, D) float32, of the configured kind."""
-    import faiss
-
     n, d = vectors.shape
     kind = cfg.index if cfg.index != "auto" else ("flat" if n <= cfg.exact_max_items else "ivfpq")
-    lists = max(1, min(cfg.ivf_lists, n // 39))
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.hnsw_ef_construction
-    elif kind == "ivf":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-    elif kind == "ivfpq":
-        if d % 4:
-            raise PreciseError(f"recall.index ivfpq needs a vector width divisible by 4, got {d}; use hnsw or ivf")
-        # Two dimensions per 4-bit sub-quantizer; the exact vectors re-rank the candidates.
-        index = faiss.index_factory(d, f"IVF{lists},PQ{d // 2}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
-    else:
-        raise PreciseError(f"recall.index must be flat, hnsw, ivf, ivfpq or auto, got {cfg.index!r}")
+    if kind not in INDEX_KINDS:
+        raise PreciseError(f"recall.index must be {', '.join(INDEX_KINDS)} or auto, got {cfg.index!r}")
+    index = INDEX_KINDS[kind](d, max(1, min(cfg.ivf_lists, n // 39)), cfg)
     if not index.is_trained:
         sample = np.random.default_rng(0).choice(n, min(n, 200_000), replace=False)
         index.train(vectors[np.sort(sample)])
@@ -130,7 +186,9 @@ def popular_items(state: dict, model: str, k: int) -> list[str]:
 class Recall:
     """The serving index of one model (a task or `universal`), with its user vectors."""
 
-    def __init__(self, settings: Settings, model: str):
+    def __init__(self, settings: Settings, model: str, exact: bool = False):
+        """exact: search the index's vectors exactly (`ExactTopK`) instead of through FAISS, with
+        everything else (users, exclusions, offsets, seeds) as served: the reference of recall evaluations."""
         import faiss
 
         state = read_state(settings)
@@ -141,13 +199,14 @@ class Recall:
         if not (folder / "meta.json").is_file():
             raise PreciseError(f"no FAISS index at {folder}; run `precise publish`")
         self.meta = json.loads((folder / "meta.json").read_text())
-        self.index = faiss.read_index(str(folder / "index.faiss"))
-        tune(self.index, settings.recall)
+        index = faiss.read_index(str(folder / "index.faiss"))
+        tune(index, settings.recall)
         self.ids = json.loads((folder / "ids.json").read_text())
         self.row = {x: i for i, x in enumerate(self.ids)}
         files = state["versions"][model][self.version]
-        if hasattr(self.index, "make_direct_map"):  # IVF: reconstruct() needs the id -> list map
-            self.index.make_direct_map()
+        if hasattr(index, "make_direct_map"):  # IVF: reconstruct() needs the id -> list map
+            index.make_direct_map()
+        self.index: TopK = ExactTopK(index.reconstruct_n(0, index.ntotal)) if exact else index
         users, vectors = embeddings(files["user"], "user_id")
         versions = pq.read_table(files["user"], columns=["model_version"]).column("model_version").to_pylist()
         # Only vectors of this very version live in this index's space (fallback rows do not).

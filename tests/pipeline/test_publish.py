@@ -21,6 +21,7 @@ import pytest
 from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
+from recall.index import Recall
 from serving import publish
 from benchmarks.common import RedisServer, train_day
 from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
@@ -132,6 +133,7 @@ def test_export_publish_read_score_and_recall(world, redis_port, monkeypatch):
     assert scores == sorted(scores, reverse=True)
     top = item_ids_by_score(items, targeted_user["embedding"], exclude=recent, read=(set(window), logit))[:10]
     assert [x["item_id"] for x in u2i["items"]] == top, "flat index = the model's exact ranking"
+    assert [x["item_id"] for x in Recall(world, "click_article", exact=True).u2i(u)] == top, "the exact top-k, as served"
     u2i2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i2i", "--task", "click_article", "--user", u,
                                cwd=world.paths.root).stdout)
     assert u2i2i["items"] and not recent & {x["item_id"] for x in u2i2i["items"]}

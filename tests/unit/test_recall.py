@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.settings import RecallConfig
-from recall.index import make_index
+from recall.index import INDEX_KINDS, ExactTopK, make_index
 
 
 def clustered(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
@@ -16,12 +16,27 @@ def clustered(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
     return x * rng.uniform(0.5, 1.5, size=(n, 1)).astype(np.float32)  # norms vary: inner product, not cosine
 
 
+def test_exact_top_k_is_brute_force_in_faiss_conventions():
+    """ExactTopK (the reference of the recall evaluation) returns the k best rows in order, with
+    FAISS's padding (-1, -inf) past the catalog, and agrees with the flat FAISS index."""
+    items = clustered(500, 16, 10, seed=4)
+    queries = clustered(7, 16, 10, seed=5)
+    exact = ExactTopK(items)
+    scores, rows = exact.search(queries, 20)
+    np.testing.assert_array_equal(rows, np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :20])
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ items.T, rows, 1), rtol=1e-6)
+    flat, _ = make_index(items, RecallConfig(index="flat"))
+    np.testing.assert_array_equal(flat.search(queries, 20)[1], rows)
+    scores, rows = ExactTopK(items[:3]).search(queries[:2], 5)
+    assert (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all() and sorted(rows[0, :3]) == [0, 1, 2]
+    np.testing.assert_array_equal(exact.reconstruct(42), items[42])
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
 def test_ann_recall_at_100_against_exact(kind):
     items = clustered(20_000, 64, 200, seed=0)
     queries = clustered(200, 64, 200, seed=1)
-    exact = items @ queries.T  # (N, Q)
-    truth = np.argsort(-exact, axis=0)[:100].T  # (Q, 100)
+    truth = ExactTopK(items).search(queries, 100)[1]  # (Q, 100)
     index, built = make_index(items, RecallConfig(index=kind, ivf_lists=256, ivf_probe=32))
     assert built == kind
     _, found = index.search(queries, 100)
@@ -53,6 +68,13 @@ def test_ivfpq_reranks_exactly_and_keeps_its_search_settings(tmp_path):
     best = int(np.argmax(grown @ items[4_500]))
     assert best >= 4_000 and rows[0, 0] == best
     np.testing.assert_allclose(loaded.reconstruct(4_500), items[4_500] * 3.0, rtol=1e-6)
+
+
+def test_every_settable_index_kind_has_a_builder():
+    from typing import get_args, get_type_hints
+
+    settable = set(get_args(get_type_hints(RecallConfig, include_extras=True)["index"])) - {"auto"}
+    assert settable == set(INDEX_KINDS)
 
 
 def test_auto_is_exact_for_small_catalogs():
