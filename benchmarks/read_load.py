@@ -105,6 +105,54 @@ def main() -> None:
     (REPO / "benchmarks" / "out" / "read_load.json").write_text(json.dumps(result, indent=1))
 
 
+def post(conn: http.client.HTTPConnection, port: int, body: str, reconnects: list, lock: threading.Lock) -> tuple:
+    """One online read: (HTTP status, body bytes, the connection to use next). A kept-alive
+    connection the server closed is replaced once, as HTTP client pools do (counted)."""
+    try:
+        conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read(), conn
+    except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+        with lock:
+            reconnects[0] += 1
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read(), conn
+
+
+def read_versions(status: int, raw: bytes) -> tuple[str, str]:
+    """A feature-server reply -> (the one model version it served, the problem: "" or the mixed
+    versions); an error reply raises."""
+    reply = json.loads(raw)
+    if not isinstance(reply, dict) or not isinstance(reply.get("metadata"), dict):  # an error reply
+        raise RuntimeError(f"HTTP {status}: {raw[:200]!r}")
+    values = {n: r["values"][0] for n, r in zip(reply["metadata"]["feature_names"], reply["results"])}
+    versions = {values.get("universal_user_model_version"), values.get("universal_item_model_version")}
+    if len(versions) == 1 and versions <= LABELS:
+        return next(iter(versions)), ""
+    return "", f"mixed {sorted(map(str, versions))}"
+
+
+def summarize(rows: list[tuple], p0: float, p1: float) -> dict:
+    """Records (kind, start, seconds, version, problem) of one kind -> counts by version and
+    problem, and latency before, during and after the publish (which ran from p0 to p1)."""
+    phases = {"before": [r for r in rows if r[1] < p0], "during": [r for r in rows if p0 <= r[1] < p1],
+              "after": [r for r in rows if r[1] >= p1]}
+    stats = {}
+    for phase, rs in phases.items():
+        ms = np.array([r[2] for r in rs]) * 1000
+        stats[phase] = {"requests": len(rs), "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(rs) else None,
+                        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(rs) else None}
+    old = [r[1] for r in rows if r[3] == "precise-universal:1" and r[1] >= p1]
+    return {"requests": len(rows), "errors": sum(r[4].startswith("error") for r in rows),
+            "mixed_or_incomplete": sum(bool(r[4]) and not r[4].startswith("error") for r in rows),
+            "by_version": {v: sum(r[3] == v for r in rows) for v in sorted(LABELS)},
+            "v1_answers_after_publish_s": round(max(old) - p1, 2) if old else 0.0, "reconnects": 0,
+            "phases": stats, "problems": sorted({r[4] for r in rows if r[4]})[:5]}
+
+
 def load(settings: Settings, port: int, args, d2: str) -> dict:
     from recall.index import Recall
 
@@ -121,33 +169,14 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
     def client() -> None:
         rng = np.random.default_rng(next(rng_seed))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn_status = [0]
         while not stop.is_set():
             user, item = f"u{rng.integers(args.users)}", f"i{rng.integers(args.users)}"
             body = json.dumps({"feature_service": "ranking_v1", "entities": {"user_id": [user], "item_id": [item]}})
             t = time.perf_counter()
             try:
-                try:
-                    conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
-                    response = conn.getresponse()
-                    conn_status[0], raw = response.status, response.read()
-                except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-                    # the server closed this kept-alive connection: a new one, as HTTP client pools do
-                    with lock:
-                        reconnects[0] += 1
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                    conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
-                    response = conn.getresponse()
-                    conn_status[0], raw = response.status, response.read()
-                reply = json.loads(raw)
-                if not isinstance(reply, dict) or not isinstance(reply.get("metadata"), dict):  # an error reply
-                    raise RuntimeError(f"HTTP {conn_status[0]}: {raw[:200]!r}")
-                names = reply["metadata"]["feature_names"]
-                values = {n: r["values"][0] for n, r in zip(names, reply["results"])}
-                versions = {values.get("universal_user_model_version"), values.get("universal_item_model_version")}
-                problem = "" if len(versions) == 1 and versions <= LABELS else f"mixed {sorted(map(str, versions))}"
-                note("feature server", t, time.perf_counter() - t, next(iter(versions)) if not problem else "", problem)
+                status, raw, conn = post(conn, port, body, reconnects, lock)
+                version, problem = read_versions(status, raw)
+                note("feature server", t, time.perf_counter() - t, version, problem)
             except Exception as exc:  # counted, never fatal: the figure is how many
                 note("feature server", t, time.perf_counter() - t, "", f"error {type(exc).__name__}: {exc}")
                 conn.close()
@@ -182,21 +211,8 @@ def load(settings: Settings, port: int, args, d2: str) -> dict:
     out = {"clients": args.clients, "seconds": round(time.perf_counter() - t0, 1), "store": args.store,
            "publish_started_s": round(p0 - t0, 1), "publish_seconds": round(p1 - p0, 1)}
     for kind in ("feature server", "recall"):
-        rows = [r for r in records if r[0] == kind]
-        phases = {"before": [r for r in rows if r[1] < p0], "during": [r for r in rows if p0 <= r[1] < p1],
-                  "after": [r for r in rows if r[1] >= p1]}
-        stats = {}
-        for phase, rs in phases.items():
-            ms = np.array([r[2] for r in rs]) * 1000
-            stats[phase] = {"requests": len(rs), "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(rs) else None,
-                            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(rs) else None}
-        old = [r[1] for r in rows if r[3] == "precise-universal:1" and r[1] >= p1]
-        out[kind] = {"requests": len(rows), "errors": sum(r[4].startswith("error") for r in rows),
-                     "mixed_or_incomplete": sum(bool(r[4]) and not r[4].startswith("error") for r in rows),
-                     "by_version": {v: sum(r[3] == v for r in rows) for v in sorted(LABELS)},
-                     "v1_answers_after_publish_s": round(max(old) - p1, 2) if old else 0.0,
-                     "reconnects": reconnects[0] if kind == "feature server" else 0,
-                     "phases": stats, "problems": sorted({r[4] for r in rows if r[4]})[:5]}
+        out[kind] = summarize([r for r in records if r[0] == kind], p0, p1)
+    out["feature server"]["reconnects"] = reconnects[0]
     return out
 
 
