@@ -141,22 +141,30 @@ def render_markdown() -> str:
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*):(?P<rest>.*)$")
 
 
-def annotate_params(text: str) -> str:
-    """params.yaml with each key line's trailing comment set to the key's summary (see module doc)."""
-    summaries = {k.path: k.summary for k in keys()}
+def key_paths(text: str) -> list[tuple[str, str | None]]:
+    """Each line of a params.yaml text with the dotted key path it sets (None: not a key line),
+    from the indentation of the enclosing mappings."""
     stack: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
     out = []
     for line in text.splitlines():
         m = _KEY_LINE.match(line)
         if not m:
-            out.append(line)
+            out.append((line, None))
             continue
         indent = len(m.group("indent"))
         while stack and stack[-1][0] >= indent:
             stack.pop()
         stack.append((indent, m.group("key")))
-        path = ".".join(k for _, k in stack)
-        if path.startswith(FREE) or path not in summaries:
+        out.append((line, ".".join(k for _, k in stack)))
+    return out
+
+
+def annotate_params(text: str) -> str:
+    """params.yaml with each key line's trailing comment set to the key's summary (see module doc)."""
+    summaries = {k.path: k.summary for k in keys()}
+    out = []
+    for line, path in key_paths(text):
+        if path is None or path.startswith(FREE) or path not in summaries:
             out.append(line)
             continue
         code = line.split(" #", 1)[0].rstrip()

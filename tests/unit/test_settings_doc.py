@@ -34,16 +34,6 @@ def test_a_stale_comment_is_rewritten_and_free_form_comments_are_kept():
 
 def test_every_key_in_params_yaml_is_documented():
     documented = {k.path for k in sd.keys()}
-    stack, undocumented = [], []
-    for line in sd.PARAMS.read_text(encoding="utf-8").splitlines():
-        m = sd._KEY_LINE.match(line)
-        if not m:
-            continue
-        indent = len(m.group("indent"))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, m.group("key")))
-        path = ".".join(k for _, k in stack)
-        if not path.startswith(sd.FREE) and path not in documented and "." in path:
-            undocumented.append(path)
+    undocumented = [path for _, path in sd.key_paths(sd.PARAMS.read_text(encoding="utf-8"))
+                    if path and not path.startswith(sd.FREE) and path not in documented and "." in path]
     assert undocumented == []
