@@ -1,5 +1,6 @@
-"""dvc.yaml cannot drift from the code: every stage depends on every package of ours its command can
-import (function-local imports included), and on every params section its code reads.
+"""dvc.yaml cannot drift from the stage table or from the code: dvc.yaml is exactly what
+precise/stages.py renders, every stage depends on every package of ours its command can import
+(function-local imports included), and on every params section its code reads.
 
 A stage whose deps miss a package would be skipped by `dvc repro` after that package changed,
 serving stale outputs as fresh."""
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from precise import stages as table
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = ("core", "precise", "ingest", "training", "validation", "serving", "recall", "features")
@@ -70,28 +73,42 @@ def declared(section: str, params: list) -> bool:
     return any(k == section or k.startswith(section + ".") or section.startswith(k + ".") for k in keys)
 
 
+def test_dvc_yaml_is_the_stage_table():
+    """A dep, param or output in dvc.yaml that the table lacks, or one it misses, fails here."""
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"] == table.dvc_stages()
+    assert table.main(["--check"]) == 0, "dvc.yaml's text (comments included): run `python -m precise.stages`"
+
+
+@pytest.mark.parametrize("name", [s.name for s in table.STAGES])
+def test_each_stage_command_is_a_cli_verb_calling_its_entry_module(name):
+    """`cmd` parses with the CLI's own parser, and the verb's function imports the stage's entry
+    module (so the code deps checked below are the code the command runs)."""
+    import inspect
+    import shlex
+    import textwrap
+
+    from precise import cli
+
+    stage = table.stage(name)
+    args = cli.build_parser().parse_args(shlex.split(stage.cmd.replace("${item.name}", "a_task"))[1:])
+    body = ast.parse(textwrap.dedent(inspect.getsource(args.func)))
+    called = {f"{n.module}.{a.name}" for n in ast.walk(body) if isinstance(n, ast.ImportFrom) for a in n.names}
+    called |= {a.name for n in ast.walk(body) if isinstance(n, ast.Import) for a in n.names}
+    assert stage.entry in called, f"{args.func.__name__} imports {sorted(called)}, not {stage.entry}"
+
+
 def stages() -> list[tuple[str, dict]]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    return [(name, s.get("do", s)) for name, s in spec.items()]
-
-
-# The CLI verb of each stage -> the module of its entry function (precise/cli.py dispatches lazily).
-ENTRY = {"validate": "validation.validate", "sequences": "training.sequences", "encode": "training.text",
-         "train_universal": "training.universal", "evaluate_universal": "training.evaluate",
-         "gate": "training.gate", "train_targeted": "training.targeted", "evaluate_targeted": "training.evaluate",
-         "export": "training.export", "publish": "serving.publish"}
+    return [(s.name, s) for s in table.STAGES]
 
 
 @pytest.mark.parametrize("name, stage", stages(), ids=[n for n, _ in stages()])
 def test_stage_depends_on_all_the_code_it_runs(name, stage):
-    files = closure(ENTRY[name]) | closure("precise.cli")
-    files = {f for f in files if f.relative_to(REPO).parts[0] != "precise" or f.name != "cli.py"} | {REPO / "precise" / "cli.py"}
-    missing = sorted({f.relative_to(REPO).parts[0] for f in closure(ENTRY[name]) if not covered(f, stage["deps"])})
+    missing = sorted({f.relative_to(REPO).parts[0] for f in closure(stage.entry) if not covered(f, stage.deps)})
     assert not missing, f"dvc.yaml stage {name} does not depend on {missing}, which its code imports"
 
 
 @pytest.mark.parametrize("name, stage", stages(), ids=[n for n, _ in stages()])
 def test_stage_declares_every_params_section_it_reads(name, stage):
-    read = sections_read(closure(ENTRY[name]))
-    missing = sorted(s for s in read if not declared(s, stage.get("params", [])))
+    read = sections_read(closure(stage.entry))
+    missing = sorted(s for s in read if not declared(s, stage.params))
     assert not missing, f"dvc.yaml stage {name} reads params {missing} without declaring them"

@@ -1,0 +1,183 @@
+"""The pipeline's stages, defined once: name, command, the module of its entry function, the data
+it reads and writes, the params it depends on. `dvc.yaml` is generated from this table and a test
+keeps the two equal; the deps test checks each stage's code and params against it.
+
+    python -m precise.stages            # write dvc.yaml
+    python -m precise.stages --check    # exit 1 when dvc.yaml differs from the table
+
+Stage names follow ARCHITECTURE.md and are shared with the CLI verbs (`cmd`) and the Airflow tasks
+(`precise/flows.py`); every stage calls the same entry function as its `precise` verb. A stage per
+task (`per_task`) becomes a DVC `foreach` over `tasks` with `${item.name}` in its paths.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DVC_YAML = REPO / "dvc.yaml"
+
+# Code every stage runs through: the CLI (precise) and the ground (core); `validation` holds the
+# manifest that says which days are readable, which every stage after validate consults.
+COMMON_CODE = ("core", "precise", "validation")
+# What every stage reading the day's sequences and texts depends on (their params shape them).
+TRAINING_INPUTS = ("data/sequences", "data/text")
+TRAINING_PARAMS = ("encode", "registry", "sequences", "tasks", "validate")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # dvc.yaml stage name (and the Airflow task's)
+    cmd: str  # what `dvc repro` runs
+    entry: str  # module of the entry function the verb calls (the code deps are its imports)
+    doc: str  # the comment above the stage in dvc.yaml ("" for none)
+    deps: tuple[str, ...]  # data and code paths it reads
+    params: tuple[str, ...]  # params.yaml sections or keys it depends on
+    outs: tuple = ()  # outputs: a path, or {path: {persist: true}}
+    metrics: tuple[str, ...] = ()
+    plots: tuple = ()
+    per_task: bool = False  # one stage per task of params.yaml (DVC foreach)
+    outs_first: bool = False  # dvc.yaml lists outs before metrics (kept as written)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("validate", "precise validate --all", "validation.validate", "",
+          ("data/events", "data/catalog", *COMMON_CODE), ("validate", "tasks", "run.date"),
+          outs=({"data/validation": {"persist": True}},), metrics=("data/metrics/validate.json",), outs_first=True),
+    Stage("sequences", "precise sequences", "training.sequences", "",
+          ("data/events", "data/validation/manifest.json", "core", "precise", "training/sequences.py",
+           "training/spark.py", "validation"),
+          ("run.date", "sequences", "spark", "tasks", "validate"),
+          outs=("data/sequences",), metrics=("data/metrics/sequences.json",), outs_first=True),
+    Stage("encode", "precise encode", "training.text", "",
+          ("data/catalog", "data/validation/manifest.json", "core", "precise", "training/text.py", "validation"),
+          ("run.date", "encode"), outs=("data/text",), metrics=("data/metrics/encode.json",), outs_first=True),
+    Stage("train_universal", "precise train universal", "training.universal",
+          "Continues from the previous day's model (state in var/checkpoints/universal/, not DVC).",
+          (*TRAINING_INPUTS, "core", "precise", "training", "validation"),
+          ("run.date", "train_universal", "encode", "registry", "sequences", "tasks", "train_targeted", "validate"),
+          outs=("data/plots/fig4b_universal.png",), metrics=("data/metrics/train_universal.json",),
+          plots=({"data/plots/train_universal.csv": {"x": "epoch", "y": "R@10"}},)),
+    Stage("evaluate_universal", "precise evaluate universal --if-model", "training.evaluate",
+          "Next-day protocol: the newest model trained before D predicts D's first clicks.",
+          (*TRAINING_INPUTS, "data/metrics/train_universal.json", "core", "precise", "training", "validation"),
+          ("run.date", "train_universal.eval_ks", "train_universal.new_item_neighbours", "encode", "registry",
+           "sequences", "tasks", "train_targeted", "validate"),
+          metrics=("data/metrics/evaluate_universal.json",)),
+    Stage("gate", "precise registry gate", "training.gate",
+          "The registry gate (progressive validation): versions trained before D are judged on D against\n"
+          "the champion; runs before targeted training so that warm-ups start from the gated champion.",
+          (*TRAINING_INPUTS, "data/metrics/train_universal.json", "core", "precise", "training", "validation"),
+          ("run.date", "registry", "encode", "sequences", "tasks", "train_targeted", "train_universal", "validate"),
+          metrics=("data/metrics/gate.json",)),
+    Stage("train_targeted", "precise train targeted --task ${item.name}", "training.targeted",
+          "One stage per task of params.yaml. Continues from yesterday's targeted model or re-warm-starts\n"
+          "from the universal model on the cadence (state in var/targeted/<task>/, not DVC).",
+          (*TRAINING_INPUTS, "data/metrics/gate.json", "core", "precise", "training", "validation"),
+          ("run.date", "train_targeted", "tasks", "encode", "registry", "sequences", "train_universal", "validate"),
+          metrics=("data/metrics/train_targeted/${item.name}.json",), per_task=True),
+    Stage("evaluate_targeted", "precise evaluate targeted --task ${item.name} --if-model", "training.evaluate",
+          "Next-day protocol per task, with the Figure 4a coverage curve.",
+          (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json", "core", "precise", "training",
+           "validation"),
+          ("run.date", "train_targeted.warmup_every_days", "train_targeted.newcomers", "train_universal.eval_ks",
+           "encode", "registry", "sequences", "tasks", "validate"),
+          outs=("data/plots/fig4a_${item.name}.png",), metrics=("data/metrics/evaluate_targeted/${item.name}.json",),
+          per_task=True),
+    Stage("export", "precise export", "training.export",
+          "Embeddings of the champions (registry aliases), per model version.",
+          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", "core", "precise", "training",
+           "validation"),
+          ("run.date", "export", "encode", "registry", "sequences", "tasks", "train_targeted", "train_universal",
+           "validate"),
+          outs=({"data/export": {"persist": True}},), outs_first=True),
+    Stage("publish", "precise publish", "serving.publish",
+          "Feast (offline Parquet, online store) and the FAISS indexes; state in var/feast, var/recall.",
+          ("data/export", "features", "serving", "recall", "core", "precise", "validation"),
+          ("run.date", "publish", "recall", "tasks"), metrics=("data/metrics/publish.json",)),
+)
+
+HEADER = """\
+# Generated by `python -m precise.stages` from precise/stages.py (the one table of stages): edit
+# the table, not this file; tests/unit/test_dvc_deps.py fails while the two differ.
+# Every stage calls the same entry function as `precise <verb>`. Contract partitions (data/events,
+# data/catalog, data/rejects) are NOT stage outputs: `precise ingest` writes them and versions each
+# with `dvc add` + `dvc push`. The deps test keeps deps and params complete: every package a stage's
+# code can import and every params section it reads (module-level, so it errs on declaring too much:
+# stages skip a day that is already done, so an extra re-run costs little; a missing dep serves
+# stale data). Every output is cached (no `cache: false`): `dvc push` after `dvc repro` (make run
+# does it) puts the stage outputs beside the partitions in the remote, so a clone of a pinned
+# deployment (its git commit with dvc.lock and the .dvc files) gets everything back with `dvc pull`,
+# and `dvc status` then has nothing to do. State outside DVC (var/: checkpoints, MLflow, Feast) is
+# not restored. The validation manifest is state (releases by operators): kept across runs (persist).
+"""
+
+
+def stage(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
+
+
+def spec(s: Stage) -> dict:
+    """One stage as dvc.yaml's mapping (the `do` body of a per-task stage)."""
+    out: dict = {"cmd": s.cmd, "deps": list(s.deps), "params": list(s.params)}
+    sections = (("outs", s.outs), ("metrics", s.metrics)) if s.outs_first else (("metrics", s.metrics), ("outs", s.outs))
+    for key, values in (*sections, ("plots", s.plots)):
+        if values:
+            out[key] = list(values)
+    return out
+
+
+def dvc_stages() -> dict:
+    """dvc.yaml's `stages` mapping."""
+    return {s.name: {"foreach": "${tasks}", "do": spec(s)} if s.per_task else spec(s) for s in STAGES}
+
+
+def _yaml_list(values: list, indent: str) -> list[str]:
+    lines = []
+    for v in values:
+        if isinstance(v, dict):
+            [(path, opts)] = v.items()
+            lines.append(f"{indent}- {path}:")
+            lines += [f"{indent}    {k}: {str(o).lower() if isinstance(o, bool) else o}" for k, o in opts.items()]
+        else:
+            lines.append(f"{indent}- {v}")
+    return lines
+
+
+def render() -> str:
+    """dvc.yaml's text: the header, then each stage with its doc as a comment."""
+    lines = [HEADER.rstrip("\n"), "stages:"]
+    for i, s in enumerate(STAGES):
+        lines += [""] if i else []
+        lines += [f"  # {line}" for line in s.doc.splitlines()]
+        body, pad = spec(s), "    "
+        lines.append(f"  {s.name}:")
+        if s.per_task:
+            lines += ["    foreach: ${tasks}", "    do:"]
+            pad = "      "
+        for key, value in body.items():
+            if key == "cmd":
+                lines.append(f"{pad}cmd: {value}")
+            else:
+                lines.append(f"{pad}{key}:")
+                lines += _yaml_list(value, pad + "  ")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = render()
+    if "--check" in argv:
+        if DVC_YAML.read_text(encoding="utf-8") != text:
+            print("error: dvc.yaml differs from precise/stages.py: run `python -m precise.stages`", file=sys.stderr)
+            return 1
+        return 0
+    DVC_YAML.write_text(text, encoding="utf-8")
+    print(f"wrote {DVC_YAML.relative_to(REPO)} ({len(STAGES)} stages)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
