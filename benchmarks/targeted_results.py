@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,80 @@ def task_samples(task: pd.Series, per_user: int, times: pd.Series | None = None,
                             frame(*all_scene) if all_scene is not None else None)
 
 
+def universal_split(d: dict, index: Index, seqs: list, max_len: int, gap: float) -> tuple:
+    """The universal model's data: training sequences, validation tensors (held-out next items of
+    all-scene sequences: the dataset's own users, or the last item of 1,000 drawn users, cut from
+    training), the training session contexts (None without times) and the test targets' contexts.
+    Returns (train, (inputs, targets[, contexts]), contexts, test contexts)."""
+    if d["universal_valid"] is None:
+        rng = np.random.default_rng(1)
+        pick = rng.choice([i for i, s in enumerate(seqs) if len(s) >= 3], 1000, replace=False)
+        picked = set(pick.tolist())
+        valid = ([seqs[i][:-1] for i in pick], np.array([seqs[i][-1] for i in pick]))
+        train = [s[:-1] if i in picked else s for i, s in enumerate(seqs)]
+    else:
+        hist = dict(zip(d["universal"].index, seqs))
+        valid = ([hist[u] for u in d["universal_valid"][0]], index.lookup(d["universal_valid"][1]))
+        train = seqs
+    valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[1]))
+    ctx = test_ctx = None
+    if gap and d.get("universal_times") is not None:  # as train and valid, the held-out users' last context their target's
+        times = [d["universal_times"][u] for u in d["universal"].index]
+        ctx = [session_context(t, gap) for t in times]
+        if d["universal_valid"] is None:
+            valid_t += (torch.from_numpy(pad_left([ctx[i][:-1] for i in pick], max_len)),)
+            ctx = [c[:-1] if i in picked else c for i, c in enumerate(ctx)]
+        by_user = dict(zip(d["universal"].index, times))
+        test_ctx = target_contexts([by_user[r[0]] for r in d["test"]], d["test_times"], gap)
+    return train, valid_t, ctx, test_ctx
+
+
+def task_inputs(d: dict, index: Index, per_user: int, max_len: int, gap: float, valid: tuple) -> tuple:
+    """`train_targeted.input: task`: (training tensors, validation tensors, test histories, test
+    contexts) from the task sequences, with session context where the task has real times."""
+    train = targeted.to_tensors(task_samples(d["task"], per_user, d.get("task_times")), index, max_len, gap)
+    valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
+    test_ctx = None
+    if gap:
+        valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], gap), max_len)),)
+        test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], gap)
+    return train, valid_t, [index.lookup(r[1]) for r in d["test"]], test_ctx
+
+
+def all_scene_inputs(d: dict, index: Index, per_user: int, max_len: int, gap: float, valid: tuple) -> tuple:
+    """`train_targeted.input: all_scene`: (training tensors, validation tensors) from each user's
+    all-scene clicks before the target, valid and test alike."""
+    examples = task_samples(d["task"], per_user, d["task_times"], (d["universal"], d["universal_times"]))
+    hist, times = d["valid_all_scene"]
+    v = (torch.from_numpy(pad_left([index.lookup(h) for h in hist], max_len)), torch.from_numpy(valid[2]))
+    v += (torch.from_numpy(pad_left(target_contexts(times, d["valid_times"][1], gap), max_len)),) if gap else ()
+    return targeted.to_tensors(examples, index, max_len, gap), v
+
+
+def new_to_task(d: dict, index: Index, universal_seqs: list, task_seqs: list, in_task: torch.Tensor,
+                ks: tuple) -> tuple[Callable[[torch.nn.Module], dict], dict]:
+    """Users new to the task (the dataset's `new_to_task`: all-scene histories, targets, contexts;
+    read by all-scene input only): a function model -> its rows on them (full ranking, and among
+    the task's items), and the rows of what serving knows of them without a model (counting over
+    all-scene transitions, the task's popularity). Both empty without such users."""
+    new = d.get("new_to_task")
+    if new is None:
+        return (lambda model: {}), {}
+    hist, targets = [index.lookup(h) for h in new[0]], index.lookup(new[1])
+
+    def model_rows(model) -> dict:
+        return {"new_to_task": from_ranks(rank_targets(model, hist, targets, new[2]), ks),
+                "new_to_task_task_items": from_ranks(rank_targets(model, hist, targets, new[2], in_task), ks)}
+
+    baselines = {}
+    if len(targets):
+        for label, fitted in (("counting (last 3 items)", Transitions(universal_seqs, len(index))),
+                              ("popularity", Popularity(task_seqs, len(index)))):
+            r = fitted.ranks([np.asarray(h) for h in hist], targets, in_task.numpy())
+            baselines[label] = {"new_to_task_task_items": from_ranks(r, ks)}
+    return model_rows, baselines
+
+
 def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_user: int,
                 variants: list[str] | None = None) -> dict:
     """Table VII on one dataset: UT only, the baselines and `variants` (keys of VARIANTS; all by default)."""
@@ -171,28 +246,8 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
     rows, seconds = {}, {}
 
     # Universal training (fused, alternate), selecting on held-out next items of all-scene sequences.
-    if d["universal_valid"] is None:
-        rng = np.random.default_rng(1)
-        pick = rng.choice([i for i, s in enumerate(universal_seqs) if len(s) >= 3], 1000, replace=False)
-        picked = set(pick.tolist())
-        u_valid = ([universal_seqs[i][:-1] for i in pick], np.array([universal_seqs[i][-1] for i in pick]))
-        u_train = [s[:-1] if i in picked else s for i, s in enumerate(universal_seqs)]
-    else:
-        hist = dict(zip(d["universal"].index, universal_seqs))
-        u_valid = ([hist[u] for u in d["universal_valid"][0]], index.lookup(d["universal_valid"][1]))
-        u_train = universal_seqs
-    u_valid_t = (torch.from_numpy(pad_left(u_valid[0], max_len)), torch.from_numpy(u_valid[1]))
-    gap, u_ctx, test_ctx = spec.get("session_gap_minutes", 0), None, None
-    if d.get("made_up_times"):
-        gap = 0  # times that only carry the order: no session context (universal or targeted)
-    if gap and d.get("universal_times") is not None:  # as u_train and u_valid, the held-out users' last context their target's
-        times = [d["universal_times"][u] for u in d["universal"].index]
-        u_ctx = [session_context(t, gap) for t in times]
-        if d["universal_valid"] is None:
-            u_valid_t += (torch.from_numpy(pad_left([u_ctx[i][:-1] for i in pick], max_len)),)
-            u_ctx = [c[:-1] if i in picked else c for i, c in enumerate(u_ctx)]
-        by_user = dict(zip(d["universal"].index, times))
-        test_ctx = target_contexts([by_user[r[0]] for r in d["test"]], d["test_times"], gap)
+    gap = 0 if d.get("made_up_times") else spec.get("session_gap_minutes", 0)  # made-up times only order: no context
+    u_train, u_valid_t, u_ctx, test_ctx = universal_split(d, index, universal_seqs, max_len, gap)
     torch.manual_seed(ucfg.seed)
     ut = build(spec, items, tok_ids, tok_init, settings.encode.max_tokens, index, tokens)
     t1 = time.perf_counter()
@@ -206,22 +261,10 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "task_items": from_ranks(rank_targets(model, histories, test[2], contexts, in_task), ks)}
 
     rows["UT only"] = model_row(ut, test[1], test_ctx)
-    new_to_task = d.get("new_to_task")  # (all-scene histories, targets, contexts) of users new to the task
-    if new_to_task is not None:
-        new_hist, new_targets = [index.lookup(h) for h in new_to_task[0]], index.lookup(new_to_task[1])
-
-    def new_users_row(model) -> dict:  # users new to the task (all-scene input only): full ranking, among the task's items
-        if new_to_task is None:
-            return {}
-        return {"new_to_task": from_ranks(rank_targets(model, new_hist, new_targets, new_to_task[2]), ks),
-                "new_to_task_task_items": from_ranks(rank_targets(model, new_hist, new_targets, new_to_task[2], in_task), ks)}
-
+    new_users_row, new_baselines = new_to_task(d, index, universal_seqs, task_seqs, in_task, ks)
     rows["UT only"] |= new_users_row(ut)
-    if new_to_task is not None and len(new_targets):  # what serving knows of them without a model
-        for label, fitted in (("counting (last 3 items)", Transitions(universal_seqs, len(index))),  # all-scene transitions
-                              ("popularity", Popularity(task_seqs, len(index)))):
-            r = fitted.ranks([np.asarray(h) for h in new_hist], new_targets, in_task.numpy())
-            rows.setdefault(label, {})["new_to_task_task_items"] = from_ranks(r, ks)
+    for label, row in new_baselines.items():
+        rows.setdefault(label, {}).update(row)
     print(f"{name} UT only: R@10 {rows['UT only']['all']['R@10']:.4f}", flush=True)
 
     # The non-learned baselines on the same test users: task histories, task training sequences.
@@ -231,22 +274,11 @@ def run_dataset(name: str, settings: Settings, epochs: int, cache: Path, per_use
             "task_items": from_ranks(fitted.ranks(histories, test[2], in_task.numpy()), ks)}
 
     # Targeted training reads the session context where the task has real times (as the stage does).
-    task_gap = gap
-    train = targeted.to_tensors(task_samples(d["task"], per_user, d.get("task_times")), index, max_len, task_gap)
-    valid_t = (torch.from_numpy(pad_left(valid[0], max_len)), torch.from_numpy(valid[2]))
-    tt_test_ctx = None
-    if task_gap:
-        valid_t += (torch.from_numpy(pad_left(target_contexts(*d["valid_times"], task_gap), max_len)),)
-        tt_test_ctx = target_contexts([d["task_times"][r[0]] for r in d["test"]], d["test_times"], task_gap)
-    def all_scene_inputs() -> tuple:  # train_targeted.input: all_scene, valid and test alike
-        examples = task_samples(d["task"], per_user, d["task_times"], (d["universal"], d["universal_times"]))
-        hist, times = d["valid_all_scene"]
-        v = (torch.from_numpy(pad_left([index.lookup(h) for h in hist], max_len)), torch.from_numpy(valid[2]))
-        v += (torch.from_numpy(pad_left(target_contexts(times, d["valid_times"][1], gap), max_len)),) if gap else ()
-        return targeted.to_tensors(examples, index, max_len, gap), v, test[1], test_ctx
-
+    inputs = {"task": task_inputs(d, index, per_user, max_len, gap, valid),
+              "all_scene": lambda: all_scene_inputs(d, index, per_user, max_len, gap, valid) + (test[1], test_ctx)}
+    train = inputs["task"][0]
     for label, start, negatives, loss, candidates, input_, offset in (VARIANTS[k] for k in variants or VARIANTS):
-        tt_train, tt_valid, tt_test, tt_ctx = (train, valid_t, test[0], tt_test_ctx) if input_ == "task" else all_scene_inputs()
+        tt_train, tt_valid, tt_test, tt_ctx = inputs["task"] if input_ == "task" else inputs["all_scene"]()
         torch.manual_seed(tcfg.seed)
         base = copy.deepcopy(ut) if start == "UT then TT" else build(spec, items, tok_ids, tok_init,
                                                                      settings.encode.max_tokens, index, tokens)
