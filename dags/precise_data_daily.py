@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from precise import flows
 from precise.assets import events
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
+from precise.dag_kit import date_param, precise_dag
+from precise.flows import SERIAL_POOL
 
 
-@dag(
-    dag_id="precise_data_daily",
+@precise_dag(
+    "precise_data_daily",
     schedule="@daily",
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["precise", "data"],
-    params={"date": Param(None, type=["null", "string"], format="date",
-                          description="data day YYYY-MM-DD; empty: the oldest drop in landing/ not ingested yet")},
-    doc_md="""
+    tags=["data"],
+    params={"date": date_param("data day YYYY-MM-DD; empty: the oldest drop in landing/ not ingested yet")},
+    doc="""
 ### Daily data: ingest, validate, version
 
 1. **ingest** the day's drop from the landing folder (contract check, rejects report);

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import task
 
 from precise import flows
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
+from precise.dag_kit import precise_dag
+from precise.flows import SERIAL_POOL
 
 
-@dag(
-    dag_id="precise_items_hourly",
+@precise_dag(
+    "precise_items_hourly",
     schedule="@hourly",
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["precise", "serving"],
-    doc_md="""
+    tags=["serving"],
+    doc="""
 ### New items, hourly
 
 Items published since the last run get embeddings from each serving champion (text-driven ID

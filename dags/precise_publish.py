@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import task
 
 from precise import flows
 from precise.assets import targeted
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
+from precise.dag_kit import date_param, pick_day, precise_dag
+from precise.flows import SERIAL_POOL
 
 
-@dag(
-    dag_id="precise_publish",
+@precise_dag(
+    "precise_publish",
     schedule=[targeted],
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["precise", "serving"],
-    params={"date": Param(None, type=["null", "string"], format="date", description="data day; empty: from the targeted event")},
-    doc_md="""
+    tags=["serving"],
+    params={"date": date_param("data day; empty: from the targeted event")},
+    doc="""
 ### Publish embeddings
 
 Runs when `precise_targeted_daily` announces models. **export** the champions' user and item
@@ -29,11 +26,6 @@ trigger this DAG with the `date` (export is re-run with a new timestamp).
 """,
 )
 def precise_publish():
-    @task(retries=0)  # a quarantined day fails here, at once: a retry would not release it
-    def pick_day() -> str:
-        ctx = get_current_context()
-        return flows.readable_day(ctx["params"], ctx.get("triggering_asset_events"))
-
     @task(pool=SERIAL_POOL)
     def export(day: str) -> dict:
         return flows.export_day(day)

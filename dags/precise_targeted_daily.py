@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 
 from precise import flows
 from precise.assets import targeted, universal
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
+from precise.dag_kit import date_param, precise_dag
+from precise.flows import SERIAL_POOL
 
 
-@dag(
-    dag_id="precise_targeted_daily",
+@precise_dag(
+    "precise_targeted_daily",
     schedule=[universal],
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS | {"depends_on_past": True},
-    tags=["precise", "training"],
+    tags=["training"],
+    depends_on_past=True,
     params={
-        "date": Param(None, type=["null", "string"], format="date", description="data day; empty: from the universal event"),
+        "date": date_param("data day; empty: from the universal event"),
         "force_warmup": Param(False, type="boolean", description="re-warm-start every selected task from the universal champion"),
         "tasks": Param([], type="array", description="task names from params.yaml; empty: every task"),
     },
-    doc_md="""
+    doc="""
 ### Daily targeted training
 
 Runs when `precise_universal_daily` announces a model. One mapped task per task of params.yaml

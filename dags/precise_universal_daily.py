@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
 
 from precise import flows
 from precise.assets import events, universal
-from precise.flows import DEFAULT_ARGS, SERIAL_POOL, START
+from precise.dag_kit import date_param, pick_day, precise_dag
+from precise.flows import SERIAL_POOL
 
 
-@dag(
-    dag_id="precise_universal_daily",
+@precise_dag(
+    "precise_universal_daily",
     schedule=[events],
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS | {"depends_on_past": True},
-    tags=["precise", "training"],
-    params={"date": Param(None, type=["null", "string"], format="date",
-                          description="data day; empty: the day in the triggering data event")},
-    doc_md="""
+    tags=["training"],
+    depends_on_past=True,
+    params={"date": date_param("data day; empty: the day in the triggering data event")},
+    doc="""
 ### Daily universal training
 
 Runs when `precise_data_daily` announces a validated day (the day travels in the Asset event).
@@ -30,11 +27,6 @@ model, grown item table, replay window) -> **evaluate** (next-day metrics) -> an
 """,
 )
 def precise_universal_daily():
-    @task(retries=0)  # a quarantined day fails here, at once: a retry would not release it
-    def pick_day() -> str:
-        ctx = get_current_context()
-        return flows.readable_day(ctx["params"], ctx.get("triggering_asset_events"))
-
     @task(pool=SERIAL_POOL)
     def sequences(day: str) -> dict:
         return flows.sequences_day(day)
