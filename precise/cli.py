@@ -414,17 +414,15 @@ def _stage_verbs(verbs) -> None:
 
     ev = verbs.add_parser("evaluate", help="metrics and reports")
     ev_kinds = ev.add_subparsers(dest="kind", required=True, metavar="{universal,targeted}")
-    eu = ev_kinds.add_parser("universal", help="next-day metrics of the universal model trained before D")
-    eu.add_argument("--date", help="the day to predict (default: run.date)")
-    eu.add_argument("--if-model", action="store_true",
-                    help="record a skip instead of failing when no model was trained before the day")
-    eu.set_defaults(func=cmd_evaluate_universal)
-    et = ev_kinds.add_parser("targeted", help="next-day metrics of each task's model, and the coverage curve")
-    et.add_argument("--task", action="append", help="task name (repeatable; default: every task)")
-    et.add_argument("--date", help="the day to predict (default: run.date)")
-    et.add_argument("--if-model", action="store_true",
-                    help="record a skip instead of failing when no model was trained before the day")
-    et.set_defaults(func=cmd_evaluate_targeted)
+    for kind, what, func in (("universal", "next-day metrics of the universal model trained before D", cmd_evaluate_universal),
+                             ("targeted", "next-day metrics of each task's model, and the coverage curve", cmd_evaluate_targeted)):
+        e = ev_kinds.add_parser(kind, help=what)
+        if kind == "targeted":
+            e.add_argument("--task", action="append", help="task name (repeatable; default: every task)")
+        e.add_argument("--date", help="the day to predict (default: run.date)")
+        e.add_argument("--if-model", action="store_true",
+                       help="record a skip instead of failing when no model was trained before the day")
+        e.set_defaults(func=func)
 
 
 def _serving_verbs(verbs) -> None:

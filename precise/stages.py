@@ -22,9 +22,11 @@ DVC_YAML = REPO / "dvc.yaml"
 # Code every stage runs through: the CLI (precise) and the ground (core); `validation` holds the
 # manifest that says which days are readable, which every stage after validate consults.
 COMMON_CODE = ("core", "precise", "validation")
-# What every stage reading the day's sequences and texts depends on (their params shape them).
+# What every stage after encode reads: the day's sequences and texts, and the training code.
 TRAINING_INPUTS = ("data/sequences", "data/text")
-TRAINING_PARAMS = ("encode", "registry", "sequences", "tasks", "validate")
+TRAINING_CODE = ("core", "precise", "training", "validation")
+# What reads the universal model trained on D (its evaluation and the gate).
+AFTER_UNIVERSAL = (*TRAINING_INPUTS, "data/metrics/train_universal.json", *TRAINING_CODE)
 
 
 @dataclass(frozen=True)
@@ -56,40 +58,38 @@ STAGES: tuple[Stage, ...] = (
           ("run.date", "encode"), outs=("data/text",), metrics=("data/metrics/encode.json",), outs_first=True),
     Stage("train_universal", "precise train universal", "training.universal",
           "Continues from the previous day's model (state in var/checkpoints/universal/, not DVC).",
-          (*TRAINING_INPUTS, "core", "precise", "training", "validation"),
+          (*TRAINING_INPUTS, *TRAINING_CODE),
           ("run.date", "train_universal", "encode", "registry", "sequences", "tasks", "train_targeted", "validate"),
           outs=("data/plots/fig4b_universal.png",), metrics=("data/metrics/train_universal.json",),
           plots=({"data/plots/train_universal.csv": {"x": "epoch", "y": "R@10"}},)),
     Stage("evaluate_universal", "precise evaluate universal --if-model", "training.evaluate",
           "Next-day protocol: the newest model trained before D predicts D's first clicks.",
-          (*TRAINING_INPUTS, "data/metrics/train_universal.json", "core", "precise", "training", "validation"),
+          AFTER_UNIVERSAL,
           ("run.date", "train_universal.eval_ks", "train_universal.new_item_neighbours", "encode", "registry",
            "sequences", "tasks", "train_targeted", "validate"),
           metrics=("data/metrics/evaluate_universal.json",)),
     Stage("gate", "precise registry gate", "training.gate",
           "The registry gate (progressive validation): versions trained before D are judged on D against\n"
           "the champion; runs before targeted training so that warm-ups start from the gated champion.",
-          (*TRAINING_INPUTS, "data/metrics/train_universal.json", "core", "precise", "training", "validation"),
+          AFTER_UNIVERSAL,
           ("run.date", "registry", "encode", "sequences", "tasks", "train_targeted", "train_universal", "validate"),
           metrics=("data/metrics/gate.json",)),
     Stage("train_targeted", "precise train targeted --task ${item.name}", "training.targeted",
           "One stage per task of params.yaml. Continues from yesterday's targeted model or re-warm-starts\n"
           "from the universal model on the cadence (state in var/targeted/<task>/, not DVC).",
-          (*TRAINING_INPUTS, "data/metrics/gate.json", "core", "precise", "training", "validation"),
+          (*TRAINING_INPUTS, "data/metrics/gate.json", *TRAINING_CODE),
           ("run.date", "train_targeted", "tasks", "encode", "registry", "sequences", "train_universal", "validate"),
           metrics=("data/metrics/train_targeted/${item.name}.json",), per_task=True),
     Stage("evaluate_targeted", "precise evaluate targeted --task ${item.name} --if-model", "training.evaluate",
           "Next-day protocol per task, with the Figure 4a coverage curve.",
-          (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json", "core", "precise", "training",
-           "validation"),
+          (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json", *TRAINING_CODE),
           ("run.date", "train_targeted.warmup_every_days", "train_targeted.newcomers", "train_universal.eval_ks",
            "encode", "registry", "sequences", "tasks", "validate"),
           outs=("data/plots/fig4a_${item.name}.png",), metrics=("data/metrics/evaluate_targeted/${item.name}.json",),
           per_task=True),
     Stage("export", "precise export", "training.export",
           "Embeddings of the champions (registry aliases), per model version.",
-          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", "core", "precise", "training",
-           "validation"),
+          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", *TRAINING_CODE),
           ("run.date", "export", "encode", "registry", "sequences", "tasks", "train_targeted", "train_universal",
            "validate"),
           outs=({"data/export": {"persist": True}},), outs_first=True),

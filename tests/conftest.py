@@ -61,6 +61,11 @@ TINY_SYNTH = {
 }
 
 
+# A tiny model and a one-epoch run for the pipeline tests (each file adds what it tests).
+TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
+TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
+
+
 def write_params(folder: Path, **sections) -> Path:
     """A params.yaml in `folder`: the repo's own with the tiny world, sections updated from `sections`."""
     return common.write_params(folder, synth=TINY_SYNTH | sections.pop("synth", {}), **sections)
@@ -90,6 +95,23 @@ def git_dvc_repo(folder: Path, remote: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True, env=env)
     for args in (["init", "-q"], ["config", "core.analytics", "false"], ["remote", "add", "-d", "local", str(remote)]):
         subprocess.run([sys.executable, "-m", "dvc", *args], cwd=folder, check=True, capture_output=True)
+
+
+def ingested_world(root: Path, max_tokens: int = 8, before_ingest=None, **sections) -> Settings:
+    """A tiny project in `root`: params with the tiny language model and `sections`, the synthetic
+    world generated, ingested and validated (`before_ingest(settings)` runs first, if given)."""
+    from ingest import ingest, synth
+    from validation import validate
+
+    s = Settings.load(write_params(
+        root, encode={"model": str(tiny_qwen2(root / "tiny-qwen2")), "max_tokens": max_tokens, "batch_size": 128},
+        **sections))
+    if before_ingest is not None:
+        before_ingest(s)
+    synth.run(s.synth, s.paths.landing)
+    ingest.run(s)
+    validate.run_all(s)
+    return s
 
 
 def tiny_qwen2(folder: Path) -> Path:

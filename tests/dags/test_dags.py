@@ -14,12 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, free_port, git_dvc_repo, tiny_qwen2, write_params
+from tests.conftest import REPO, TINY_MODEL, TINY_TRAIN, free_port, git_dvc_repo, tiny_qwen2, write_params
 
 DAG_IDS = {"precise_data_daily", "precise_universal_daily", "precise_targeted_daily", "precise_publish",
            "precise_items_hourly"}
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
-TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
 
 
 def airflow_env(root: Path) -> dict:

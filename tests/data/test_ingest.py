@@ -124,11 +124,16 @@ def test_catalog_contract_and_optional_text(settings):
     assert cat["text"].isna().all() and list(cat["title"]) == ["Hello", ""]
 
 
-def test_reingest_is_idempotent_and_a_changed_drop_replaces_the_partition(settings):
-    day = "2026-01-05"
+def _ingested_good_drop(settings, day: str) -> tuple[Path, Path]:
+    """A good drop of `day`, ingested: (its landing folder, its events partition file)."""
     folder = _drop(settings, day, GOOD)
     ingest.run(settings, days=[day])
-    part = schema.partition_dir(settings.paths.events, day) / schema.PART_FILE
+    return folder, schema.partition_dir(settings.paths.events, day) / schema.PART_FILE
+
+
+def test_reingest_is_idempotent_and_a_changed_drop_replaces_the_partition(settings):
+    day = "2026-01-05"
+    folder, part = _ingested_good_drop(settings, day)
     first = part.read_bytes()
     [again] = ingest.run(settings, days=[day])
     assert again.status == "unchanged"
@@ -141,9 +146,7 @@ def test_reingest_is_idempotent_and_a_changed_drop_replaces_the_partition(settin
 
 def test_a_failed_reingest_keeps_the_last_good_partition(settings):
     day = "2026-01-05"
-    folder = _drop(settings, day, GOOD)
-    ingest.run(settings, days=[day])
-    part = schema.partition_dir(settings.paths.events, day) / schema.PART_FILE
+    folder, part = _ingested_good_drop(settings, day)
     good = part.read_bytes()
     (folder / "events.csv").write_text("user_id,item_id\nu1,i1\n")
     with pytest.raises(PreciseError):

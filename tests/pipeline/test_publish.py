@@ -18,38 +18,30 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
 from recall.index import Recall
 from serving import publish
 from benchmarks.common import RedisServer, train_day
-from tests.conftest import free_port, need, run_cli, tiny_qwen2, wait_for, write_params
+from tests.conftest import TINY_MODEL, TINY_TRAIN, free_port, ingested_world, need, run_cli, wait_for
 from training import export, registry, targeted, text
 from training.trainer import load_checkpoint
-from validation import validate
 
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12,
-              "cold_gate": True}  # new items' vectors from their text through export, Feast and FAISS (off by default)
-TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
+# new items' vectors from their text through export, Feast and FAISS (the cold gate, off by default)
+TINY_MODEL = TINY_MODEL | {"cold_gate": True}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("publish")
-    s = Settings.load(write_params(
-        root,
-        encode={"model": str(tiny_qwen2(root / "tiny-qwen2")), "max_tokens": 8, "batch_size": 128},
+    s = ingested_world(
+        tmp_path_factory.mktemp("publish"),
+        before_ingest=lambda s: shutil.copytree(Path(__file__).resolve().parents[2] / "features", s.paths.root / "features"),
         train_universal={"model": TINY_MODEL, "train": TINY_TRAIN, "valid_users": 30, "replay_days": 2,
                          "new_item_neighbours": 3},
         train_targeted={"train": TINY_TRAIN, "valid_users": 20, "head_hidden": 32},
         registry={"tolerance": 1.0, "warmup_tolerance": 1.0},
         recall={"top_k": 10},
-    ))
-    shutil.copytree(Path(__file__).resolve().parents[2] / "features", root / "features")
-    synth.run(s.synth, s.paths.landing)
-    ingest.run(s)
-    validate.run_all(s)
+    )
     d1, d2 = schema.list_days(s.paths.events)[-2:]
     for day in (d1, d2):
         train_day(s, day)

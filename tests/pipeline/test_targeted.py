@@ -10,36 +10,25 @@ import numpy as np
 import pytest
 import torch
 
-from ingest import ingest, synth
 from core import schema
 from core.settings import RegistryConfig, Settings
-from tests.conftest import run_cli, tiny_qwen2, write_params
+from tests.conftest import TINY_MODEL, TINY_TRAIN, ingested_world, run_cli
 from training import gate, evaluate, registry, sequences, targeted, text, universal
 from training.model import LEGACY_DEFAULTS, ModelConfig, Precise
 from training.trainer import load_checkpoint
-from validation import validate
 
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 12}
-TINY_TRAIN = {"epochs": 1, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("targeted")
-    model = tiny_qwen2(root / "tiny-qwen2")
-    s = Settings.load(write_params(
-        root,
-        encode={"model": str(model), "max_tokens": 8, "batch_size": 128},
+    return ingested_world(
+        tmp_path_factory.mktemp("targeted"),
         train_universal={"model": TINY_MODEL, "train": TINY_TRAIN, "valid_users": 30, "replay_days": 2,
                          "new_item_neighbours": 3},
         train_targeted={"train": TINY_TRAIN | {"epochs": 2}, "warmup_every_days": 2, "replay_days": 3,
                         "valid_users": 20, "head_hidden": 32},
         registry={"tolerance": 1.0, "warmup_tolerance": 1.0},  # the gate always promotes here
-    ))
-    synth.run(s.synth, s.paths.landing)
-    ingest.run(s)
-    validate.run_all(s)
-    return s
+    )
 
 
 def prepare(s: Settings, day: str) -> None:

@@ -11,34 +11,24 @@ import pandas as pd
 import pytest
 import torch
 
-from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
-from tests.conftest import tiny_qwen2, write_params
+from tests.conftest import TINY_MODEL, TINY_TRAIN, ingested_world
 from training import evaluate, sequences, text, tracking, universal
 from training.trainer import load_checkpoint
-from validation import validate
 
 # with the cold gate (model.cold_gate, off by default): its counts are saved, grown and kept across days
-TINY_MODEL = {"id_dim": 16, "sem_dim": 16, "experts": 2, "top_k": 1, "layers": 1, "heads": 2, "max_len": 20,
-              "cold_gate": True}
-TINY_TRAIN = {"epochs": 2, "min_steps": 0, "batch_size": 32, "warmup_steps": 2, "checkpoint_every": 0}
+TINY_MODEL = TINY_MODEL | {"max_len": 20, "cold_gate": True}
+TINY_TRAIN = TINY_TRAIN | {"epochs": 2}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("universal")
-    model = tiny_qwen2(root / "tiny-qwen2")
-    s = Settings.load(write_params(
-        root,
-        encode={"model": str(model), "max_tokens": 12, "batch_size": 128},
+    return ingested_world(
+        tmp_path_factory.mktemp("universal"), max_tokens=12,
         train_universal={"model": TINY_MODEL, "train": TINY_TRAIN, "valid_users": 40, "replay_days": 2,
                          "new_item_neighbours": 3, "eval_ks": [10, 30, 50]},
-    ))
-    synth.run(s.synth, s.paths.landing)
-    ingest.run(s)
-    validate.run_all(s)
-    return s
+    )
 
 
 def test_encode_caches_by_text_and_reports_the_hit_rate(world):
