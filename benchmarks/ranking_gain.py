@@ -185,13 +185,15 @@ def recall_eval(s: Settings, task: str, last: str) -> dict:
     popular = list(task_before[task_before["ts"] >= week]["item_id"].value_counts().index)  # the last 7 days' task clicks
     r, exact = Recall(s, task), Recall(s, task, exact=True)  # the same vectors, exclusions and offsets
     kmax = max(KS)
-    found: dict[str, dict[str, list[float]]] = {m: {} for m in ("U2I (FAISS)", "U2I (exact)", "U2I2I (FAISS)", "popularity")}
+    methods = ("U2I (FAISS)", "U2I (exact)", "U2I2I (FAISS)", "U2I2I (exact)", "popularity")
+    found: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     groups: dict[str, list[str]] = {"all": [], "new to the task": []}
     for user, items in day_clicks.groupby("user_id")["item_id"]:
         targets = set(items)
         lists = {"U2I (FAISS)": [x["item_id"] for x in r.u2i(user, kmax)],
                  "U2I (exact)": [x["item_id"] for x in exact.u2i(user, kmax)],
                  "U2I2I (FAISS)": [x["item_id"] for x in r.u2i2i(user, kmax)],
+                 "U2I2I (exact)": [x["item_id"] for x in exact.u2i2i(user, kmax)],
                  "popularity": [i for i in popular if i not in set(r.recent.get(user, []))][:kmax]}
         group = ["all"] + (["new to the task"] if int(history.get(user, 0)) <= NEW_TO_TASK else [])
         for g in group:

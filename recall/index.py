@@ -21,8 +21,10 @@ Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own
   `with_history`), so a negative offset pushes them down and a positive one up; items the user
   already has in the task sequence are dropped (`recall.exclude_consumed`).
 * **U2I2I** (`precise recall u2i2i ...`): the user's recent task items (recent clicks for a click
-  task, recent shares for a share task) to their nearest items; candidates are merged by their
-  best score over the seeds; the seeds themselves are dropped.
+  task, recent shares for a share task) to their nearest items; a candidate scores its mean
+  similarity to the seeds plus a popularity prior (how often it is among the users' recent items,
+  `popularity.json` beside the index), weighted more for users with few seeds (`recall.u2i2i_*`,
+  chosen on a validation day: docs/ranking.md); the seeds themselves are dropped.
 * Unknown users (no embedding, no recent items) get the most popular items of the task's recent
   items: the popularity fallback.
 """
@@ -153,34 +155,58 @@ def embeddings(path: str | Path, key: str) -> tuple[list[str], np.ndarray]:
 
 
 def build_serving(settings: Settings, state: dict) -> dict:
-    """Build (once) the index of every serving version; returns {model: index folder}."""
+    """The index of every serving version, in line with what was exported and published today:
+    built on the version's first publish; on a later publish of the same version, the items
+    exported since (new items, with the vectors the export gave them) are added, and the
+    popularity behind the fallback and U2I2I's prior is refreshed. Returns {model: index folder}."""
     import faiss
 
     built = {}
     for model, version in state["serving"].items():
         folder = index_dir(settings, model, str(version))
-        if not (folder / "meta.json").is_file():
-            files = state["versions"][model][str(version)]
-            ids, vectors = embeddings(files["item"], "item_id")
+        files = state["versions"][model][str(version)]
+        ids, vectors = embeddings(files["item"], "item_id")
+        if (folder / "meta.json").is_file():
+            index, known = faiss.read_index(str(folder / "index.faiss")), json.loads((folder / "ids.json").read_text())
+            meta, seen = json.loads((folder / "meta.json").read_text()), set(known)
+            fresh = [j for j, i in enumerate(ids) if i not in seen]
+            if fresh:
+                index.add(vectors[fresh])
+            ids = known + [ids[j] for j in fresh]
+        else:
             index, kind = make_index(vectors, settings.recall)
-            popular = popular_items(state, model, settings.recall.top_k)
-            with atomic_dir(folder) as tmp:
-                faiss.write_index(index, str(Path(tmp) / "index.faiss"))
-                (Path(tmp) / "ids.json").write_text(json.dumps(ids))
-                (Path(tmp) / "meta.json").write_text(json.dumps({
-                    "model": model, "version": str(version), "model_version": files["model_version"], "kind": kind,
-                    "items": len(ids), "dim": int(vectors.shape[1]), "popular": popular}, indent=1))
+            meta = {"model": model, "version": str(version), "model_version": files["model_version"], "kind": kind,
+                    "dim": int(vectors.shape[1])}
+        write_index(folder, index, ids, meta, recent_counts(state, model), settings.recall.top_k)
         built[model] = str(folder)
     return built
 
 
-def popular_items(state: dict, model: str, k: int) -> list[str]:
+def write_index(folder: Path, index, ids: list[str], meta: dict, counts: Counter | dict, top_k: int) -> None:
+    """One index folder, swapped in whole (a reader sees the old folder or the new one): the FAISS
+    index, its item ids in row order, the items' popularity and the meta (with the popular items)."""
+    import faiss
+
+    counts = Counter(counts)
+    popular = [i for i, _ in counts.most_common(top_k)] or meta.get("popular", [])  # (a folder from before the counts)
+    meta = meta | {"items": int(index.ntotal), "popular": popular}
+    with atomic_dir(folder) as tmp:
+        faiss.write_index(index, str(Path(tmp) / "index.faiss"))
+        (Path(tmp) / "ids.json").write_text(json.dumps(ids))
+        (Path(tmp) / "popularity.json").write_text(json.dumps(dict(counts.most_common())))
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def recent_counts(state: dict, model: str) -> Counter:
+    """How often each item appears among the users' recent task items (the task's `recent` table;
+    every task's for the universal model): the popularity that serving knows, behind the popular
+    fallback and U2I2I's prior."""
     counts: Counter = Counter()
     paths = [state["recent"][model]] if model in state.get("recent", {}) else list(state.get("recent", {}).values())
     for path in paths:
         for items in pq.read_table(path, columns=["items"]).column("items").to_pylist():
             counts.update(items)
-    return [i for i, _ in counts.most_common(k)]
+    return counts
 
 
 class Recall:
@@ -221,6 +247,12 @@ class Recall:
             self.history = {u: (w, float(b)) for u, v, w, b in zip(t["user_id"], t["model_version"], t["window"], t["history_logit"])
                             if v == files["model_version"] and b is not None and w}
         self.cfg = settings.recall
+        # (N,) the popularity prior of U2I2I: log(1 + count) / log(1 + largest count), 0 for items
+        # without recent behaviours (and for every item of an index built before the counts were kept)
+        counts_file = folder / "popularity.json"
+        counts = json.loads(counts_file.read_text()) if counts_file.is_file() else {}
+        logs = np.log1p(np.array([counts.get(i, 0) for i in self.ids], dtype=np.float32))
+        self.prior = logs / logs.max() if len(logs) and logs.max() > 0 else np.zeros(len(self.ids), np.float32)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -243,21 +275,28 @@ class Recall:
         return [{"item_id": i, "score": s} for i, s in ranked]
 
     def u2i2i(self, user: str, k: int | None = None, per_seed: int | None = None) -> list[dict]:
+        """The user's recent task items (seeds) to similar items. Candidates: the 2k + S items
+        nearest the mean seed (under `u2i2i_merge: max`, nearest each seed) and the 2k + S most
+        popular; each scores its similarity to the seeds (their mean or their best) plus the
+        popularity prior, weighted `u2i2i_popularity x (1 + u2i2i_shrink / S)`. The seeds
+        themselves are dropped."""
         k = k or self.cfg.top_k
         seeds = [i for i in self.recent.get(user, []) if i in self.row]
         if not seeds:
             return self.popular(user, k)
-        vectors = np.stack([self.index.reconstruct(self.row[i]) for i in seeds])
-        scores, rows = self._search(vectors, (per_seed or k) + len(seeds))
-        best: dict[str, float] = {}
-        for srow, rrow in zip(scores, rows):
-            for s, r in zip(srow, rrow):
-                if r < 0 or self.ids[r] in seeds:
-                    continue
-                item = self.ids[r]
-                best[item] = max(best.get(item, -np.inf), float(s))
-        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:k]
-        return [{"item_id": i, "score": s} for i, s in ranked]
+        vectors = np.stack([self.index.reconstruct(self.row[i]) for i in seeds])  # (S, D)
+        # The mean of the similarities is the similarity to the mean seed: one search finds the
+        # best candidates exactly (on an exact index); the best of them needs each seed's own.
+        queries = vectors.mean(0, keepdims=True) if self.cfg.u2i2i_merge == "mean" else vectors
+        _, rows = self._search(queries, 2 * (per_seed or k) + len(seeds))
+        seed_rows = {self.row[i] for i in seeds}
+        popular = np.argsort(-self.prior, kind="stable")[: 2 * k + len(seeds)]
+        candidates = sorted(({int(r) for r in rows.ravel() if r >= 0} | {int(r) for r in popular}) - seed_rows)
+        sims = vectors @ np.stack([self.index.reconstruct(r) for r in candidates]).T  # (S, C)
+        score = sims.mean(0) if self.cfg.u2i2i_merge == "mean" else sims.max(0)
+        score = score + self.cfg.u2i2i_popularity * (1 + self.cfg.u2i2i_shrink / len(seeds)) * self.prior[candidates]
+        order = np.argsort(-score, kind="stable")[:k]
+        return [{"item_id": self.ids[candidates[j]], "score": float(score[j])} for j in order]
 
     def popular(self, user: str, k: int) -> list[dict]:
         seen = set(self.recent.get(user, []))
@@ -278,10 +317,7 @@ def add_items(settings: Settings, model: str, version: str, ids: list[str], vect
         return 0
     index = faiss.read_index(str(folder / "index.faiss"))
     index.add(np.asarray([v for _, v in fresh], dtype=np.float32))
-    meta = json.loads((folder / "meta.json").read_text())
-    meta["items"] = index.ntotal
-    with atomic_dir(folder) as tmp:
-        faiss.write_index(index, str(Path(tmp) / "index.faiss"))
-        (Path(tmp) / "ids.json").write_text(json.dumps(known + [i for i, _ in fresh]))
-        (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))
+    counts = json.loads((folder / "popularity.json").read_text()) if (folder / "popularity.json").is_file() else {}
+    write_index(folder, index, known + [i for i, _ in fresh], json.loads((folder / "meta.json").read_text()), counts,
+                settings.recall.top_k)
     return len(fresh)

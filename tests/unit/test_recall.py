@@ -86,3 +86,71 @@ def test_auto_is_exact_for_small_catalogs():
     np.testing.assert_array_equal(found, np.argsort(-(items @ q.T), axis=0)[:5].T)
     _, kind = make_index(items, RecallConfig(index="auto", exact_max_items=500, ivf_lists=16))
     assert kind == "ivfpq", "above exact_max_items: the index that meets the recall goal at 1M"
+
+
+def _published(settings, item_ids: list[str], vectors: np.ndarray, recent: dict[str, list[str]]) -> dict:
+    """A published state of one task version (v1) over these item vectors and recent items,
+    written where `Recall` reads it; the user vectors are the items' (one user per item)."""
+    import json
+
+    import pandas as pd
+
+    from serving.state import state_path
+
+    folder = settings.paths.var / "published-test"
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"item_id": item_ids, "embedding": list(vectors)}).to_parquet(folder / "item.parquet")
+    pd.DataFrame({"user_id": [f"u-{i}" for i in item_ids], "embedding": list(vectors),
+                  "model_version": "precise-t:1"}).to_parquet(folder / "user.parquet")
+    pd.DataFrame({"user_id": list(recent), "items": list(recent.values())}).to_parquet(folder / "recent.parquet")
+    state = {"versions": {"t": {"1": {"item": str(folder / "item.parquet"), "user": str(folder / "user.parquet"),
+                                      "model_version": "precise-t:1"}}},
+             "recent": {"t": str(folder / "recent.parquet")}, "serving": {"t": "1"}, "feature_service": "ranking_v1"}
+    state_path(settings).parent.mkdir(parents=True, exist_ok=True)
+    state_path(settings).write_text(json.dumps(state))
+    return state
+
+
+def test_a_republished_version_gets_the_items_exported_since_and_todays_popularity(settings):
+    """The same model version published again with a grown catalog: the index gains the new items
+    (U2I can return them) and the popularity behind the fallback and U2I2I is today's."""
+    from recall.index import Recall, build_serving
+
+    items = clustered(300, 8, 5, seed=6)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)  # cosine: each vector's nearest item is itself
+    ids = [f"i{j}" for j in range(300)]
+    build_serving(settings, _published(settings, ids[:250], items[:250], {"a": ["i1", "i2"], "b": ["i1"]}))
+    r = Recall(settings, "t")
+    assert r.meta["items"] == 250 and r.meta["popular"][0] == "i1"
+    build_serving(settings, _published(settings, ids, items, {"a": ["i7"], "b": ["i7", "i260"], "c": ["i260", "i7"]}))
+    r = Recall(settings, "t")
+    assert r.meta["items"] == 300 and r.ids[250:] == ids[250:], "the new items, appended in export order"
+    assert r.meta["popular"][:2] == ["i7", "i260"], "today's popularity"
+    assert [x["item_id"] for x in r.u2i("u-i280", 1, exclude_consumed=False)] == ["i280"], "a new item is recalled"
+
+
+def test_u2i2i_ranks_by_the_mean_seed_similarity_plus_the_popularity_prior(settings):
+    """U2I2I against a brute-force computation of its documented score, with and without the prior."""
+    import dataclasses
+
+    from recall.index import Recall, build_serving
+
+    items = clustered(400, 8, 6, seed=7)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    ids = [f"i{j}" for j in range(400)]
+    recent = {"a": ["i3", "i50", "i51"], "b": ["i3"]} | {f"p{j}": [f"i{j % 40}"] for j in range(200)}
+    build_serving(settings, _published(settings, ids, items, recent))
+    for weight in (0.0, 0.5):
+        s = dataclasses.replace(settings, recall=dataclasses.replace(settings.recall, u2i2i_popularity=weight))
+        r = Recall(s, "t")
+        got = [x["item_id"] for x in r.u2i2i("a", 20)]
+        seeds = [3, 50, 51]
+        counts = np.zeros(400)
+        for items_of_user in recent.values():
+            for i in items_of_user:
+                counts[int(i[1:])] += 1
+        prior = np.log1p(counts) / np.log1p(counts.max())
+        score = (items[seeds] @ items.T).mean(0) + weight * (1 + s.recall.u2i2i_shrink / 3) * prior
+        score[seeds] = -np.inf
+        assert got == [ids[j] for j in np.argsort(-score, kind="stable")[:20]], weight
+        assert not set(got) & {"i3", "i50", "i51"}
