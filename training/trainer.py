@@ -41,7 +41,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -162,6 +162,15 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 # --- state ----------------------------------------------------------------------------------------
+
+
+class Valid(NamedTuple):
+    """The validation data `fit` selects epochs on (a plain tuple of 2 to 4 tensors is read as one)."""
+
+    inputs: torch.Tensor  # (V, L) item ids, left-padded
+    targets: torch.Tensor  # (V,) the next item of each row
+    context: torch.Tensor | None = None  # (V, L) session codes (training.data.session_context)
+    when: torch.Tensor | None = None  # (V,) query times in days since 1970 (the item-age offset)
 
 
 @dataclass
@@ -318,7 +327,7 @@ def evaluate(model: SequenceRecommender, inputs: torch.Tensor, targets: torch.Te
 def fit(
     model: SequenceRecommender,
     train: tuple[torch.Tensor, ...],
-    valid: tuple[torch.Tensor, ...],
+    valid: Valid | tuple[torch.Tensor, ...],
     cfg: TrainConfig,
     run_dir: Path | None = None,
     on_eval: Callable[[dict], None] | None = None,
@@ -327,8 +336,8 @@ def fit(
 ) -> State:
     """Train in place; returns the final state (model left at its best weights).
 
-    train: inputs (B, L), targets (B, L)[, session context (B, L)]; valid: inputs (V, L),
-    targets (V,)[, context (V, L)] (training.data.next_item_pairs, session_context).
+    train: inputs (B, L), targets (B, L)[, session context (B, L)]; valid: `Valid` (inputs,
+    targets[, context, query times]) (training.data.next_item_pairs, session_context).
     domain: with `curriculum: cprec` (CPRec's data curriculum), pairs of domain-specific sequences
     (each user's per-scene sequences): the warm-up and stable phases of the WSD schedule draw
     their batches from them, the annealing phase from `train` (the all-scene mixed sequences);
@@ -336,7 +345,7 @@ def fit(
     run_dir: where step checkpoints go; an existing checkpoint there is resumed.
     stop_after_steps: stop (as if killed) after this many steps, for tests.
     """
-    inputs, targets = train[:2]
+    inputs, targets, valid = train[0], train[1], Valid(*valid)
     lengths = (inputs > 0).sum(1) if inputs.dim() == 2 else torch.ones(len(inputs), dtype=torch.long)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     plan = Schedule.of(len(inputs), cfg, world, domain)
@@ -499,11 +508,11 @@ def _step(runner: torch.nn.Module, model: SequenceRecommender, opt: torch.optim.
     return loss, stats
 
 
-def _epoch_metrics(model: SequenceRecommender, valid: tuple, state: State, loss: torch.Tensor, stats: dict, seconds: float,
+def _epoch_metrics(model: SequenceRecommender, valid: Valid, state: State, loss: torch.Tensor, stats: dict, seconds: float,
                    id_before: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
     """An epoch's evaluation (valid metrics, the training loss and what the model's options learnt),
     appended to the state's history and logged; and the ID table now, for the next epoch's change."""
-    metrics, _ = evaluate(model, *valid[:2], valid[2] if len(valid) > 2 else None, when=valid[3] if len(valid) > 3 else None)
+    metrics, _ = evaluate(model, valid.inputs, valid.targets, valid.context, when=valid.when)
     metrics |= {"epoch": state.epoch, "step": state.step, "phase": state.phase,
                 "loss": float(loss.detach()), "seconds": round(seconds, 1)}
     if "usage" in stats:
