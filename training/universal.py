@@ -40,7 +40,7 @@ from training import diagnostics, distributed, runs, text
 from training.data import (Index, days_since_epoch, item_token_matrix, next_item_pairs, pad_left, per_scene,
                            published_days, same_session_share, scene_codes, session_context)
 from training.model import ModelConfig, Precise, saved_config
-from training.trainer import TrainConfig, load_checkpoint, newest_intact
+from training.trainer import TrainConfig, Valid, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,54 @@ def session_contexts(ts: pd.Series, valid_pos: np.ndarray, gap: float, max_len: 
     return contexts, torch.from_numpy(pad_left([contexts[i] for i in valid_pos], max_len)), share
 
 
+def start_model(settings: Settings, day: str, previous: Path | None, catalog: tuple, seqs: pd.DataFrame,
+                tcfg: TrainConfig) -> tuple:
+    """The model day D trains: the previous day's checkpoint grown to D's catalog (trained on the
+    users active in the last `replay_days`, at least `continue_min_steps` steps), or a fresh one.
+    catalog: (items, token ids, token init vectors) of `text.read`. Returns (model, item index,
+    token index, number of new items, the sequences it trains on, the train config)."""
+    u, (items, tok_ids, tok_init), max_tokens = settings.universal, catalog, settings.encode.max_tokens
+    if previous is None:
+        item_index = Index(list(items["item_id"]))
+        token_index = Index(sorted(str(t) for t in tok_ids))
+        model = build(model_spec(u), items, tok_ids, tok_init, max_tokens, item_index, token_index)
+        return model, item_index, token_index, len(item_index), seqs, tcfg
+    meta, weights = load_checkpoint(previous)
+    model, item_index, token_index, n_new = grow(meta, weights, items, tok_ids, tok_init, max_tokens, u.new_item_neighbours)
+    since = (pd.Timestamp(day) - pd.Timedelta(days=u.replay_days - 1)).strftime("%Y-%m-%d")
+    seqs = seqs[seqs["last_day"] >= since]
+    log.info("continuing from %s: %d new items, %d users active since %s", previous.parent.name, n_new, len(seqs), since)
+    return model, item_index, token_index, n_new, seqs, dataclasses.replace(tcfg, min_steps=min(tcfg.min_steps, u.continue_min_steps))
+
+
+def training_data(model: Precise, seqs: pd.DataFrame, item_index: Index, valid_users: int, seed: int) -> tuple:
+    """The sequences as the trainer reads them: the last item of `valid_users` drawn users held out
+    (`split_valid`), next-item pairs of the rest, with the session context and the target times
+    where the model reads them. Returns (train pairs, Valid, same-session share, training sequences)."""
+    idx = [item_index.lookup(s) for s in seqs["item_ids"]]
+    train_seqs, valid_pos = split_valid(idx, valid_users, seed)
+    max_len = model.cfg.max_len
+    inputs = torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len))
+    targets = torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64))
+    contexts = valid_ctx = session_share = times = when = None
+    if model.cfg.session_gap_minutes > 0:
+        contexts, valid_ctx, session_share = session_contexts(seqs["ts"], valid_pos, model.cfg.session_gap_minutes, max_len)
+    if model.cfg.age_logit:  # each position's target time; a held-out user's last one is its valid target's
+        times = [days_since_epoch(t) for t in seqs["ts"]]
+        when = torch.from_numpy(np.array([times[i][-1] for i in valid_pos]))
+        for i in valid_pos:
+            times[i] = times[i][:-1]
+    train = next_item_pairs(train_seqs, max_len, contexts, times)
+    return train, Valid(inputs, targets, valid_ctx, when), session_share, train_seqs
+
+
 def main(settings: Settings, date: str | None = None, force: bool = False) -> dict:
     from validation import manifest
 
     day = manifest.resolve_day(settings, date)
     days = manifest.good_days(settings, up_to=day)
     u = settings.universal
-    tcfg, spec = train_config(u), model_spec(u)
+    tcfg = train_config(u)
     out = schema.partition_dir(checkpoint_root(settings), day)
     run = runs.RunSpec(out, day, "precise-universal", f"universal-{day}", None, "universal", params={},
                        tags={"stage": "train_universal"})
@@ -190,41 +231,14 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
         return done["metrics"]
 
     items, tok_ids, tok_init = text.read(settings.paths.text)
-    seqs = schema.read_sequences(settings.paths.sequences)
-    max_tokens = settings.encode.max_tokens
     previous = latest_checkpoint(settings, day)
-    if previous is not None:
-        meta, weights = load_checkpoint(previous)
-        model, item_index, token_index, n_new = grow(meta, weights, items, tok_ids, tok_init, max_tokens,
-                                                     u.new_item_neighbours)
-        since = (pd.Timestamp(day) - pd.Timedelta(days=u.replay_days - 1)).strftime("%Y-%m-%d")
-        seqs = seqs[seqs["last_day"] >= since]
-        tcfg = dataclasses.replace(tcfg, min_steps=min(tcfg.min_steps, u.continue_min_steps))
-        log.info("continuing from %s: %d new items, %d users active since %s", previous.parent.name, n_new, len(seqs), since)
-    else:
-        item_index = Index(list(items["item_id"]))
-        token_index = Index(sorted(str(t) for t in tok_ids))
-        model = build(spec, items, tok_ids, tok_init, max_tokens, item_index, token_index)
-        n_new = len(item_index)
+    model, item_index, token_index, n_new, seqs, tcfg = start_model(
+        settings, day, previous, (items, tok_ids, tok_init), schema.read_sequences(settings.paths.sequences), tcfg)
     torch.manual_seed(tcfg.seed)
-    idx = [item_index.lookup(s) for s in seqs["item_ids"]]
-    train_seqs, valid_pos = split_valid(idx, u.valid_users, tcfg.seed)
-    max_len = model.cfg.max_len
-    valid = (torch.from_numpy(pad_left([train_seqs[i] for i in valid_pos], max_len)),
-             torch.from_numpy(np.array([idx[i][-1] for i in valid_pos], dtype=np.int64)))
-    contexts, session_share = None, None
-    if model.cfg.session_gap_minutes > 0:
-        contexts, valid_ctx, session_share = session_contexts(seqs["ts"], valid_pos, model.cfg.session_gap_minutes, max_len)
-        valid += (valid_ctx,)
-    times = None
-    if model.cfg.age_logit:  # each position's target time; a held-out user's last one is its valid target's
-        times = [days_since_epoch(t) for t in seqs["ts"]]
-        valid = (*valid[:2], valid[2] if len(valid) > 2 else None, torch.from_numpy(np.array([times[i][-1] for i in valid_pos])))
-        for i in valid_pos:
-            times[i] = times[i][:-1]
-    train = next_item_pairs(train_seqs, max_len, contexts, times)
-    if len(train[0]) == 0 or len(valid[1]) == 0:
+    train, valid, session_share, train_seqs = training_data(model, seqs, item_index, u.valid_users, tcfg.seed)
+    if len(train[0]) == 0 or len(valid.targets) == 0:
         raise PreciseError(f"not enough sequences to train on as of {day}")
+    max_tokens, max_len = settings.encode.max_tokens, model.cfg.max_len
     domain = curriculum_pairs(tcfg, train_seqs, items, item_index, max_len)
 
     run.params = {"date": day, "model": model.cfg.to_dict(), "train": tcfg.to_dict(),
@@ -233,7 +247,7 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
     def summarize(state, _mlflow) -> dict:
         best = max(state.history, key=lambda m: m["R@10"])
         return {
-            "date": day, "users": len(seqs), "train_sequences": int(len(train[0])), "valid_users": int(len(valid[1])),
+            "date": day, "users": len(seqs), "train_sequences": int(len(train[0])), "valid_users": int(len(valid.targets)),
             "items": len(item_index), "new_items": n_new, "tokens": len(token_index),
             "epochs": len(state.history), "best_epoch": state.best_epoch, "phase_switch_step": state.switched_at,
             "same_session_share": session_share,
