@@ -241,6 +241,25 @@ def start_model(settings: Settings, day: str, champion: Path, previous: tuple, w
                                                      "universal_run_id": u_meta["metrics"].get("mlflow_run_id")}
 
 
+def training_examples(settings: Settings, task: Task, since: str, day: str, index: Index, model_cfg,
+                      seed: int) -> tuple:
+    """The task's examples from `since` to `day` (`samples`: the task sequences, or with `input:
+    all_scene` every click before each target), `valid_users` users held out, as tensors. Returns
+    (train, valid, the training examples' frame); a thin day selects on the training examples' last
+    rows."""
+    cfg = settings.targeted
+    task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
+    context = schema.read_sequences(settings.paths.sequences) if cfg.input == "all_scene" else None
+    train_ex, valid_ex = split_valid(samples(task_seqs, since, day, cfg.samples_per_user, context), cfg.valid_users, seed)
+    max_len, gap = model_cfg.max_len, model_cfg.session_gap_minutes
+    train, valid = to_tensors(train_ex, index, max_len, gap), to_tensors(valid_ex, index, max_len, gap)
+    if len(train[1]) < 2:
+        raise PreciseError(f"task {task.name}: fewer than 2 training examples between {since} and {day}")
+    if len(valid[1]) == 0:  # a thin day: select on the training examples' last items
+        valid = tuple(x[-cfg.valid_users:] for x in train)
+    return train, valid, train_ex
+
+
 def main(settings: Settings, task_name: str, date: str | None = None, force_warmup: bool = False,
          force: bool = False) -> dict:
     from validation import manifest
@@ -278,16 +297,7 @@ def main(settings: Settings, task_name: str, date: str | None = None, force_warm
     mode = "warmup" if warmup else "incremental"
     log.info("targeted %s %s: %s (universal %s), %d new items", task.name, day, mode, source["universal"], n_new)
 
-    task_seqs = schema.read_sequences(settings.paths.sequences, f"task={task.name}")
-    context = schema.read_sequences(settings.paths.sequences) if cfg.input == "all_scene" else None
-    examples = samples(task_seqs, since, day, cfg.samples_per_user, context)
-    train_ex, valid_ex = split_valid(examples, cfg.valid_users, tcfg.seed)
-    max_len, gap = model.cfg.max_len, model.cfg.session_gap_minutes
-    train, valid = to_tensors(train_ex, index, max_len, gap), to_tensors(valid_ex, index, max_len, gap)
-    if len(train[1]) < 2:
-        raise PreciseError(f"task {task.name}: fewer than 2 training examples between {since} and {day}")
-    if len(valid[1]) == 0:  # a thin day: select on the training examples' last items
-        valid = tuple(x[-cfg.valid_users:] for x in train)
+    train, valid, train_ex = training_examples(settings, task, since, day, index, model.cfg, tcfg.seed)
 
     torch.manual_seed(tcfg.seed)
     run = runs.RunSpec(
