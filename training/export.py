@@ -166,6 +166,40 @@ def champions(settings: Settings) -> dict[str, tuple[str, Path]]:
     return out
 
 
+def export_task(tmp: Path, settings: Settings, task: Task, champion: tuple, catalog: tuple, active: pd.DataFrame,
+                recent: pd.DataFrame, universal_users: tuple, ts, day: str, manifest_out: dict) -> None:
+    """A task model's user and item files: its user vectors (every active user when it reads
+    all-scene histories and `train_targeted.newcomers: targeted`, else the users with task
+    history; the rest get the universal vector), with their windows and offset, and the vectors
+    of its scenes' items. champion: (version label, checkpoint); catalog: `text.read`'s; recent:
+    the active users' task sequences; universal_users: (version label, vectors, user -> row)."""
+    (t_version, t_ckpt), (items, tok_ids, tok_init) = champion, catalog
+    u_version, u_users, universal_by_user = universal_users
+    meta, weights = load_checkpoint(t_ckpt)
+    t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, settings.universal.new_item_neighbours)
+    t_offset = history_logit(t_model)  # the task model's own (trained on from the universal model's)
+    manifest_out.setdefault("task_history_logit", {})[task.name] = None if t_offset is None else round(t_offset, 4)
+    has_task = set(recent["user_id"])
+    if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
+        mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(has_task)]
+    else:
+        mine = recent
+    t_users = user_vectors(t_model, t_index, list(mine["item_ids"]), times=list(mine["ts"]))
+    embedded = set(mine["user_id"])
+    fallback = [u for u in active["user_id"] if u not in embedded]
+    # users without task history: how many the task model embedded, how many got the universal vector
+    manifest_out.setdefault("without_task_history", {})[task.name] = {
+        "task_model": len(embedded - has_task), "universal": len(fallback)}
+    users = with_history(pa.concat_tables([
+        table("user_id", list(mine["user_id"]), t_users, t_version, ts),
+        table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
+    ]), list(mine["item_ids"]), t_offset, t_model.cfg.max_len)
+    _write(tmp, f"{task.name}_user", users, manifest_out)
+    rows = in_scenes(task, t_index.ids, items)
+    _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model, serving_day(day))[rows],
+                                           t_version, ts), manifest_out)
+
+
 def main(settings: Settings, date: str | None = None, force: bool = False) -> dict:
     from validation import manifest
 
@@ -214,30 +248,8 @@ def main(settings: Settings, date: str | None = None, force: bool = False) -> di
                 manifest_out)
             if task.name not in models:
                 continue
-            t_version, t_ckpt = models[task.name]
-            meta, weights = load_checkpoint(t_ckpt)
-            t_model, t_index, _, _ = targeted.grow(meta, weights, items, tok_ids, tok_init, neighbours)
-            t_offset = history_logit(t_model)  # the task model's own (trained on from the universal model's)
-            manifest_out.setdefault("task_history_logit", {})[task.name] = None if t_offset is None else round(t_offset, 4)
-            has_task = set(recent["user_id"])
-            if meta.get("input") == "all_scene":  # the model reads all-scene histories: it can embed every active user
-                mine = active if settings.targeted.newcomers == "targeted" else active[active["user_id"].isin(has_task)]
-            else:
-                mine = recent
-            t_users = user_vectors(t_model, t_index, list(mine["item_ids"]), times=list(mine["ts"]))
-            embedded = set(mine["user_id"])
-            fallback = [u for u in active["user_id"] if u not in embedded]
-            # users without task history: how many the task model embedded, how many got the universal vector
-            manifest_out.setdefault("without_task_history", {})[task.name] = {
-                "task_model": len(embedded - has_task), "universal": len(fallback)}
-            users = with_history(pa.concat_tables([
-                table("user_id", list(mine["user_id"]), t_users, t_version, ts),
-                table("user_id", fallback, u_users[np.array([universal_by_user[u] for u in fallback], dtype=np.int64)], u_version, ts),
-            ]), list(mine["item_ids"]), t_offset, t_model.cfg.max_len)
-            _write(tmp, f"{task.name}_user", users, manifest_out)
-            rows = in_scenes(task, t_index.ids, items)
-            _write(tmp, f"{task.name}_item", table("item_id", [t_index.ids[i] for i in rows], item_vectors(t_model, serving_day(day))[rows],
-                                                   t_version, ts), manifest_out)
+            export_task(Path(tmp), settings, task, models[task.name], (items, tok_ids, tok_init), active, recent,
+                        (u_version, u_users, universal_by_user), ts, day, manifest_out)
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest_out, indent=1))
     log.info("exported %s: %s", day, ", ".join(f"{k} {v} rows" for k, v in manifest_out["files"].items()))
     for task_name, n in manifest_out.get("without_task_history", {}).items():
