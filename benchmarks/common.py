@@ -75,17 +75,12 @@ def project(folder: Path, dvc: bool = False, features: bool = False, **sections)
 
 
 def train_day(s: "Settings", day: str) -> None:
-    """One day of training as the DAGs run it: sequences, encode, the universal gate and training,
-    then per task its gate and targeted training (benchmarks and test worlds that replay days)."""
-    from training import gate, sequences, targeted, text, universal
+    """One day of training, from the stage table (precise/stages.py): sequences, encode, the
+    registry gate, universal training, then each task's targeted training (benchmarks and test
+    worlds that replay days)."""
+    from precise import stages
 
-    sequences.main(s, day)
-    text.main(s, day)
-    gate.gate(s, None, day)
-    universal.main(s, day)
-    for task in s.tasks:
-        gate.gate(s, task.name, day)
-        targeted.main(s, task.name, day)
+    stages.run(s, day, ["sequences", "encode", "gate", "train_universal", "train_targeted"])
 
 
 def free_port() -> int:

@@ -5,6 +5,10 @@ keeps the two equal; the deps test checks each stage's code and params against i
     python -m precise.stages            # write dvc.yaml
     python -m precise.stages --check    # exit 1 when dvc.yaml differs from the table
 
+`run(settings, day, names)` runs stages of the table in this process, in the table's order, with
+the same entry functions as their verbs (per-task stages once per task): what the tests and the
+benchmarks that replay days call (`benchmarks/common.py` `train_day`).
+
 Stage names follow ARCHITECTURE.md and are shared with the CLI verbs (`cmd`) and the Airflow tasks
 (`precise/flows.py`); every stage calls the same entry function as its `precise` verb. A stage per
 task (`per_task`) becomes a DVC `foreach` over `tasks` with `${item.name}` in its paths.
@@ -117,6 +121,40 @@ HEADER = """\
 
 def stage(name: str) -> Stage:
     return next(s for s in STAGES if s.name == name)
+
+
+def _calls() -> dict:
+    """Stage name -> (settings, day, task) -> its entry function's result, as its verb calls it
+    (a per-task stage gets one task's name; the others None)."""
+    from serving import publish
+    from training import evaluate, export, gate, sequences, targeted, text, universal
+    from validation import validate
+
+    return {
+        "validate": lambda s, day, task: validate.run_date(s, day),
+        "sequences": lambda s, day, task: sequences.main(s, day),
+        "encode": lambda s, day, task: text.main(s, day),
+        "train_universal": lambda s, day, task: universal.main(s, day),
+        "evaluate_universal": lambda s, day, task: evaluate.next_day(s, day, if_model=True),
+        "gate": lambda s, day, task: gate.run_day(s, day),
+        "train_targeted": lambda s, day, task: targeted.main(s, task, day),
+        "evaluate_targeted": lambda s, day, task: evaluate.targeted_next_day(s, task, day, if_model=True),
+        "export": lambda s, day, task: export.main(s, day),
+        "publish": lambda s, day, task: publish.main(s, day),
+    }
+
+
+def run(settings, day: str, names: list[str] | tuple[str, ...]) -> dict[str, object]:
+    """Run the named stages for `day` in this process, in the table's order (a per-task stage once
+    per task of params.yaml); returns {stage or stage@task: its result}."""
+    unknown = sorted(set(names) - {s.name for s in STAGES})
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; the table has {[s.name for s in STAGES]}")
+    calls, out = _calls(), {}
+    for s in (s for s in STAGES if s.name in names):
+        for task in [t.name for t in settings.tasks] if s.per_task else [None]:
+            out[s.name if task is None else f"{s.name}@{task}"] = calls[s.name](settings, day, task)
+    return out
 
 
 def spec(s: Stage) -> dict:

@@ -12,8 +12,9 @@ import torch
 
 from core import schema
 from core.settings import RegistryConfig, Settings
+from precise import stages
 from tests.conftest import TINY_MODEL, TINY_TRAIN, ingested_world, run_cli
-from training import gate, evaluate, registry, sequences, targeted, text, universal
+from training import gate, evaluate, registry, targeted, universal
 from training.model import LEGACY_DEFAULTS, ModelConfig, Precise
 from training.trainer import load_checkpoint
 
@@ -32,9 +33,7 @@ def world(tmp_path_factory) -> Settings:
 
 
 def prepare(s: Settings, day: str) -> None:
-    sequences.main(s, day)
-    text.main(s, day)
-    universal.main(s, day)
+    stages.run(s, day, ["sequences", "encode", "train_universal"])
 
 
 def test_targeted_model_is_bidirectional_with_an_mlp_over_all_positions():

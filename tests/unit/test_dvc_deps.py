@@ -97,6 +97,14 @@ def test_each_stage_command_is_a_cli_verb_calling_its_entry_module(name):
     assert stage.entry in called, f"{args.func.__name__} imports {sorted(called)}, not {stage.entry}"
 
 
+def test_every_stage_runs_in_process_through_the_table():
+    """`precise.stages.run` (what tests and benchmarks replay days with) knows every stage, and
+    refuses a name the table does not have."""
+    assert set(table._calls()) == {s.name for s in table.STAGES}
+    with pytest.raises(ValueError, match="unknown stages"):
+        table.run(None, "2026-01-01", ["train_everything"])
+
+
 def stages() -> list[tuple[str, dict]]:
     return [(s.name, s) for s in table.STAGES]
 
