@@ -54,7 +54,7 @@ NEW_TO_TASK = 2  # at most this many task clicks before day N
 def chain(s: Settings, days: list[str]) -> dict:
     """The daily chain for each day, as the DAGs run it; a day already published is skipped."""
     from serving import historical, publish
-    from training import export
+    from serving import export
 
     timings = {}
     for day in days:

@@ -42,7 +42,7 @@ from benchmarks.common import RedisServer, free_port, project, wait_for  # noqa:
 from core.settings import RecallConfig, Settings  # noqa: E402
 from recall.index import make_index  # noqa: E402
 from serving import publish  # noqa: E402
-from training.export import table  # noqa: E402
+from serving.export import table  # noqa: E402
 
 
 def percentiles(seconds: list[float]) -> dict:

@@ -155,7 +155,7 @@ def disk_full_on_write(n: int):
     ENOSPC, as a full disk does."""
     import pyarrow.parquet as pq
 
-    from training import export
+    from serving import export
 
     real, calls = pq.write_table, {"n": 0}
 
@@ -215,7 +215,8 @@ def chain(s, day: str, fault: str | None, params: Path, redis: RedisServer, note
     """The universal, targeted and publish DAGs for one readable day, with the day's fault."""
     from precise import flows
     from serving.state import read_state
-    from training import export, universal
+    from serving import export
+    from training import universal
 
     flows.sequences_day(day)
     flows.encode_day(day)

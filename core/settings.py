@@ -437,7 +437,7 @@ class RegistryConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """`export:` which users and how much recent history go online (training/export.py)."""
+    """`export:` which users and how much recent history go online (serving/export.py)."""
 
     lookback_days: int = 7
     """Users active in the last N days get embeddings."""

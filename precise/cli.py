@@ -233,7 +233,7 @@ def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from training import export
+    from serving import export
 
     if args.what == "item-init":
         if not args.task:

@@ -230,7 +230,7 @@ def evaluate_targeted_day(day: str, task: str) -> dict:
 
 
 def export_day(day: str) -> dict:
-    from training import export
+    from serving import export
 
     require_readable(day)
     out = export.main(settings(), day)
@@ -245,7 +245,7 @@ def publish_day(day: str) -> dict:
 
 def new_items_now() -> dict:
     from serving import publish
-    from training import export
+    from serving import export
 
     from core import schema
 

@@ -91,9 +91,9 @@ STAGES: tuple[Stage, ...] = (
            "encode", "registry", "sequences", "tasks", "validate"),
           outs=("data/plots/fig4a_${item.name}.png",), metrics=("data/metrics/evaluate_targeted/${item.name}.json",),
           per_task=True),
-    Stage("export", "precise export", "training.export",
+    Stage("export", "precise export", "serving.export",
           "Embeddings of the champions (registry aliases), per model version.",
-          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", *TRAINING_CODE),
+          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", *TRAINING_CODE, "serving"),
           ("run.date", "export", "encode", "registry", "sequences", "tasks", "train_targeted", "train_universal",
            "validate"),
           outs=({"data/export": {"persist": True}},), outs_first=True),
@@ -127,7 +127,8 @@ def _calls() -> dict:
     """Stage name -> (settings, day, task) -> its entry function's result, as its verb calls it
     (a per-task stage gets one task's name; the others None)."""
     from serving import publish
-    from training import evaluate, export, gate, sequences, targeted, text, universal
+    from serving import export
+    from training import evaluate, gate, sequences, targeted, text, universal
     from validation import validate
 
     return {

@@ -17,7 +17,7 @@ Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own
 
 * **U2I** (`precise recall u2i --task T --user U`): the user's embedding of the serving version to
   the top-K items, scored as the model scores them: items its vector has read get the model's
-  learned offset (`model.history_offset`; exported with the user, `training/export.py`
+  learned offset (`model.history_offset`; exported with the user, `serving/export.py`
   `with_history`), so a negative offset pushes them down and a positive one up; items the user
   already has in the task sequence are dropped (`recall.exclude_consumed`).
 * **U2I2I** (`precise recall u2i2i ...`): the user's recent task items (recent clicks for a click

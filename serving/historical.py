@@ -6,7 +6,7 @@ set). So every publish also keeps its day's exported vectors, per model, in an a
 history that Feast's offline store reads:
 
     var/feast/offline/history/<model>/user/<D>.parquet   the export of data day D, rows as
-    var/feast/offline/history/<model>/item/<D>.parquet   training/export.py writes them
+    var/feast/offline/history/<model>/item/<D>.parquet   serving/export.py writes them
 
 Each row's `event_timestamp` is **the start of day D + 1 (UTC)**: vectors built from the data
 through D serve the day after. A later publish never rewrites an earlier day's file; publishing

@@ -72,7 +72,7 @@ def main(settings: Settings, date: str | None = None) -> dict:
         version = label.rsplit(":", 1)[1]
         files = {kind: _copy(export_dir / f"{model}_{kind}.parquet", offline / model / f"v{version}" / f"{kind}.parquet")
                  for kind in ("user", "item")}
-        # a user file with `window` and `history_logit` (training/export.py `with_history`): a task's
+        # a user file with `window` and `history_logit` (serving/export.py `with_history`): a task's
         # Feast score and every U2I add the model's offset of items already read
         history = "history_logit" in pq.read_schema(files["user"]).names
         candidate["versions"].setdefault(model, {})[version] = files | {"model_version": label} | (
@@ -131,7 +131,7 @@ def read_online(settings: Settings, rows: list[dict], features: list[str] | None
 
 
 def new_items(settings: Settings, folder: Path) -> dict:
-    """The hourly path: new items' embeddings (training/export.new_items) into the serving item
+    """The hourly path: new items' embeddings (serving/export.py new_items) into the serving item
     views of their model version (online write) and into that version's FAISS index. Rows of a
     version that is no longer serving are skipped (the next daily export covers them)."""
     from recall import index as recall_index

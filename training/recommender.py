@@ -1,6 +1,6 @@
 """The contract between a sequence model and what trains, evaluates and exports it.
 
-`SequenceRecommender` is everything `training.trainer`, `training.evaluate` and `training.export`
+`SequenceRecommender` is everything `training.trainer`, `training.evaluate` and `serving.export`
 read of a model; the universal model (`training.model.Precise`) and the task model
 (`training.task_model.Targeted`) both implement it, and `tests/model/test_model.py` checks that
 they do. A new kind of model implements these members and is trained, evaluated and exported as

@@ -95,7 +95,7 @@ def test_the_offset_learns_that_fresh_items_are_clicked():
 
 
 def test_exported_vectors_score_as_the_model_does_on_the_serving_day():
-    from training.export import item_vectors, user_vectors
+    from serving.export import item_vectors, user_vectors
 
     m = aged(similarity="cosine", temperature=0.1)
     with torch.no_grad():

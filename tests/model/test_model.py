@@ -264,7 +264,7 @@ def test_cosine_similarity_scores_normalised_vectors_with_a_temperature():
 def test_exported_vectors_reproduce_the_training_score():
     """What export writes (and Feast's score view and FAISS multiply) is the model's own score."""
     from training.data import Index
-    from training.export import item_vectors, user_vectors
+    from serving.export import item_vectors, user_vectors
 
     m = tiny(similarity="cosine", temperature=0.1)
     index = Index([f"i{k}" for k in range(1, 31)])
@@ -507,7 +507,7 @@ def test_text_logit_adds_a_learned_weight_on_the_last_items_text_cosine(sampled)
     exact and sampled softmax alike, beside the history offset; evaluation and the exported
     vectors (user + temperature w T[last], item + T[j]) rank with the same term."""
     from training.data import Index
-    from training.export import item_vectors, user_vectors
+    from serving.export import item_vectors, user_vectors
     from training.trainer import model_ranks
 
     seq = torch.tensor([[0, 3, 5, 3, 9, 2], [4, 6, 1, 8, 2, 7]])
