@@ -293,6 +293,26 @@ def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_pipeline_list(args: argparse.Namespace, settings: Settings) -> int:
+    from precise import stages
+
+    code = {"core", "precise", "validation", "training", "serving", "recall", "features"}
+    _print([{"stage": s.name, "command": s.cmd, "per_task": s.per_task,
+             "reads": [d for d in s.deps if d.split("/")[0] not in code],
+             "writes": [next(iter(o)) if isinstance(o, dict) else o for o in s.outs] + list(s.metrics)}
+            for s in stages.STAGES])
+    return 0
+
+
+def cmd_pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
+    from precise import stages
+    from validation import manifest
+
+    day = manifest.resolve_day(settings, args.date)
+    _print({"date": day, "stages": stages.run(settings, day, args.stages or [s.name for s in stages.STAGES])})
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from precise import status
 
@@ -467,6 +487,19 @@ def _operator_verbs(verbs) -> None:
     gt = reg_actions.add_parser("gate", help="judge pending versions on the day (progressive validation)")
     gt.add_argument("--date", help="the validated day to judge on (default: run.date)")
     gt.set_defaults(func=cmd_registry_gate)
+
+    from precise.stages import STAGES
+
+    pipe = verbs.add_parser("pipeline", help="the stage table (precise/stages.py): list it, or run stages for a day here")
+    pipe_actions = pipe.add_subparsers(dest="action", required=True, metavar="{list,run}")
+    pipe_actions.add_parser("list", help="every stage in order: its command, the data it reads and writes"
+                            ).set_defaults(func=cmd_pipeline_list)
+    pr = pipe_actions.add_parser("run", help="run stages for a day in this process, in the table's order "
+                                 "(one process: train_universal.nproc is not applied; `dvc repro` skips what is done)")
+    pr.add_argument("--date", help="the data day (default: run.date)")
+    pr.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], metavar="STAGE",
+                    help=f"stages to run (default: all): {', '.join(s.name for s in STAGES)}")
+    pr.set_defaults(func=cmd_pipeline_run)
 
     st = verbs.add_parser("status", help="where the pipeline stands: days, gate, champions, next-day quality, what is served")
     st.add_argument("--json", action="store_true", help="machine-readable")

@@ -132,7 +132,7 @@ def _calls() -> dict:
     from validation import validate
 
     return {
-        "validate": lambda s, day, task: validate.run_date(s, day),
+        "validate": lambda s, day, task: _validated(*validate.run_date(s, day)),
         "sequences": lambda s, day, task: sequences.main(s, day),
         "encode": lambda s, day, task: text.main(s, day),
         "train_universal": lambda s, day, task: universal.main(s, day),
@@ -143,6 +143,12 @@ def _calls() -> dict:
         "export": lambda s, day, task: export.main(s, day),
         "publish": lambda s, day, task: publish.main(s, day),
     }
+
+
+def _validated(result, docs) -> dict:
+    """The validate stage's day result as a summary (the whole result is in its results file)."""
+    return {"date": result.day, "status": result.status, "failed": [o.check for o in result.outcomes if not o.success],
+            "data_docs": str(docs)}
 
 
 def run(settings, day: str, names: list[str] | tuple[str, ...]) -> dict[str, object]:

@@ -76,3 +76,14 @@ def test_csv_import_ingest_sequences_from_the_command_line(tmp_path):
     run_cli("validate", "--all", cwd=tmp_path)
     out = json.loads(run_cli("sequences", cwd=tmp_path).stdout)
     assert out["sequences"]["task=click_article"]["events"] == 2
+
+
+def test_pipeline_list_shows_the_stage_table_and_run_refuses_unknown_stages(tmp_path):
+    from precise.stages import STAGES
+
+    params = write_params(tmp_path)
+    listed = json.loads(run_cli("--params", str(params), "pipeline", "list", cwd=tmp_path).stdout)
+    assert [row["stage"] for row in listed] == [s.name for s in STAGES]
+    assert next(r for r in listed if r["stage"] == "export")["writes"] == ["data/export"]
+    bad = run_cli("--params", str(params), "pipeline", "run", "--stages", "train_everything", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'train_everything'" in bad.stderr and "Traceback" not in bad.stderr
