@@ -31,6 +31,7 @@ Saved with the version in `var/recall/<model>/v<N>/`: `index.faiss` (FAISS's own
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -159,20 +160,13 @@ def build_serving(settings: Settings, state: dict) -> dict:
     built on the version's first publish; on a later publish of the same version, the items
     exported since (new items, with the vectors the export gave them) are added, and the
     popularity behind the fallback and U2I2I's prior is refreshed. Returns {model: index folder}."""
-    import faiss
-
     built = {}
     for model, version in state["serving"].items():
         folder = index_dir(settings, model, str(version))
         files = state["versions"][model][str(version)]
         ids, vectors = embeddings(files["item"], "item_id")
         if (folder / "meta.json").is_file():
-            index, known = faiss.read_index(str(folder / "index.faiss")), json.loads((folder / "ids.json").read_text())
-            meta, seen = json.loads((folder / "meta.json").read_text()), set(known)
-            fresh = [j for j, i in enumerate(ids) if i not in seen]
-            if fresh:
-                index.add(vectors[fresh])
-            ids = known + [ids[j] for j in fresh]
+            index, ids, meta, _ = grown(folder, ids, vectors)
         else:
             index, kind = make_index(vectors, settings.recall)
             meta = {"model": model, "version": str(version), "model_version": files["model_version"], "kind": kind,
@@ -180,6 +174,19 @@ def build_serving(settings: Settings, state: dict) -> dict:
         write_index(folder, index, ids, meta, recent_counts(state, model), settings.recall.top_k)
         built[model] = str(folder)
     return built
+
+
+def grown(folder: Path, ids: list[str], vectors: np.ndarray) -> tuple:
+    """A built index folder's index with the items of `ids` it lacks appended (their rows of
+    `vectors` (len(ids), D)). Returns (index, every id in row order, meta, number appended)."""
+    import faiss
+
+    index, known = faiss.read_index(str(folder / "index.faiss")), json.loads((folder / "ids.json").read_text())
+    seen = set(known)
+    fresh = [j for j, i in enumerate(ids) if i not in seen]
+    if fresh:
+        index.add(np.ascontiguousarray(vectors[fresh], dtype=np.float32))
+    return index, known + [ids[j] for j in fresh], json.loads((folder / "meta.json").read_text()), len(fresh)
 
 
 def write_index(folder: Path, index, ids: list[str], meta: dict, counts: Counter | dict, top_k: int) -> None:
@@ -207,6 +214,20 @@ def recent_counts(state: dict, model: str) -> Counter:
         for items in pq.read_table(path, columns=["items"]).column("items").to_pylist():
             counts.update(items)
     return counts
+
+
+def popularity_prior(ids: list[str], counts: dict) -> np.ndarray:
+    """(N,) U2I2I's popularity prior of items `ids`: log(1 + count) / log(1 + largest count), 0 for
+    items without a count."""
+    logs = np.log1p(np.array([counts.get(i, 0) for i in ids], dtype=np.float32))
+    return logs / logs.max() if len(logs) and logs.max() > 0 else np.zeros(len(ids), np.float32)
+
+
+def u2i2i_score(sims: np.ndarray, prior: np.ndarray, merge: str, weight: float, shrink: float) -> np.ndarray:
+    """sims (S, C) similarity of each of S seeds to C candidates, prior (C,) -> (C,) U2I2I's score:
+    the seeds' mean (or best) similarity plus the prior weighted `weight x (1 + shrink / S)`."""
+    merged = sims.mean(0) if merge == "mean" else sims.max(0)
+    return merged + weight * (1 + shrink / len(sims)) * prior
 
 
 class Recall:
@@ -246,13 +267,19 @@ class Recall:
             t = pq.read_table(files["user"], columns=["user_id", "model_version", "window", "history_logit"]).to_pydict()
             self.history = {u: (w, float(b)) for u, v, w, b in zip(t["user_id"], t["model_version"], t["window"], t["history_logit"])
                             if v == files["model_version"] and b is not None and w}
-        self.cfg = settings.recall
-        # (N,) the popularity prior of U2I2I: log(1 + count) / log(1 + largest count), 0 for items
-        # without recent behaviours (and for every item of an index built before the counts were kept)
-        counts_file = folder / "popularity.json"
-        counts = json.loads(counts_file.read_text()) if counts_file.is_file() else {}
-        logs = np.log1p(np.array([counts.get(i, 0) for i in self.ids], dtype=np.float32))
-        self.prior = logs / logs.max() if len(logs) and logs.max() > 0 else np.zeros(len(self.ids), np.float32)
+        self.cfg, self.folder = settings.recall, folder
+
+    @functools.cached_property
+    def prior(self) -> np.ndarray:
+        """(N,) U2I2I's popularity prior (`popularity_prior`; zeros for an index built before the
+        counts were kept). Read on U2I2I's first use, not for U2I."""
+        counts_file = self.folder / "popularity.json"
+        return popularity_prior(self.ids, json.loads(counts_file.read_text()) if counts_file.is_file() else {})
+
+    @functools.cached_property
+    def by_popularity(self) -> np.ndarray:
+        """(N,) rows, the most popular first (by `prior`; ties in row order)."""
+        return np.argsort(-self.prior, kind="stable")
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -290,11 +317,11 @@ class Recall:
         queries = vectors.mean(0, keepdims=True) if self.cfg.u2i2i_merge == "mean" else vectors
         _, rows = self._search(queries, 2 * (per_seed or k) + len(seeds))
         seed_rows = {self.row[i] for i in seeds}
-        popular = np.argsort(-self.prior, kind="stable")[: 2 * k + len(seeds)]
+        popular = self.by_popularity[: 2 * k + len(seeds)]
         candidates = sorted(({int(r) for r in rows.ravel() if r >= 0} | {int(r) for r in popular}) - seed_rows)
         sims = vectors @ np.stack([self.index.reconstruct(r) for r in candidates]).T  # (S, C)
-        score = sims.mean(0) if self.cfg.u2i2i_merge == "mean" else sims.max(0)
-        score = score + self.cfg.u2i2i_popularity * (1 + self.cfg.u2i2i_shrink / len(seeds)) * self.prior[candidates]
+        score = u2i2i_score(sims, self.prior[candidates], self.cfg.u2i2i_merge, self.cfg.u2i2i_popularity,
+                            self.cfg.u2i2i_shrink)
         order = np.argsort(-score, kind="stable")[:k]
         return [{"item_id": self.ids[candidates[j]], "score": float(score[j])} for j in order]
 
@@ -305,19 +332,13 @@ class Recall:
 
 def add_items(settings: Settings, model: str, version: str, ids: list[str], vectors) -> int:
     """Append new items to a version's index (atomic folder swap); known ids are skipped."""
-    import faiss
-
     folder = index_dir(settings, model, version)
     if not (folder / "meta.json").is_file():
         return 0
-    known = json.loads((folder / "ids.json").read_text())
-    seen = set(known)
-    fresh = [(i, v) for i, v in zip(ids, vectors) if i not in seen]
-    if not fresh:
+    known = set(json.loads((folder / "ids.json").read_text()))
+    if all(i in known for i in ids):  # nothing new: the index is not read
         return 0
-    index = faiss.read_index(str(folder / "index.faiss"))
-    index.add(np.asarray([v for _, v in fresh], dtype=np.float32))
+    index, all_ids, meta, n_fresh = grown(folder, list(ids), np.asarray(vectors, dtype=np.float32))
     counts = json.loads((folder / "popularity.json").read_text()) if (folder / "popularity.json").is_file() else {}
-    write_index(folder, index, known + [i for i, _ in fresh], json.loads((folder / "meta.json").read_text()), counts,
-                settings.recall.top_k)
-    return len(fresh)
+    write_index(folder, index, all_ids, meta, counts, settings.recall.top_k)
+    return n_fresh
