@@ -169,27 +169,32 @@ def ranking(s: Settings, task: str, days: list[str], last: str, sample: float) -
             "models_retrieved": 2, "test_non_null": coverage, "positives": round(float(frame["clicked"].mean()), 3)}
 
 
+def task_clicks(s: Settings, task: str, day: str) -> tuple[pd.Series, pd.Series, list[str]]:
+    """The task's clicks on `day` (user -> set of items), each user's number of task clicks before
+    it, and popularity: the task's items by clicks in the 7 days before it, most clicked first."""
+    scenes = set(s.task(task).scenes or s.synth.scenes)
+    events = pd.read_parquet(s.paths.events / f"date={day}" / "part-0.parquet")
+    day_clicks = events[(events["action"] == "click") & events["scene"].isin(scenes)]
+    before = pd.concat([pd.read_parquet(p) for p in sorted(s.paths.events.glob("date=*/part-0.parquet"))
+                        if p.parent.name < f"date={day}"])
+    task_before = before[(before["action"] == "click") & before["scene"].isin(scenes)]
+    week = (pd.Timestamp(day, tz="UTC") - pd.Timedelta(days=7))
+    popular = list(task_before[task_before["ts"] >= week]["item_id"].value_counts().index)
+    return day_clicks.groupby("user_id")["item_id"].agg(set), task_before.groupby("user_id").size(), popular
+
+
 def recall_eval(s: Settings, task: str, last: str) -> dict:
     """Step 3 of the module docstring. Popularity: the task's most clicked items of the 7 days
     before N, the user's recent task items left out (the served fallback keeps only recall.top_k)."""
     from recall.index import Recall
 
-    scenes = set(s.task(task).scenes or s.synth.scenes)
-    events = pd.read_parquet(s.paths.events / f"date={last}" / "part-0.parquet")
-    day_clicks = events[(events["action"] == "click") & events["scene"].isin(scenes)]
-    before = pd.concat([pd.read_parquet(p) for p in sorted(s.paths.events.glob("date=*/part-0.parquet"))
-                        if p.parent.name < f"date={last}"])
-    task_before = before[(before["action"] == "click") & before["scene"].isin(scenes)]
-    history = task_before.groupby("user_id").size()
-    week = (pd.Timestamp(last, tz="UTC") - pd.Timedelta(days=7))
-    popular = list(task_before[task_before["ts"] >= week]["item_id"].value_counts().index)  # the last 7 days' task clicks
+    clicks, history, popular = task_clicks(s, task, last)
     r, exact = Recall(s, task), Recall(s, task, exact=True)  # the same vectors, exclusions and offsets
     kmax = max(KS)
     methods = ("U2I (FAISS)", "U2I (exact)", "U2I2I (FAISS)", "U2I2I (exact)", "popularity")
     found: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     groups: dict[str, list[str]] = {"all": [], "new to the task": []}
-    for user, items in day_clicks.groupby("user_id")["item_id"]:
-        targets = set(items)
+    for user, targets in clicks.items():
         lists = {"U2I (FAISS)": [x["item_id"] for x in r.u2i(user, kmax)],
                  "U2I (exact)": [x["item_id"] for x in exact.u2i(user, kmax)],
                  "U2I2I (FAISS)": [x["item_id"] for x in r.u2i2i(user, kmax)],

@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.ranking_gain import task_clicks
 from core.settings import Settings
+from recall.index import popularity_prior, u2i2i_score
 
 NEW_TO_TASK = 2
 KS = (50, 100, 200)
@@ -41,26 +44,19 @@ def day_data(s: Settings, task: str, export_day: str) -> dict:
     """The exported task and universal vectors and recent items of `export_day`, the next day's
     task clicks, and what each user had clicked in the task before."""
     folder = s.paths.data / "export" / f"date={export_day}"
-    scenes = set(s.task(task).scenes or s.synth.scenes)
     ids, V = vectors(folder / f"{task}_item.parquet")
     uids, U = vectors(folder / "universal_item.parquet")
     recent = pd.read_parquet(folder / f"{task}_recent_items.parquet")
     window = pd.read_parquet(folder / "universal_user.parquet", columns=["user_id", "window"])
-    events = pd.concat([pd.read_parquet(p) for p in sorted(s.paths.events.glob("date=*/part-0.parquet"))])
-    clicks = events[(events["action"] == "click") & events["scene"].isin(scenes)]
-    day = clicks["ts"].dt.strftime("%Y-%m-%d")
     next_day = (pd.Timestamp(export_day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
-    before = clicks[day <= export_day]
-    week = before[before["ts"] >= pd.Timestamp(next_day, tz="UTC") - pd.Timedelta(days=7)]
+    targets, history, popular = task_clicks(s, task, next_day)
     recent_items = dict(zip(recent["user_id"], recent["items"]))
-    counts = pd.Series(list(itertools.chain.from_iterable(recent_items.values()))).value_counts()
-    logs = np.log1p(np.array([counts.get(i, 0) for i in ids], dtype=np.float32))
     urow = {x: j for j, x in enumerate(uids)}
     return {"ids": ids, "V": V, "row": {x: j for j, x in enumerate(ids)}, "U": U, "urow": urow,
             "U_task": U[[urow[i] for i in ids]], "recent": recent_items, "window": dict(zip(window["user_id"], window["window"])),
-            "targets": clicks[day == next_day].groupby("user_id")["item_id"].agg(set),
-            "history": before.groupby("user_id").size(), "prior": logs / max(float(logs.max()), 1e-9),
-            "popular": list(week["item_id"].value_counts().index)}
+            "targets": targets, "history": history, "popular": popular,
+            # what serving knows: counts over the users' recent task items (recall.index.recent_counts)
+            "prior": popularity_prior(ids, Counter(itertools.chain.from_iterable(recent_items.values())))}
 
 
 def similarities(d: dict, user: str, seeds_from: str) -> np.ndarray | None:
@@ -85,7 +81,7 @@ def sweep(d: dict, configs: dict[str, tuple]) -> dict:
             if sims is None:
                 lists[name] = popular  # no seeds: the served fallback
                 continue
-            score = (sims.max(0) if merge == "max" else sims.mean(0)) + weight * (1 + shrink / len(sims)) * d["prior"]
+            score = u2i2i_score(sims, d["prior"], merge, weight, shrink)
             score[[d["row"][i] for i in seen if i in d["row"]]] = -np.inf
             lists[name] = [d["ids"][j] for j in np.argsort(-score, kind="stable")[:kmax]]
         groups = ["all"] + (["new to the task"] if int(d["history"].get(user, 0)) <= NEW_TO_TASK else [])
