@@ -174,8 +174,9 @@ def annotate_params(text: str) -> str:
 
 def problems(params_text: str, doc_text: str | None) -> list[str]:
     """What drifted: undocumented keys, summaries over one line's worth, params.yaml, docs/settings.md."""
-    found = [f"{k.path}: no docstring under the field in core/settings.py" for k in keys() if not k.summary]
-    found += [f"{k.path}: summary longer than 120 characters" for k in keys() if len(k.summary) > 120]
+    documented = keys()
+    found = [f"{k.path}: no docstring under the field in core/settings.py" for k in documented if not k.summary]
+    found += [f"{k.path}: summary longer than 120 characters" for k in documented if len(k.summary) > 120]
     if annotate_params(params_text) != params_text:
         found.append("params.yaml: key comments differ from core/settings.py's docstrings")
     if doc_text is not None and doc_text != render_markdown():

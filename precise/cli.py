@@ -296,9 +296,8 @@ def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pipeline_list(args: argparse.Namespace, settings: Settings) -> int:
     from precise import stages
 
-    code = {"core", "precise", "validation", "training", "serving", "recall", "features"}
     _print([{"stage": s.name, "command": s.cmd, "per_task": s.per_task,
-             "reads": [d for d in s.deps if d.split("/")[0] not in code],
+             "reads": [d for d in s.deps if d.startswith("data/")],  # the other deps are code
              "writes": [next(iter(o)) if isinstance(o, dict) else o for o in s.outs] + list(s.metrics)}
             for s in stages.STAGES])
     return 0

@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             print("error: dvc.yaml differs from precise/stages.py: run `python -m precise.stages`", file=sys.stderr)
             return 1
         return 0
-    DVC_YAML.write_text(text, encoding="utf-8")
+    from core.atomic import write_text
+
+    write_text(DVC_YAML, text)
     print(f"wrote {DVC_YAML.relative_to(REPO)} ({len(STAGES)} stages)")
     return 0
 
