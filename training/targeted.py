@@ -68,7 +68,7 @@ from core.errors import PreciseError
 from core.settings import Settings, TargetedConfig, Task, parse_date
 from training import registry, runs, text, universal
 from training.data import Index, pad_left, target_contexts
-from training.model import Precise
+from training.model import ModelConfig, Precise, saved_config
 from training.task_model import Targeted
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint, newest_intact
 
@@ -206,8 +206,6 @@ def grow(meta: dict, weights: dict[str, torch.Tensor], items: pd.DataFrame, tok_
 
 def load(folder: Path) -> tuple[Targeted, dict]:
     """A finished targeted checkpoint as trained: model in eval mode and its metadata."""
-    from training.model import ModelConfig, saved_config
-
     meta, weights = load_checkpoint(folder)
     base_w, _ = split_weights(weights)
     base = Precise(ModelConfig(**saved_config(meta["model"])), base_w["item_tokens"])
