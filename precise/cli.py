@@ -1,6 +1,5 @@
-"""The `precise` command: one verb per stage; each verb calls the stage's entry function.
-
-`dvc.yaml` and the Airflow DAGs call the same functions. User mistakes (bad input, bad settings)
+"""The `precise` command: one verb per stage; each verb runs its stage through the stage table
+(`precise/stages.py` `call`), as `dvc.yaml`, `precise pipeline run` and the Airflow DAGs do. User mistakes (bad input, bad settings)
 end with a one-line `error:` message and exit code 2, never a traceback; `-v` shows debug logs.
 """
 
@@ -16,6 +15,7 @@ from typing import Callable
 from core.atomic import write_json
 from core.errors import PreciseError
 from core.settings import Settings, parse_date
+from precise import stages
 
 log = logging.getLogger("precise")
 OWN_PACKAGES = ("precise", "ingest", "training", "validation", "serving", "recall")
@@ -167,14 +167,12 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
-    from training import text
-
-    _print(text.main(settings, args.date) | {"out": str(settings.paths.text)})
+    _print(stages.call("encode", settings, args.date) | {"out": str(settings.paths.text)})
     return 0
 
 
 def cmd_train_universal(args: argparse.Namespace, settings: Settings) -> int:
-    from training import distributed, universal
+    from training import distributed
 
     nproc = args.nproc or settings.universal.nproc
     if (nproc > 1 or args.nnodes > 1) and not distributed.in_worker():  # start the workers, each runs this verb
@@ -183,25 +181,21 @@ def cmd_train_universal(args: argparse.Namespace, settings: Settings) -> int:
         distributed.launch(argv, nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
         return 0
     with distributed.process_group():
-        metrics = universal.main(settings, args.date, force=args.force)
+        metrics = stages.call("train_universal", settings, args.date, force=args.force)
         if distributed.rank() == 0:
             _print(metrics)
     return 0
 
 
 def cmd_train_targeted(args: argparse.Namespace, settings: Settings) -> int:
-    from training import targeted
-
     for task in args.task or [t.name for t in settings.tasks]:
-        _print(targeted.main(settings, task, args.date, force_warmup=args.force_warmup, force=args.force))
+        _print(stages.call("train_targeted", settings, args.date, task, force_warmup=args.force_warmup, force=args.force))
     return 0
 
 
 def cmd_evaluate_targeted(args: argparse.Namespace, settings: Settings) -> int:
-    from training import evaluate
-
     for task in args.task or [t.name for t in settings.tasks]:
-        _print(evaluate.targeted_next_day(settings, task, args.date, if_model=args.if_model))
+        _print(stages.call("evaluate_targeted", settings, args.date, task, if_model=args.if_model))
     return 0
 
 
@@ -226,9 +220,7 @@ def cmd_registry_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_gate(args: argparse.Namespace, settings: Settings) -> int:
-    from training import gate
-
-    _print(gate.run_day(settings, args.date))
+    _print(stages.call("gate", settings, args.date))
     return 0
 
 
@@ -242,14 +234,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     elif args.task:
         raise PreciseError("--task goes with `precise export item-init`; the daily export covers every model")
     else:
-        _print(export.new_items(settings, args.date) if args.new_items else export.main(settings, args.date, force=args.force))
+        _print(export.new_items(settings, args.date) if args.new_items
+               else stages.call("export", settings, args.date, force=args.force))
     return 0
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from serving import publish
-
-    _print(publish.main(settings, args.date))
+    _print(stages.call("publish", settings, args.date))
     return 0
 
 
@@ -278,24 +269,18 @@ def cmd_recall(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate_universal(args: argparse.Namespace, settings: Settings) -> int:
-    from training import evaluate
-
-    _print(evaluate.next_day(settings, args.date, if_model=args.if_model))
+    _print(stages.call("evaluate_universal", settings, args.date, if_model=args.if_model))
     return 0
 
 
 def cmd_sequences(args: argparse.Namespace, settings: Settings) -> int:
-    from training import sequences
-
-    summary = sequences.main(settings, args.date)
+    summary = stages.call("sequences", settings, args.date)
     _print({"date": summary["date"], "days": len(summary["days"]), "sequences": summary["sequences"],
             "out": str(settings.paths.sequences)})
     return 0
 
 
 def cmd_pipeline_list(args: argparse.Namespace, settings: Settings) -> int:
-    from precise import stages
-
     _print([{"stage": s.name, "command": s.cmd, "per_task": s.per_task,
              "reads": [d for d in s.deps if d.startswith("data/")],  # the other deps are code
              "writes": [next(iter(o)) if isinstance(o, dict) else o for o in s.outs] + list(s.metrics)}
@@ -304,7 +289,6 @@ def cmd_pipeline_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
-    from precise import stages
     from validation import manifest
 
     day = manifest.resolve_day(settings, args.date)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.errors import PreciseError
 from core.settings import PARAMS_ENV, Settings
+from precise import stages
 
 log = logging.getLogger("precise.flows")
 
@@ -112,14 +113,11 @@ def ingest_day(day: str) -> dict:
 
 def validate_day(day: str) -> dict:
     """The gate; a quarantined day raises with the summary and the Data Docs path."""
-    from validation import validate
-
-    result, docs = validate.run_date(settings(), day)
-    text = validate.summary(result)
-    log.info("validation of %s:\n%s\nData Docs: %s", day, text, docs)
-    if result.status == "quarantined":
-        raise Quarantined(f"{day} is quarantined (Data Docs: {docs}):\n{text}")
-    return {"date": day, "status": result.status, "data_docs": str(docs)}
+    out = stages.call("validate", settings(), day)
+    log.info("validation of %s:\n%s\nData Docs: %s", day, out["summary"], out["data_docs"])
+    if out["status"] == "quarantined":
+        raise Quarantined(f"{day} is quarantined (Data Docs: {out['data_docs']}):\n{out['summary']}")
+    return {"date": day, "status": out["status"], "data_docs": out["data_docs"]}
 
 
 def version_day(day: str) -> dict:
@@ -151,18 +149,20 @@ def require_readable(day: str) -> None:
 # --- precise_universal_daily --------------------------------------------------------------------------
 
 
-def sequences_day(day: str) -> dict:
-    from training import sequences
-
+def stage_day(name: str, day: str, task: str | None = None, **options):
+    """Any stage of the table (precise/stages.py) for D, after the readable-day check: the task
+    body a new DAG uses for a stage that needs no summary of its own."""
     require_readable(day)
-    out = sequences.main(settings(), day)
+    return stages.call(name, settings(), day, task, **options)
+
+
+def sequences_day(day: str) -> dict:
+    out = stage_day("sequences", day)
     return {"date": day, "sequences": out["sequences"]}
 
 
 def encode_day(day: str) -> dict:
-    from training import text
-
-    return text.main(settings(), day)
+    return stages.call("encode", settings(), day)
 
 
 def gate_day(day: str, task: str | None = None) -> list[dict]:
@@ -172,19 +172,17 @@ def gate_day(day: str, task: str | None = None) -> list[dict]:
 
 
 def train_universal_day(day: str) -> dict:
-    from training import distributed, universal
+    from training import distributed
 
     s = settings()
     if s.universal.nproc > 1:  # train_universal.nproc workers; then read the finished day's metrics
         distributed.launch(["--params", str(s.params_path), "train", "universal", "--date", day], s.universal.nproc)
-    m = universal.main(s, day)
+    m = stages.call("train_universal", s, day)
     return {k: m[k] for k in ("date", "epochs", "valid", "registered_version", "mlflow_run_id", "data_version") if k in m}
 
 
 def evaluate_universal_day(day: str) -> dict:
-    from training import evaluate
-
-    m = evaluate.next_day(settings(), day, if_model=True)
+    m = stages.call("evaluate_universal", settings(), day)
     return {"date": day, **({"R@10": m["all"]["R@10"]} if "all" in m else {"skipped": m.get("skipped")})}
 
 
@@ -210,19 +208,14 @@ def gate_targeted_day(day: str, task: str) -> list[dict]:
 
 
 def train_targeted_day(day: str, task: str, force_warmup: bool = False) -> dict:
-    from training import targeted
-
-    require_readable(day)
-    m = targeted.main(settings(), task, day, force_warmup=force_warmup)
+    m = stage_day("train_targeted", day, task, force_warmup=force_warmup)
     return {"task": task, "date": day, "mode": m["mode"], "universal": m["universal"], "valid": m["valid"],
             "registered_version": m.get("registered_version"), "coverage": m["coverage"]["share"]}
 
 
 def evaluate_targeted_day(day: str, task: str) -> dict:
     """Next-day metrics of the task's newest model trained before D (a failure here retrains nothing)."""
-    from training import evaluate
-
-    ev = evaluate.targeted_next_day(settings(), task, day, if_model=True)
+    ev = stages.call("evaluate_targeted", settings(), day, task)
     return {"task": task, "date": day, "next_day_R@10": ev.get("all", {}).get("R@10")}
 
 
@@ -230,17 +223,12 @@ def evaluate_targeted_day(day: str, task: str) -> dict:
 
 
 def export_day(day: str) -> dict:
-    from serving import export
-
-    require_readable(day)
-    out = export.main(settings(), day)
+    out = stage_day("export", day)
     return {"date": day, "versions": out["versions"], "files": out["files"]}
 
 
 def publish_day(day: str) -> dict:
-    from serving import publish
-
-    return publish.main(settings(), day)
+    return stages.call("publish", settings(), day)
 
 
 def new_items_now() -> dict:

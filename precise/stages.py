@@ -1,17 +1,19 @@
-"""The pipeline's stages, defined once: name, command, the module of its entry function, the data
-it reads and writes, the params it depends on. `dvc.yaml` is generated from this table and a test
-keeps the two equal; the deps test checks each stage's code and params against it.
+"""The pipeline's stages, defined once: name, command, its entry function ("module:function"),
+the data it reads and writes, the params it depends on. Everything that runs a stage derives from
+this table:
 
-    python -m precise.stages            # write dvc.yaml
-    python -m precise.stages --check    # exit 1 when dvc.yaml differs from the table
+* `dvc.yaml` is generated from it (`python -m precise.stages`; `--check` exits 1 when it differs),
+  and tests/unit/test_dvc_deps.py checks each stage's code and params against it;
+* `call(name, settings, day, task)` runs one stage's entry function: the `precise` verbs
+  (`precise/cli.py`), the Airflow task bodies (`precise/flows.py`) and `precise pipeline run`
+  go through it, so a stage's function is named here and nowhere else;
+* `run(settings, day, names)` runs stages in the table's order in this process (per-task stages
+  once per task): what the tests and the benchmarks that replay days call
+  (`benchmarks/common.py` `train_day`).
 
-`run(settings, day, names)` runs stages of the table in this process, in the table's order, with
-the same entry functions as their verbs (per-task stages once per task): what the tests and the
-benchmarks that replay days call (`benchmarks/common.py` `train_day`).
-
-Stage names follow ARCHITECTURE.md and are shared with the CLI verbs (`cmd`) and the Airflow tasks
-(`precise/flows.py`); every stage calls the same entry function as its `precise` verb. A stage per
-task (`per_task`) becomes a DVC `foreach` over `tasks` with `${item.name}` in its paths.
+Stage names follow ARCHITECTURE.md and are the Airflow tasks' names. A stage per task (`per_task`)
+becomes a DVC `foreach` over `tasks` with `${item.name}` in its paths, and its function takes
+`(settings, task, day)` instead of `(settings, day)`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ AFTER_UNIVERSAL = (*TRAINING_INPUTS, "data/metrics/train_universal.json", *TRAIN
 class Stage:
     name: str  # dvc.yaml stage name (and the Airflow task's)
     cmd: str  # what `dvc repro` runs
-    entry: str  # module of the entry function the verb calls (the code deps are its imports)
+    entry: str  # "module:function" the stage runs (its verb, `call` and the DAG task call it; the code deps are the module's imports)
     doc: str  # the comment above the stage in dvc.yaml ("" for none)
     deps: tuple[str, ...]  # data and code paths it reads
     params: tuple[str, ...]  # params.yaml sections or keys it depends on
@@ -46,58 +48,62 @@ class Stage:
     plots: tuple = ()
     per_task: bool = False  # one stage per task of params.yaml (DVC foreach)
     outs_first: bool = False  # dvc.yaml lists outs before metrics (kept as written)
+    options: tuple[tuple[str, object], ...] = ()  # keyword arguments the pipeline passes (its command's flags)
+
+    @property
+    def module(self) -> str:
+        return self.entry.split(":")[0]
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("validate", "precise validate --all", "validation.validate", "",
+    Stage("validate", "precise validate --all", "validation.validate:day_summary", "",
           ("data/events", "data/catalog", *COMMON_CODE), ("validate", "tasks", "run.date"),
           outs=({"data/validation": {"persist": True}},), metrics=("data/metrics/validate.json",), outs_first=True),
-    Stage("sequences", "precise sequences", "training.sequences", "",
+    Stage("sequences", "precise sequences", "training.sequences:main", "",
           ("data/events", "data/validation/manifest.json", "core", "precise", "training/sequences.py",
            "training/spark.py", "validation"),
           ("run.date", "sequences", "spark", "tasks", "validate"),
           outs=("data/sequences",), metrics=("data/metrics/sequences.json",), outs_first=True),
-    Stage("encode", "precise encode", "training.text", "",
+    Stage("encode", "precise encode", "training.text:main", "",
           ("data/catalog", "data/validation/manifest.json", "core", "precise", "training/text.py", "validation"),
           ("run.date", "encode"), outs=("data/text",), metrics=("data/metrics/encode.json",), outs_first=True),
-    Stage("train_universal", "precise train universal", "training.universal",
+    Stage("train_universal", "precise train universal", "training.universal:main",
           "Continues from the previous day's model (state in var/checkpoints/universal/, not DVC).",
           (*TRAINING_INPUTS, *TRAINING_CODE),
-          ("run.date", "train_universal", "encode", "registry", "sequences", "tasks", "train_targeted", "validate"),
+          ("run.date", "train_universal", "encode", "tasks"),
           outs=("data/plots/fig4b_universal.png",), metrics=("data/metrics/train_universal.json",),
           plots=({"data/plots/train_universal.csv": {"x": "epoch", "y": "R@10"}},)),
-    Stage("evaluate_universal", "precise evaluate universal --if-model", "training.evaluate",
+    Stage("evaluate_universal", "precise evaluate universal --if-model", "training.evaluate:next_day",
           "Next-day protocol: the newest model trained before D predicts D's first clicks.",
           AFTER_UNIVERSAL,
-          ("run.date", "train_universal.eval_ks", "train_universal.new_item_neighbours", "encode", "registry",
-           "sequences", "tasks", "train_targeted", "validate"),
-          metrics=("data/metrics/evaluate_universal.json",)),
-    Stage("gate", "precise registry gate", "training.gate",
+          ("run.date", "train_universal.eval_ks", "train_universal.new_item_neighbours", "encode", "sequences", "tasks",
+           "train_targeted"),
+          metrics=("data/metrics/evaluate_universal.json",), options=(("if_model", True),)),
+    Stage("gate", "precise registry gate", "training.gate:run_day",
           "The registry gate (progressive validation): versions trained before D are judged on D against\n"
           "the champion; runs before targeted training so that warm-ups start from the gated champion.",
           AFTER_UNIVERSAL,
-          ("run.date", "registry", "encode", "sequences", "tasks", "train_targeted", "train_universal", "validate"),
+          ("run.date", "registry", "encode", "sequences", "tasks", "train_targeted", "train_universal"),
           metrics=("data/metrics/gate.json",)),
-    Stage("train_targeted", "precise train targeted --task ${item.name}", "training.targeted",
+    Stage("train_targeted", "precise train targeted --task ${item.name}", "training.targeted:main",
           "One stage per task of params.yaml. Continues from yesterday's targeted model or re-warm-starts\n"
           "from the universal model on the cadence (state in var/targeted/<task>/, not DVC).",
           (*TRAINING_INPUTS, "data/metrics/gate.json", *TRAINING_CODE),
-          ("run.date", "train_targeted", "tasks", "encode", "registry", "sequences", "train_universal", "validate"),
+          ("run.date", "train_targeted", "tasks", "encode", "sequences", "train_universal"),
           metrics=("data/metrics/train_targeted/${item.name}.json",), per_task=True),
-    Stage("evaluate_targeted", "precise evaluate targeted --task ${item.name} --if-model", "training.evaluate",
+    Stage("evaluate_targeted", "precise evaluate targeted --task ${item.name} --if-model", "training.evaluate:targeted_next_day",
           "Next-day protocol per task, with the Figure 4a coverage curve.",
           (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json", *TRAINING_CODE),
           ("run.date", "train_targeted.warmup_every_days", "train_targeted.newcomers", "train_universal.eval_ks",
-           "encode", "registry", "sequences", "tasks", "validate"),
+           "encode", "sequences", "tasks"),
           outs=("data/plots/fig4a_${item.name}.png",), metrics=("data/metrics/evaluate_targeted/${item.name}.json",),
-          per_task=True),
-    Stage("export", "precise export", "serving.export",
+          per_task=True, options=(("if_model", True),)),
+    Stage("export", "precise export", "serving.export:main",
           "Embeddings of the champions (registry aliases), per model version.",
           (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", *TRAINING_CODE, "serving"),
-          ("run.date", "export", "encode", "registry", "sequences", "tasks", "train_targeted", "train_universal",
-           "validate"),
+          ("run.date", "export", "encode", "sequences", "tasks", "train_targeted", "train_universal"),
           outs=({"data/export": {"persist": True}},), outs_first=True),
-    Stage("publish", "precise publish", "serving.publish",
+    Stage("publish", "precise publish", "serving.publish:main",
           "Feast (offline Parquet, online store) and the FAISS indexes; state in var/feast, var/recall.",
           ("data/export", "features", "serving", "recall", "core", "precise", "validation"),
           ("run.date", "publish", "recall", "tasks"), metrics=("data/metrics/publish.json",)),
@@ -108,10 +114,10 @@ HEADER = """\
 # the table, not this file; tests/unit/test_dvc_deps.py fails while the two differ.
 # Every stage calls the same entry function as `precise <verb>`. Contract partitions (data/events,
 # data/catalog, data/rejects) are NOT stage outputs: `precise ingest` writes them and versions each
-# with `dvc add` + `dvc push`. The deps test keeps deps and params complete: every package a stage's
-# code can import and every params section it reads (module-level, so it errs on declaring too much:
-# stages skip a day that is already done, so an extra re-run costs little; a missing dep serves
-# stale data). Every output is cached (no `cache: false`): `dvc push` after `dvc repro` (make run
+# with `dvc add` + `dvc push`. The deps test keeps deps and params exact: every package a stage's
+# code can import and every params section it reads (a key where the stage reads a few keys of a
+# section), and no section its code does not read (a missing dep serves stale data; an extra one
+# re-runs the stage for nothing). Every output is cached (no `cache: false`): `dvc push` after `dvc repro` (make run
 # does it) puts the stage outputs beside the partitions in the remote, so a clone of a pinned
 # deployment (its git commit with dvc.lock and the .dvc files) gets everything back with `dvc pull`,
 # and `dvc status` then has nothing to do. State outside DVC (var/: checkpoints, MLflow, Feast) is
@@ -120,35 +126,27 @@ HEADER = """\
 
 
 def stage(name: str) -> Stage:
-    return next(s for s in STAGES if s.name == name)
+    found = [s for s in STAGES if s.name == name]
+    if not found:
+        raise ValueError(f"unknown stage {name!r}; the table has {[s.name for s in STAGES]}")
+    return found[0]
 
 
-def _calls() -> dict:
-    """Stage name -> (settings, day, task) -> its entry function's result, as its verb calls it
-    (a per-task stage gets one task's name; the others None)."""
-    from serving import publish
-    from serving import export
-    from training import evaluate, gate, sequences, targeted, text, universal
-    from validation import validate
+def call(name: str, settings, day: str | None, task: str | None = None, **options):
+    """Run one stage's entry function as its verb, its DAG task and `run` do: `f(settings, day)`,
+    or `f(settings, task, day)` for a per-task stage, with the stage's `options` (its command's
+    flags) updated by `options`. Returns what the function returns."""
+    import importlib
 
-    return {
-        "validate": lambda s, day, task: _validated(*validate.run_date(s, day)),
-        "sequences": lambda s, day, task: sequences.main(s, day),
-        "encode": lambda s, day, task: text.main(s, day),
-        "train_universal": lambda s, day, task: universal.main(s, day),
-        "evaluate_universal": lambda s, day, task: evaluate.next_day(s, day, if_model=True),
-        "gate": lambda s, day, task: gate.run_day(s, day),
-        "train_targeted": lambda s, day, task: targeted.main(s, task, day),
-        "evaluate_targeted": lambda s, day, task: evaluate.targeted_next_day(s, task, day, if_model=True),
-        "export": lambda s, day, task: export.main(s, day),
-        "publish": lambda s, day, task: publish.main(s, day),
-    }
-
-
-def _validated(result, docs) -> dict:
-    """The validate stage's day result as a summary (the whole result is in its results file)."""
-    return {"date": result.day, "status": result.status, "failed": [o.check for o in result.outcomes if not o.success],
-            "data_docs": str(docs)}
+    s = stage(name)
+    module, function = s.entry.split(":")
+    fn = getattr(importlib.import_module(module), function)
+    kwargs = dict(s.options) | options
+    if s.per_task:
+        if task is None:
+            raise ValueError(f"stage {name} runs per task: say which task")
+        return fn(settings, task, day, **kwargs)
+    return fn(settings, day, **kwargs)
 
 
 def run(settings, day: str, names: list[str] | tuple[str, ...]) -> dict[str, object]:
@@ -157,10 +155,10 @@ def run(settings, day: str, names: list[str] | tuple[str, ...]) -> dict[str, obj
     unknown = sorted(set(names) - {s.name for s in STAGES})
     if unknown:
         raise ValueError(f"unknown stages {unknown}; the table has {[s.name for s in STAGES]}")
-    calls, out = _calls(), {}
+    out = {}
     for s in (s for s in STAGES if s.name in names):
         for task in [t.name for t in settings.tasks] if s.per_task else [None]:
-            out[s.name if task is None else f"{s.name}@{task}"] = calls[s.name](settings, day, task)
+            out[s.name if task is None else f"{s.name}@{task}"] = call(s.name, settings, day, task)
     return out
 
 

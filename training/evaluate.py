@@ -240,7 +240,7 @@ def score_targeted(settings: Settings, task, ckpt: Path, day: str) -> dict:
     return metrics
 
 
-def targeted_next_day(settings: Settings, task_name: str, date: str | None = None, if_model: bool = False) -> dict:
+def targeted_next_day(settings: Settings, task: str, date: str | None = None, if_model: bool = False) -> dict:
     """Daily metrics of a task: the newest targeted model trained before D predicts each user's
     first task behaviour on D from their history (task or all-scene, as the model was trained).
     Users with a task behaviour on D but no task history are scored as the export serves them (the
@@ -249,7 +249,7 @@ def targeted_next_day(settings: Settings, task_name: str, date: str | None = Non
     from training import targeted
     from validation import manifest
 
-    task = settings.task(task_name)
+    task = settings.task(task)
     day = manifest.resolve_day(settings, date)
     out = settings.paths.metrics / "evaluate_targeted" / f"{task.name}.json"
     metrics: dict = {"date": day, "task": task.name, "coverage": coverage_report(settings, task, day)}

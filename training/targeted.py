@@ -258,11 +258,11 @@ def training_examples(settings: Settings, task: Task, since: str, day: str, inde
     return train, valid, train_ex
 
 
-def main(settings: Settings, task_name: str, date: str | None = None, force_warmup: bool = False,
+def main(settings: Settings, task: str, date: str | None = None, force_warmup: bool = False,
          force: bool = False) -> dict:
     from validation import manifest
 
-    task = settings.task(task_name)
+    task = settings.task(task)
     cfg = settings.targeted
     tcfg = train_config(cfg)
     day = manifest.resolve_day(settings, date)

@@ -208,6 +208,14 @@ def run_date(settings: Settings, day: str) -> tuple[DayResult, Path]:
     return result, v.gate.build_docs()
 
 
+def day_summary(settings: Settings, day: str) -> dict:
+    """The validate stage for one day (`precise.stages`; the Airflow task and `precise pipeline run`
+    call it): `run_date` as a summary (status, failed checks, the printable report, Data Docs)."""
+    result, docs = run_date(settings, day)
+    return {"date": result.day, "status": result.status, "failed": [o.check for o in result.outcomes if not o.success],
+            "summary": summary(result), "data_docs": str(docs)}
+
+
 def run_all(settings: Settings) -> tuple[list[DayResult], dict, Path]:
     """Validate every pending day in date order (the volume check needs earlier days first)."""
     v = Validator(settings)

@@ -79,30 +79,59 @@ def test_dvc_yaml_is_the_stage_table():
     assert table.main(["--check"]) == 0, "dvc.yaml's text (comments included): run `python -m precise.stages`"
 
 
-@pytest.mark.parametrize("name", [s.name for s in table.STAGES])
-def test_each_stage_command_is_a_cli_verb_calling_its_entry_module(name):
-    """`cmd` parses with the CLI's own parser, and the verb's function imports the stage's entry
-    module (so the code deps checked below are the code the command runs)."""
+def stage_calls(function) -> set[str]:
+    """The stage names a function runs through the table: `stages.call("name", ...)`."""
     import inspect
-    import shlex
     import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return {n.args[0].value for n in ast.walk(body) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "call" and n.args and isinstance(n.args[0], ast.Constant)}
+
+
+@pytest.mark.parametrize("name", [s.name for s in table.STAGES])
+def test_each_stage_command_is_a_cli_verb_running_that_stage(name):
+    """`cmd` parses with the CLI's own parser, and the verb runs the stage through the table
+    (`stages.call(name)`, so the code deps checked below are the code the command runs). The
+    validate verb's `--all` is the one exception: it validates every pending day at once, with the
+    stage's module (`validation.validate.run_all`)."""
+    import shlex
 
     from precise import cli
 
     stage = table.stage(name)
     args = cli.build_parser().parse_args(shlex.split(stage.cmd.replace("${item.name}", "a_task"))[1:])
-    body = ast.parse(textwrap.dedent(inspect.getsource(args.func)))
-    called = {f"{n.module}.{a.name}" for n in ast.walk(body) if isinstance(n, ast.ImportFrom) for a in n.names}
-    called |= {a.name for n in ast.walk(body) if isinstance(n, ast.Import) for a in n.names}
-    assert stage.entry in called, f"{args.func.__name__} imports {sorted(called)}, not {stage.entry}"
+    if name == "validate":
+        assert args.all and args.func is cli.cmd_validate
+        return
+    assert name in stage_calls(args.func), f"{args.func.__name__} runs {sorted(stage_calls(args.func))}, not {name}"
 
 
-def test_every_stage_runs_in_process_through_the_table():
-    """`precise.stages.run` (what tests and benchmarks replay days with) knows every stage, and
-    refuses a name the table does not have."""
-    assert set(table._calls()) == {s.name for s in table.STAGES}
+def test_every_entry_function_exists_and_takes_the_stage_arguments():
+    """Each `module:function` of the table imports, and takes (settings, day) or, per task,
+    (settings, task, day), plus its options; an unknown stage name is refused."""
+    import importlib
+    import inspect
+
+    for s in table.STAGES:
+        module, function = s.entry.split(":")
+        params = list(inspect.signature(getattr(importlib.import_module(module), function)).parameters)
+        expected = ["settings", "task"] if s.per_task else ["settings"]
+        assert [p for p in params[:len(expected)]] == expected, f"{s.entry} takes {params}"
+        assert all(k in params for k, _ in s.options), f"{s.entry} takes {params}, the table passes {s.options}"
     with pytest.raises(ValueError, match="unknown stages"):
         table.run(None, "2026-01-01", ["train_everything"])
+    with pytest.raises(ValueError, match="unknown stage"):
+        table.call("train_everything", None, "2026-01-01")
+
+
+def test_the_dag_task_bodies_run_stages_through_the_table():
+    """precise/flows.py names no entry function of the table: its task bodies call `stages.call`
+    (or `stage_day`), so the table is the one place a stage's function is named."""
+    source = (REPO / "precise" / "flows.py").read_text()
+    for s in table.STAGES:
+        module, function = s.entry.split(":")
+        assert f"{module.split('.')[-1]}.{function}(" not in source, f"flows.py calls {s.entry} directly"
 
 
 def stages() -> list[tuple[str, dict]]:
@@ -111,12 +140,22 @@ def stages() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize("name, stage", stages(), ids=[n for n, _ in stages()])
 def test_stage_depends_on_all_the_code_it_runs(name, stage):
-    missing = sorted({f.relative_to(REPO).parts[0] for f in closure(stage.entry) if not covered(f, stage.deps)})
+    missing = sorted({f.relative_to(REPO).parts[0] for f in closure(stage.module) if not covered(f, stage.deps)})
     assert not missing, f"dvc.yaml stage {name} does not depend on {missing}, which its code imports"
 
 
 @pytest.mark.parametrize("name, stage", stages(), ids=[n for n, _ in stages()])
 def test_stage_declares_every_params_section_it_reads(name, stage):
-    read = sections_read(closure(stage.entry))
+    read = sections_read(closure(stage.module))
     missing = sorted(s for s in read if not declared(s, stage.params))
     assert not missing, f"dvc.yaml stage {name} reads params {missing} without declaring them"
+
+
+@pytest.mark.parametrize("name, stage", stages(), ids=[n for n, _ in stages()])
+def test_stage_declares_no_params_its_code_does_not_read(name, stage):
+    """The other direction: a declared section (or a key of one) that no module of the stage's
+    code reads would re-run the stage for nothing."""
+    read = sections_read(closure(stage.module))
+    keys = [p if isinstance(p, str) else next(iter(p)) for p in stage.params]
+    unread = sorted(k for k in keys if not any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in read))
+    assert not unread, f"dvc.yaml stage {name} declares params {unread} that its code does not read"
