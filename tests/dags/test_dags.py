@@ -16,8 +16,7 @@ import pytest
 
 from tests.conftest import REPO, TINY_MODEL, TINY_TRAIN, free_port, git_dvc_repo, tiny_qwen2, write_params
 
-DAG_IDS = {"precise_data_daily", "precise_universal_daily", "precise_targeted_daily", "precise_publish",
-           "precise_items_hourly"}
+DAG_IDS = {p.stem for p in (REPO / "dags").glob("*.py")}  # one DAG per file, named as its file
 
 
 def airflow_env(root: Path) -> dict:
