@@ -1,9 +1,13 @@
 """Feast definitions of precise: entities, per-version embedding views, the ranking service.
 
-Declarative only. What exists is decided by `precise publish` (serving/publish.py), which records
-the published model versions in a JSON state file (`$PRECISE_FEAST_STATE`, default
-`../var/feast/sqlite/published.json` from this folder; `redis/` for the Redis store); these definitions are a pure function of it, so
-`feast apply` by hand and `precise publish` always agree.
+Declarative only. The entities are fixed; which model versions exist is decided by `precise
+publish` (serving/publish.py), which records them in a JSON state file (`$PRECISE_FEAST_STATE`,
+default `../var/feast/sqlite/published.json` from this folder; `redis/` for the Redis store). Every
+other object is `build(state)`, a pure function of it, bound at import to a module attribute of
+its Feast name (`PUBLISHED` holds them all), so `feast apply` by hand and `precise publish` always
+agree. Every field carries a description, except the on-demand score (Feast compares a declared
+on-demand field with the one it infers by running the function, description included; the view's
+description says what the score is).
 
 * Entities `user` (join key user_id) and `item` (item_id).
 * Per model version (model = `universal` or a task), two views over the exported Parquet files:
@@ -159,31 +163,17 @@ def build(state: dict) -> list:
     return objects
 
 
-def _current() -> dict[str, object]:
-    """The objects of the published state by attribute name; read when Feast asks, not at import."""
-    if not STATE.is_file():
-        return {}
-    stamp = STATE.stat().st_mtime_ns
-    if _cache.get("stamp") != stamp:
-        _cache.update(stamp=stamp, objects={f"_obj_{i}": o for i, o in enumerate(build(json.loads(STATE.read_text())))})
-    return _cache["objects"]
+def read_state(path: Path = STATE) -> dict:
+    """The published state (`precise publish` writes it); empty before the first publish."""
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-_cache: dict = {}
-
-
-# `feast apply` finds a repository's objects among its modules' attributes (dir + getattr): the
-# per-version objects are offered as attributes on demand (PEP 562) instead of being written into
-# the module's globals at import.
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_current()))
-
-
-def __getattr__(name: str):
-    objects = _current()
-    if name in objects:
-        return objects[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# --- what exists ------------------------------------------------------------------------------------
+# The fixed objects are the entities above; the published versions' views, the score views, the
+# recent-items views and the FeatureService follow from the state, read once when Feast (or
+# serving/store.py, which loads this file afresh for each publish) imports the module. `feast apply`
+# finds a repository's objects among its module attributes: each is an attribute named as in Feast.
+PUBLISHED: list = build(read_state())
+globals().update({o.name: o for o in PUBLISHED if o.name not in ("user", "item")})
 
 _ = pd  # pandas is imported for Feast's on-demand transformations

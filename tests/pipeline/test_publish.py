@@ -237,7 +237,10 @@ def test_feast_finds_the_published_objects_among_the_module_attributes(world, mo
     module = publish.definitions(world)
     names = {getattr(getattr(module, a), "name", None) for a in dir(module)}
     assert {"ranking_v1", "user", "item"} <= names and any(str(n).startswith("click_article_user_v") for n in names)
-    assert not any(k.startswith("_obj_") for k in vars(module)), "nothing written into the module's globals"
+    for obj in module.PUBLISHED:  # each object is the attribute of its own name, and every field is described
+        assert getattr(module, obj.name) is obj
+        fields = [] if obj.__class__.__name__ in ("Entity", "FeatureService", "OnDemandFeatureView") else obj.schema
+        assert all(f.description for f in fields), obj.name
 
 
 def test_the_ranking_guide_examples_return_real_values(world, monkeypatch):
