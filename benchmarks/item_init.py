@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=1.0, help="share of training-only users kept (proxy runs)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")
-    parser.add_argument("--tag", default="item_init", help="name of the JSON in benchmarks/out/")
+    parser.add_argument("--tag", default="item_init", help="name of the JSON in benchmarks/results/ (the default tag is the study docs/results.md shows)")
     parser.add_argument("--inits", nargs="+", default=INIT_NAMES, choices=INIT_NAMES,
                         help="item tables to start from (each trainable and frozen where both exist)")
     args = parser.parse_args()
@@ -127,7 +127,7 @@ def main() -> None:
     settings = Settings.load(REPO / "params.yaml")
     data = ur.prepare("food-kitchen", settings, args.sample, REPO / "var" / "text_cache")
     k = kitchen_split(data)
-    out = ur.OUT / f"{args.tag}.json"
+    out = ur.RESULTS / f"{args.tag}.json"
     freq = item_frequency(k["train"], len(k["index"]))
     ks = settings.universal.eval_ks
     counting = Transitions(k["train"], len(k["index"]))
