@@ -36,8 +36,8 @@ import torch
 from benchmarks import universal_results as ur
 from core.atomic import write_text
 from core.settings import Settings
-from training.baselines import Transitions
-from training.data import Index, next_item_pairs, pad_left
+from training.models.baselines import Transitions
+from training.prep.tensors import Index, next_item_pairs, pad_left
 from training.evaluate import breakdown, item_frequency, rank_targets
 from training.trainer import fit
 from training.universal import build

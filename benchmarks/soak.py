@@ -326,7 +326,7 @@ def versions_agree(s) -> dict:
     """The served versions against the registry's champions, Feast's answer and FAISS's index."""
     from recall.index import Recall
     from serving.state import read_state
-    from training import registry
+    from training.lifecycle import registry
 
     state, problems = read_state(s), []
     online = served_labels(s) if state["serving"] else {}
@@ -346,7 +346,8 @@ def versions_agree(s) -> dict:
 
 def served_quality(s, day: str, served: dict[str, str]) -> dict:
     """Next-day R@10 on `day` of the versions that served during it, with counting and popularity."""
-    from training import evaluate, registry
+    from training import evaluate
+    from training.lifecycle import registry
 
     out = {}
     for model, version in served.items():

@@ -30,7 +30,8 @@ from benchmarks.common import project  # noqa: E402
 
 from ingest import ingest, synth  # noqa: E402
 from core import schema  # noqa: E402
-from training import sequences, targeted, text, universal  # noqa: E402
+from training import targeted, universal  # noqa: E402
+from training.prep import sequences, text  # noqa: E402
 from validation import validate  # noqa: E402
 
 

@@ -49,9 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 from benchmarks import datasets  # noqa: E402
 from ingest import synth  # noqa: E402
 from core.settings import Settings, Task  # noqa: E402
-from training import targeted, text  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
-from training.baselines import Popularity, Transitions  # noqa: E402
+from training import targeted  # noqa: E402
+from training.prep import text  # noqa: E402
+from training.prep.tensors import Index, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
+from training.models.baselines import Popularity, Transitions  # noqa: E402
 from benchmarks.common import bucket_cell  # noqa: E402
 from training.evaluate import BUCKETS, breakdown, item_frequency, rank_targets  # noqa: E402
 from training.metrics import from_ranks  # noqa: E402

@@ -12,7 +12,7 @@ loads a row trained before, `--save F` keeps this one), then ranks with
 
     score(j) = model score / temperature (+ the history offset) + m_j (beta + lambda x cos_text(last item, j))
 
-where cos_text is the text-neighbours baseline's centred cosine (`training.baselines.TextNeighbours`)
+where cos_text is the text-neighbours baseline's centred cosine (`training.models.baselines.TextNeighbours`)
 and m_j = 1 for every item, or with `--never-seen` only for the items never seen in training (a
 bias and a text pull for them alone; beta 0 without it). Each (beta, lambda) is shown on the
 validation split with R@10, N@10, R@50, the cold and new buckets' R@10 (hits), the softmax mass
@@ -35,8 +35,8 @@ import torch
 
 from benchmarks import universal_results as ur
 from core.settings import Settings
-from training.baselines import TextNeighbours
-from training.data import pad_left
+from training.models.baselines import TextNeighbours
+from training.prep.tensors import pad_left
 from training.evaluate import breakdown, item_frequency
 from training.metrics import add_history_offset
 from training.trainer import history_logit

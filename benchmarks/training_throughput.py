@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ingest import synth  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from training import text  # noqa: E402
-from training.data import Index, next_item_pairs, pad_left  # noqa: E402
+from training.prep import text  # noqa: E402
+from training.prep.tensors import Index, next_item_pairs, pad_left  # noqa: E402
 from training.trainer import NEGATIVES, batch_order, target_counts, target_frequency, uses_softmax  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
 

@@ -10,7 +10,7 @@ non-learned baselines, on every evaluation dataset (benchmarks/datasets.py).
 
 Every learned row trains with the defaults of params.yaml (`train_universal`) plus the
 overrides its variant names (shown in the table), through the pipeline's own data preparation
-(`training.data.next_item_pairs`, `pad_left`) and trainer (`training.trainer.fit`): early
+(`training.prep.tensors.next_item_pairs`, `pad_left`) and trainer (`training.trainer.fit`): early
 stopping on the validation split, the test split read once at the end. `--tune` never reads the
 test split (sweeps); `--sample F` keeps a share F of the training-only users (proxy sweeps;
 valid and test users are always kept). Headline rows (PRECISE-UT, the SASRec peer) run on
@@ -45,9 +45,10 @@ from benchmarks import datasets  # noqa: E402
 from benchmarks.common import bucket_cell  # noqa: E402
 from core.atomic import write_text  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from training import diagnostics, text  # noqa: E402
-from training.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
-from training.data import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
+from training import diagnostics  # noqa: E402
+from training.prep import text  # noqa: E402
+from training.models.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
+from training.prep.tensors import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts  # noqa: E402
 from training.evaluate import BUCKETS, breakdown, item_frequency, rank_targets  # noqa: E402
 from training.trainer import fit  # noqa: E402
 from training.universal import build, curriculum_pairs, model_spec, train_config  # noqa: E402
@@ -217,7 +218,7 @@ def text_vectors(data: dict, max_tokens: int) -> np.ndarray:
 
 
 def contexts(data: dict, gap_minutes: float) -> dict:
-    """Session contexts (training.data.session_context) of the training sequences and of the valid
+    """Session contexts (training.prep.tensors.session_context) of the training sequences and of the valid
     and test histories (each history's last position: its target's context), or None for each
     where the dataset has no timestamps or the model does not read them."""
     times = data["times"]

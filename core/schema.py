@@ -59,7 +59,7 @@ EVENT_COLUMNS = tuple(EVENTS_SCHEMA.names)
 CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
 CATALOG_REQUIRED = ("item_id", "scene", "title", "published_at")
 
-# data/sequences/{all_scene,task=<name>}.parquet (training/sequences.py): one row per user.
+# data/sequences/{all_scene,task=<name>}.parquet (training/prep/sequences.py): one row per user.
 SEQUENCES_SCHEMA = pa.schema(
     [
         pa.field("user_id", pa.string()),

@@ -145,7 +145,7 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class SequencesConfig:
-    """`sequences:` the sequences stage (training/sequences.py)."""
+    """`sequences:` the sequences stage (training/prep/sequences.py)."""
 
     max_len: int = 200
     """Most recent events kept per user sequence."""
@@ -159,7 +159,7 @@ class SequencesConfig:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    """`spark:` where `sequences.engine: spark` runs (training/spark.py). On a cluster, data/ must
+    """`spark:` where `sequences.engine: spark` runs (training/prep/spark.py). On a cluster, data/ must
     be shared storage the executors read."""
 
     master: str = "local[2]"
@@ -194,7 +194,7 @@ SIMILARITIES: tuple[str, ...] = get_args(Similarity)
 @dataclass(frozen=True)
 class ModelSpec:
     """`train_universal.model:` the universal model's variant and sizes; the model adds the
-    catalog's sizes at build time (training/model.py ModelConfig)."""
+    catalog's sizes at build time (training/models/precise.py ModelConfig)."""
 
     item_embedding: ItemEmbedding = "fused"
     """fused (ID + MoE over tokens) | id | text | meanpool | llm (HLLM-style), all of width id_dim + sem_dim."""
@@ -423,7 +423,7 @@ class TargetedConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """`registry:` the registry gate (MLflow aliases champion / challenger; training/registry.py). A
+    """`registry:` the registry gate (MLflow aliases champion / challenger; training/lifecycle/registry.py). A
     candidate is scored with its champion on the first validated day it did not train on and becomes
     champion unless its metric is lower by more than the relative tolerance."""
 

@@ -200,7 +200,7 @@ def cmd_evaluate_targeted(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_list(args: argparse.Namespace, settings: Settings) -> int:
-    from training import registry
+    from training.lifecycle import registry
 
     rows = registry.listing(settings)
     if not rows:
@@ -213,7 +213,7 @@ def cmd_registry_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from training import registry
+    from training.lifecycle import registry
 
     _print(registry.promote(settings, args.task, args.version))
     return 0

@@ -166,7 +166,7 @@ def encode_day(day: str) -> dict:
 
 
 def gate_day(day: str, task: str | None = None) -> list[dict]:
-    from training import gate
+    from training.lifecycle import gate
 
     return gate.gate(settings(), task, day)
 
@@ -201,7 +201,7 @@ def task_names(requested: list[str] | None) -> list[str]:
 
 def gate_targeted_day(day: str, task: str) -> list[dict]:
     """The registry gate of one task on D (its pending versions judged before D's training)."""
-    from training import gate
+    from training.lifecycle import gate
 
     require_readable(day)
     return gate.gate(settings(), task, day)

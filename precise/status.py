@@ -25,7 +25,7 @@ def _json(path: Path) -> dict | None:
 def collect(settings: Settings) -> dict:
     """Everything the summary shows, as plain data."""
     from serving.state import read_state
-    from training import registry
+    from training.lifecycle import registry
     from validation import manifest
 
     days = schema.list_days(settings.paths.events)

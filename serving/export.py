@@ -65,9 +65,11 @@ from core import schema
 from core.atomic import atomic_dir, write_json
 from core.errors import PreciseError
 from core.settings import Settings, Task
-from training import registry, targeted, text, universal
-from training.data import NEW_SESSION, Index, days_since_epoch, pad_left, session_context
-from training.recommender import SequenceRecommender
+from training import targeted, universal
+from training.lifecycle import registry
+from training.prep import text
+from training.prep.tensors import NEW_SESSION, Index, days_since_epoch, pad_left, session_context
+from training.models.recommender import SequenceRecommender
 from training.trainer import history_logit, load_checkpoint
 
 log = logging.getLogger(__name__)

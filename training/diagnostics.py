@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.model import Precise
+from training.models.precise import Precise
 
 
 @torch.no_grad()

@@ -26,11 +26,12 @@ from core import schema
 from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import Settings
-from training import text, tracking
-from training.baselines import Popularity, Transitions, item_frequency
-from training.data import Index, days_since_epoch, pad_left, target_contexts
+from training.prep import text
+from training.lifecycle import tracking
+from training.models.baselines import Popularity, Transitions, item_frequency
+from training.prep.tensors import Index, days_since_epoch, pad_left, target_contexts
 from training.metrics import from_ranks
-from training.recommender import SequenceRecommender
+from training.models.recommender import SequenceRecommender
 from training.trainer import model_ranks
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def breakdown(ranks: np.ndarray, targets: np.ndarray, freq: np.ndarray, ks, fres
 def rank_targets(model: SequenceRecommender, histories: list[np.ndarray], targets: np.ndarray,
                  contexts: list[np.ndarray] | None = None, candidates=None, when: np.ndarray | None = None) -> np.ndarray:
     """0-based full-ranking rank of each target given its history (and the history's session
-    contexts, training.data.session_context, the last one the target's); with candidates ((N+1,)
+    contexts, training.prep.tensors.session_context, the last one the target's); with candidates ((N+1,)
     bool, array or tensor), the rank among those items only; with when ((B,) the targets' times in
     days since 1970), each item's age offset at that time (`model.age_logit`)."""
     inputs = torch.from_numpy(pad_left(histories, model.cfg.max_len))

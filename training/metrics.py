@@ -1,7 +1,7 @@
 """Full-ranking metrics: every item is a candidate, nothing is sampled.
 
 R@K (recall, hit rate with one target) and N@K (NDCG with one relevant item: 1 / log2(rank + 2)
-when the 0-based rank is below K). Scores are dot products (training/model.py). Ties count
+when the 0-based rank is below K). Scores are dot products (training/models/precise.py). Ties count
 against the target (a target tied with another item ranks below it), so a model that scores
 everything equally gets no credit.
 """
@@ -22,7 +22,7 @@ def add_history_offset(logits: torch.Tensor, history: torch.Tensor, offset: torc
     outside autograd a repeat writes the same value twice); columns None: column c is item c + 1
     (the catalog without padding); else columns (C,) the item of each column, which may repeat
     (sampled negatives): every column of a history item gets the offset. The training losses
-    (`training/model.py`) and `target_ranks` score the history with it."""
+    (`training/models/precise.py`) and `target_ranks` score the history with it."""
     rows, slot = (history > 0).nonzero(as_tuple=True)
     items = history[rows, slot]
     if columns is None:

@@ -2,7 +2,7 @@
 
 `precise train targeted --task T --date D [--force-warmup]`:
 
-* **Model** (`training.task_model.Targeted`): the universal model's item embeddings and transformer, run with the
+* **Model** (`training.models.task.Targeted`): the universal model's item embeddings and transformer, run with the
   causal mask off (padding still masked, padded outputs zeroed). Sequences are left-padded so the
   latest item always sits in the last slot; the user embedding h'_u is an MLP over the
   concatenation of all L final-layer positions, of the item embedding's width D, plus a skip
@@ -35,7 +35,7 @@
   test's world, seeds 7-11, the start scored 0.25-0.34 valid and 0.13-0.15 test against the
   trained models' 0.36-0.45 and 0.22-0.25) and, on a 200-user validation set, once won by noise.
   The registry gate, scored on a day no model trained on, is what keeps a worse run from serving.
-* **Champion**: the `champion` alias of `precise-universal` in the registry (training/registry.py);
+* **Champion**: the `champion` alias of `precise-universal` in the registry (training/lifecycle/registry.py);
   without one, the newest finished universal model of a day <= D.
 * **State** (`var/targeted/<task>/state.json`): last warm-up date, the universal version it used
   (its day and MLflow run), one line per trained day. Models in
@@ -66,10 +66,12 @@ from core import schema
 from core.atomic import write_json
 from core.errors import PreciseError
 from core.settings import Settings, TargetedConfig, Task, parse_date
-from training import registry, runs, text, universal
-from training.data import Index, pad_left, target_contexts
-from training.model import ModelConfig, Precise, saved_config
-from training.task_model import Targeted
+from training import universal
+from training.lifecycle import registry, runs
+from training.prep import text
+from training.prep.tensors import Index, pad_left, target_contexts
+from training.models.precise import ModelConfig, Precise, saved_config
+from training.models.task import Targeted
 from training.trainer import AlternateConfig, TrainConfig, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The training loop of universal training (PRECISE IV-C, IV-E.2), shared by every caller.
 
-`fit` trains a model (`training.recommender.SequenceRecommender`: the universal `Precise` or the
+`fit` trains a model (`training.models.recommender.SequenceRecommender`: the universal `Precise` or the
 task model) on next-item pairs with sampled negatives and:
 
 * AdamW, gradient clipping, a seed; LR schedules `constant`, `cosine`, `wsd` (CPRec's
@@ -54,7 +54,7 @@ from core.errors import PreciseError
 from core.hashing import sha256_file
 from core.settings import AlternateConfig, TrainConfig  # noqa: F401 (the trainer's config, typed at load)
 from training.metrics import from_ranks, target_ranks
-from training.recommender import SequenceRecommender
+from training.models.recommender import SequenceRecommender
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class Valid(NamedTuple):
 
     inputs: torch.Tensor  # (V, L) item ids, left-padded
     targets: torch.Tensor  # (V,) the next item of each row
-    context: torch.Tensor | None = None  # (V, L) session codes (training.data.session_context)
+    context: torch.Tensor | None = None  # (V, L) session codes (training.prep.tensors.session_context)
     when: torch.Tensor | None = None  # (V,) query times in days since 1970 (the item-age offset)
 
 
@@ -337,7 +337,7 @@ def fit(
     """Train in place; returns the final state (model left at its best weights).
 
     train: inputs (B, L), targets (B, L)[, session context (B, L)]; valid: `Valid` (inputs,
-    targets[, context, query times]) (training.data.next_item_pairs, session_context).
+    targets[, context, query times]) (training.prep.tensors.next_item_pairs, session_context).
     domain: with `curriculum: cprec` (CPRec's data curriculum), pairs of domain-specific sequences
     (each user's per-scene sequences): the warm-up and stable phases of the WSD schedule draw
     their batches from them, the annealing phase from `train` (the all-scene mixed sequences);

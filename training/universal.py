@@ -36,10 +36,12 @@ from core import schema
 from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import ModelSpec, Settings, UniversalConfig
-from training import diagnostics, distributed, runs, text
-from training.data import (Index, days_since_epoch, item_token_matrix, next_item_pairs, pad_left, per_scene,
+from training import diagnostics, distributed
+from training.lifecycle import runs
+from training.prep import text
+from training.prep.tensors import (Index, days_since_epoch, item_token_matrix, next_item_pairs, pad_left, per_scene,
                            published_days, same_session_share, scene_codes, session_context)
-from training.model import ModelConfig, Precise, saved_config
+from training.models.precise import ModelConfig, Precise, saved_config
 from training.trainer import TrainConfig, Valid, load_checkpoint, newest_intact
 
 log = logging.getLogger(__name__)

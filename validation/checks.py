@@ -274,7 +274,7 @@ def catalog_stats(table: pa.Table, day: str, cfg: ValidateConfig) -> Stats:
 
 
 def sequence_stats(summary: dict, tasks: tuple[str, ...]) -> Stats:
-    """Statistics of a sequences build (training/sequences.py summary)."""
+    """Statistics of a sequences build (training/prep/sequences.py summary)."""
     s = Stats()
     allseq = summary["sequences"]["all_scene"]
     s.values["median_length"] = allseq["length_median"]

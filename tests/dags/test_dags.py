@@ -93,7 +93,7 @@ def test_two_days_end_to_end_then_a_quarantined_day(project):
     from core.settings import Settings
     from recall.index import Recall
     from serving import publish
-    from training import registry, tracking
+    from training.lifecycle import registry, tracking
 
     days = sorted(p.name.split("=")[1] for p in (project / "landing").glob("date=*"))
     runs = run_dags(project, *days)

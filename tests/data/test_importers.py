@@ -10,7 +10,7 @@ import pytest
 from ingest import importers, ingest
 from core import schema
 from core.errors import PreciseError
-from training import sequences
+from training.prep import sequences
 from core.settings import Settings
 from tests.conftest import write_params
 from validation import manifest, validate

@@ -10,7 +10,7 @@ import pytest
 from ingest import ingest, synth
 from core import schema
 from core.errors import PreciseError
-from training import sequences
+from training.prep import sequences
 from validation import manifest, validate
 
 

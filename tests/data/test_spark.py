@@ -1,4 +1,4 @@
-"""The Spark engine of the sequences stage (`sequences.engine: spark`, training/spark.py) gives the
+"""The Spark engine of the sequences stage (`sequences.engine: spark`, training/prep/spark.py) gives the
 local engine's tables: on the default world's first days through the stage's run(), and on a
 hand-made log with the cases the synthetic world lacks (equal timestamps, within a day and across
 days). Real Spark (`local[2]`), which needs Java."""
@@ -19,7 +19,7 @@ from core import schema
 from core.errors import PreciseError
 from core.settings import Settings, SparkConfig
 from tests.conftest import need
-from training import sequences, spark
+from training.prep import sequences, spark
 
 pytestmark = pytest.mark.slow(seconds=40)
 

@@ -20,7 +20,7 @@ from core import schema
 from core.errors import PreciseError
 from core.settings import Settings
 from tests.conftest import run_cli, write_params
-from training import sequences
+from training.prep import sequences
 from validation import manifest, validate
 
 HISTORY_DAYS = 8  # > volume_history_days, so the volume check is active on the day under test

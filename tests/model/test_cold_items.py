@@ -7,7 +7,7 @@ import torch
 
 from tests.model.test_model import tiny
 from training.evaluate import BUCKETS, breakdown, fresh_targets
-from training.data import Index
+from training.prep.tensors import Index
 
 
 def gated(**kw):

@@ -9,9 +9,9 @@ import torch
 
 from tests.model.test_model import tiny
 from tests.model.test_trainer import CFG
-from training.data import Index, days_since_epoch, next_item_pairs, pad_left, published_days
+from training.prep.tensors import Index, days_since_epoch, next_item_pairs, pad_left, published_days
 from training.evaluate import rank_targets
-from training.model import AGE_SCALE
+from training.models.precise import AGE_SCALE
 from training.trainer import fit
 
 

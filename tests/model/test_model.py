@@ -8,7 +8,7 @@ import torch
 
 from core.settings import ITEM_EMBEDDINGS
 from training.metrics import from_ranks, target_ranks
-from training.model import ITEM_EMBEDDING_VARIANTS, LEGACY_DEFAULTS, ItemEmbedding, ModelConfig, MoEFusion, Precise
+from training.models.precise import ITEM_EMBEDDING_VARIANTS, LEGACY_DEFAULTS, ItemEmbedding, ModelConfig, MoEFusion, Precise
 from training.trainer import TrainConfig, in_batch_negatives, lr_factor, mixed_negatives, uniform_negatives
 
 
@@ -53,16 +53,16 @@ def test_moe_matches_a_naive_loop():
 
 def test_every_settable_variant_has_one_registered_class():
     """core/settings.py `ItemEmbedding` (what params.yaml may name) and the registry of
-    training/model.py (what builds) name the same variants."""
+    training/models/precise.py (what builds) name the same variants."""
     assert sorted(ITEM_EMBEDDING_VARIANTS) == sorted(ITEM_EMBEDDINGS)
     assert all(issubclass(cls, ItemEmbedding) for cls in ITEM_EMBEDDING_VARIANTS.values())
 
 
 def test_the_universal_and_the_task_model_implement_the_recommender_contract():
-    """What the trainer, the evaluation and the export read of a model (training/recommender.py)
+    """What the trainer, the evaluation and the export read of a model (training/models/recommender.py)
     is there on both models, for the variants without a token or an ID table too."""
-    from training.recommender import SequenceRecommender
-    from training.task_model import Targeted
+    from training.models.recommender import SequenceRecommender
+    from training.models.task import Targeted
 
     for kind in ("fused", "llm", "id"):
         base = tiny(kind)
@@ -189,7 +189,7 @@ def test_ranks_and_metrics():
 
 
 def test_baselines_rank_among_candidates_when_given():
-    from training.baselines import Popularity, Transitions
+    from training.models.baselines import Popularity, Transitions
 
     train = [np.array([1, 2]), np.array([1, 2]), np.array([1, 3]), np.array([4, 4])]  # counts 1: 3, 2: 2, 3: 1, 4: 2
     among = np.array([False, False, True, True, False])  # a task's items: 2 and 3
@@ -203,7 +203,7 @@ def test_baselines_rank_among_candidates_when_given():
 
 
 def test_text_neighbours_rank_by_centred_text_cosine_with_the_last_item():
-    from training.baselines import TextNeighbours
+    from training.models.baselines import TextNeighbours
 
     # Items 1-4 share a large common direction (column 0), as language-model states do; what tells
     # them apart is columns 1-2. Item 5 has no text. Counts: 1: 1, 2: 1, 3: 3, 4: 1, 5: 4.
@@ -233,7 +233,7 @@ def test_exact_softmax_matches_a_plain_cross_entropy_chunked_or_not():
     ref = torch.nn.functional.cross_entropy(logits, target[target > 0] - 1)
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     # Chunked (activation checkpointing) gives the same value and the same gradients.
-    from training.model import softmax_cross_entropy
+    from training.models.precise import softmax_cross_entropy
     items = m.all_item_embeddings().detach().requires_grad_(True)
     hh = h.detach().requires_grad_(True)
     whole = softmax_cross_entropy(hh, items, target[target > 0], 1.0)
@@ -263,7 +263,7 @@ def test_cosine_similarity_scores_normalised_vectors_with_a_temperature():
 
 def test_exported_vectors_reproduce_the_training_score():
     """What export writes (and Feast's score view and FAISS multiply) is the model's own score."""
-    from training.data import Index
+    from training.prep.tensors import Index
     from serving.export import item_vectors, user_vectors
 
     m = tiny(similarity="cosine", temperature=0.1)
@@ -381,7 +381,7 @@ def test_id_aux_loss_adds_the_loss_of_the_id_side_alone_in_training_only(sampled
 
 
 def test_session_context_is_added_to_the_inputs_and_starts_as_nothing():
-    """model.session_gap_minutes > 0: each position's session code (training.data) adds a learned
+    """model.session_gap_minutes > 0: each position's session code (training.prep.tensors) adds a learned
     vector to its input; the vectors start at zero and draw no random numbers, so the model is the
     same as without until it trains, and a code of 0 (no timestamps) never adds anything."""
     plain, ctx_model = tiny(), tiny(session_gap_minutes=30.0)
@@ -484,8 +484,8 @@ def test_text_neighbour_vectors_keep_the_centred_text_cosine():
     """text_logit_dim: the frozen vectors are the text-neighbours baseline's (centred, normalised
     mean token states) in the leading principal components: with as many components as the
     language model's width the cosines are the baseline's exactly; fewer keep most of them."""
-    from training.baselines import TextNeighbours
-    from training.model import Bags, text_neighbour_vectors
+    from training.models.baselines import TextNeighbours
+    from training.models.precise import Bags, text_neighbour_vectors
 
     torch.manual_seed(0)
     tokens = torch.randint(1, 13, (31, 5))
@@ -506,7 +506,7 @@ def test_text_logit_adds_a_learned_weight_on_the_last_items_text_cosine(sampled)
     """model.text_logit_dim: every logit of a position gains w x T[the position's item] . T[j];
     exact and sampled softmax alike, beside the history offset; evaluation and the exported
     vectors (user + temperature w T[last], item + T[j]) rank with the same term."""
-    from training.data import Index
+    from training.prep.tensors import Index
     from serving.export import item_vectors, user_vectors
     from training.trainer import model_ranks
 

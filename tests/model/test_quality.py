@@ -27,9 +27,10 @@ from benchmarks.targeted_results import task_samples
 from ingest import synth
 from core.settings import Settings
 from tests.conftest import REPO
-from training import targeted, text
-from training.baselines import Popularity, Transitions
-from training.data import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts
+from training import targeted
+from training.prep import text
+from training.models.baselines import Popularity, Transitions
+from training.prep.tensors import Index, days_since_epoch, next_item_pairs, pad_left, session_context, target_contexts
 from training.evaluate import item_frequency, rank_targets
 from training.metrics import from_ranks
 from training.trainer import fit

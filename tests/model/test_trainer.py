@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import next_item_pairs, pad_left
+from training.prep.tensors import next_item_pairs, pad_left
 from training.trainer import AlternateConfig, TrainConfig, fit
 from tests.model.test_model import tiny
 
@@ -129,7 +129,7 @@ def test_a_run_killed_after_its_best_epoch_resumes_and_ends_on_that_epochs_weigh
 def test_cprec_curriculum_feeds_per_scene_batches_until_the_annealing_then_mixed():
     """CPRec: every batch before the WSD schedule's annealing step comes from the per-scene pairs,
     every batch from it on from the mixed ones (checked on the batches the model receives)."""
-    from training.data import per_scene
+    from training.prep.tensors import per_scene
 
     rng = np.random.default_rng(0)
     scene_of = np.r_[0, np.where(np.arange(1, 31) <= 15, 1, 2)]  # items 1-15 scene 1, 16-30 scene 2

@@ -28,7 +28,8 @@ from ingest import ingest, synth
 from core import schema
 from core.settings import Settings
 from tests.conftest import REPO, run_cli, tiny_qwen2, write_params
-from training import registry, sequences, text
+from training.lifecycle import registry
+from training.prep import sequences, text
 from validation import validate
 
 pytestmark = pytest.mark.slow(seconds=50)
@@ -79,7 +80,7 @@ def test_two_workers_match_one_process_and_rank0_alone_registers(world, tmp_path
     assert [r["version"] for r in registry.listing(s2)] == ["1"], "one registered version, by rank 0"
     import mlflow
 
-    from training import tracking
+    from training.lifecycle import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri(s2.paths.var))
     runs = mlflow.search_runs(experiment_names=["precise-universal"])

@@ -25,7 +25,9 @@ from serving import publish
 from benchmarks.common import RedisServer, train_day
 from tests.conftest import TINY_MODEL, TINY_TRAIN, free_port, ingested_world, need, run_cli, wait_for
 from serving import export
-from training import registry, targeted, text
+from training import targeted
+from training.lifecycle import registry
+from training.prep import text
 from training.trainer import load_checkpoint
 
 # new items' vectors from their text through export, Feast and FAISS (the cold gate, off by default)

@@ -14,8 +14,9 @@ from core import schema
 from core.settings import RegistryConfig, Settings
 from precise import stages
 from tests.conftest import TINY_MODEL, TINY_TRAIN, ingested_world, run_cli
-from training import gate, evaluate, registry, targeted, universal
-from training.model import LEGACY_DEFAULTS, ModelConfig, Precise
+from training import evaluate, targeted, universal
+from training.lifecycle import gate, registry
+from training.models.precise import LEGACY_DEFAULTS, ModelConfig, Precise
 from training.trainer import load_checkpoint
 
 
@@ -165,7 +166,7 @@ def test_samples_use_only_the_past():
 def test_targeted_examples_carry_the_session_context_of_their_history_and_target():
     import pandas as pd
 
-    from training.data import NEW_SESSION, SAME_SESSION, Index
+    from training.prep.tensors import NEW_SESSION, SAME_SESSION, Index
 
     ts = pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:10", "2026-01-01 12:00", "2026-01-01 12:05"], utc=True)
     seqs = pd.DataFrame({"user_id": ["u"], "item_ids": [["a", "gone", "b", "c"]], "ts": [list(ts)]})
@@ -262,7 +263,7 @@ def test_warm_start_incremental_and_periodic_warmup(world):
 
     import mlflow
 
-    from training import tracking
+    from training.lifecycle import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri(world.paths.var))
     runs = mlflow.search_runs(experiment_names=["precise-click_article"])

@@ -14,7 +14,9 @@ import torch
 from core import schema
 from core.settings import Settings
 from tests.conftest import TINY_MODEL, TINY_TRAIN, ingested_world
-from training import evaluate, sequences, text, tracking, universal
+from training import evaluate, universal
+from training.prep import sequences, text
+from training.lifecycle import tracking
 from training.trainer import load_checkpoint
 
 # with the cold gate (model.cold_gate, off by default): its counts are saved, grown and kept across days

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.data import next_item_pairs
+from training.prep.tensors import next_item_pairs
 
 
 def test_long_sequences_are_cut_into_windows_that_cover_every_target_once():
@@ -40,7 +40,7 @@ def test_the_synthetic_dev_split_is_the_same_world_one_day_earlier():
 def test_session_context_marks_where_the_next_behaviour_starts_a_new_session():
     import pandas as pd
 
-    from training.data import NEW_SESSION, SAME_SESSION, UNKNOWN, next_item_pairs, same_session_share, session_context
+    from training.prep.tensors import NEW_SESSION, SAME_SESSION, UNKNOWN, next_item_pairs, same_session_share, session_context
 
     ts = np.array(["2026-01-01T10:00", "2026-01-01T10:20", "2026-01-01T10:51", "2026-01-02T09:00"], dtype="datetime64[us]")
     assert session_context(ts, 30).tolist() == [SAME_SESSION, NEW_SESSION, NEW_SESSION, UNKNOWN]

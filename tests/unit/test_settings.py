@@ -125,7 +125,7 @@ def test_params_yaml_and_the_schema_defaults_agree():
         for key, value in values.items():
             if not isinstance(value, dict) and value != getattr(schema, key):
                 differ.append(f"{name}.{key}: params {value!r}, schema {getattr(schema, key)!r}")
-    # Old checkpoints load through training/model.py saved_config (LEGACY_DEFAULTS: what they were
+    # Old checkpoints load through training/models/precise.py saved_config (LEGACY_DEFAULTS: what they were
     # trained with); ModelSpec's defaults are the only defaults, and a params file that leaves a
     # key out takes them, the shipped values.
     assert not differ, "\n".join(differ)

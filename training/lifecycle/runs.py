@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 
 from core.settings import Settings
-from training import distributed, registry, tracking
+from training import distributed
+from training.lifecycle import registry, tracking
 from training.trainer import State, TrainConfig, fit, save_model
 
 log = logging.getLogger(__name__)

@@ -225,7 +225,7 @@ def text_neighbour_vectors(item_tokens: torch.Tensor, token_init: torch.Tensor |
     text-neighbour logit (`text_logit_dim`): each item's mean token state, centred (language-model
     states share a large common direction), projected on the `dim` leading principal components
     and L2-normalised; zeros for padding and items without text. T[a].T[b] is the text
-    neighbours' cosine (`training.baselines.TextNeighbours`) in `dim` dimensions."""
+    neighbours' cosine (`training.models.baselines.TextNeighbours`) in `dim` dimensions."""
     out = torch.zeros(item_tokens.shape[0], dim)
     if token_init is None:
         return out
@@ -429,7 +429,7 @@ class Precise(nn.Module):
         self.register_buffer("item_counts", torch.zeros(cfg.n_items + 1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)  # the scale of the ID rows: positions must not drown items
-        # Session context (training.data.session_context): row 0 = unknown adds nothing. Zeros to
+        # Session context (training.prep.tensors.session_context): row 0 = unknown adds nothing. Zeros to
         # start, drawn from no random stream, so a log without timestamps trains exactly as without.
         self.ctx_emb = (nn.Embedding(3, cfg.dim, padding_idx=0, _weight=torch.zeros(3, cfg.dim))
                         if cfg.session_gap_minutes > 0 else None)
@@ -584,7 +584,7 @@ class Precise(nn.Module):
         causal=False: bidirectional (targeted training). Padding is masked in both; every
         position may see itself, so no attention row is empty (no NaN), and padded positions
         are zeroed at the output. seq_emb (B, L, D): item embeddings already computed. context
-        (B, L) int64 session codes (training.data): whether the behaviour after each position
+        (B, L) int64 session codes (training.prep.tensors): whether the behaviour after each position
         continues its session (1) or starts a new one (2), 0 = unknown; added to the inputs.
 
         Columns that are padding in every row are cut before the transformer and restored as

@@ -6,7 +6,7 @@ Every trained model is registered by its training stage: the version points at t
 `kind` (universal, warmup, incremental), `checkpoint` (the local folder), `data_version`,
 `parent_universal` (targeted models) and `gate` (pending, then champion / challenger / first).
 
-The gate that moves the aliases day by day (progressive validation) is `training/gate.py`;
+The gate that moves the aliases day by day (progressive validation) is `training/lifecycle/gate.py`;
 `precise registry promote --task T --version V` moves `champion` by hand (rollback or roll
 forward); the old champion becomes `challenger`.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.errors import PreciseError
 from core.settings import Settings
-from training import tracking
+from training.lifecycle import tracking
 
 log = logging.getLogger(__name__)
 

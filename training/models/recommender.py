@@ -1,8 +1,8 @@
 """The contract between a sequence model and what trains, evaluates and exports it.
 
 `SequenceRecommender` is everything `training.trainer`, `training.evaluate` and `serving.export`
-read of a model; the universal model (`training.model.Precise`) and the task model
-(`training.task_model.Targeted`) both implement it, and `tests/model/test_model.py` checks that
+read of a model; the universal model (`training.models.precise.Precise`) and the task model
+(`training.models.task.Targeted`) both implement it, and `tests/model/test_model.py` checks that
 they do. A new kind of model implements these members and is trained, evaluated and exported as
 is; nothing downstream asks a model what it is (no `hasattr` probing).
 
@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from training.model import ModelConfig
+from training.models.precise import ModelConfig
 
 
 @runtime_checkable

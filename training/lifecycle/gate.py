@@ -17,7 +17,7 @@ newer version was already gated is skipped (`superseded`). A version whose check
 
 So a model trained on D serves from D+1's gate on, after being checked on D+1: one day of lag,
 the price of judging every model on data it has not seen. `precise registry promote` moves `champion` by hand
-(training/registry.py).
+(training/lifecycle/registry.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from core.atomic import write_json
 from core.errors import PreciseError
 from core.settings import Settings
 from training import evaluate
-from training.registry import CHALLENGER, CHAMPION, champion, client, model_name, versions
+from training.lifecycle.registry import CHALLENGER, CHAMPION, champion, client, model_name, versions
 from training.trainer import CorruptCheckpoint
 
 REJECTED = "rejected"  # the gate tag of a version whose checkpoint is corrupt (never served)

@@ -10,7 +10,7 @@ and `data/metrics/sequences.json` (DVC metrics): date, days used, and per file: 
 length quantiles, share of users truncated.
 
 Two engines (`sequences.engine`): `local`, Arrow in this process, and `spark`, the same tables
-computed by Spark (training/spark.py; `spark.master` in params). Consumers read the files with
+computed by Spark (training/prep/spark.py; `spark.master` in params). Consumers read the files with
 `schema.read_sequences`. Schema of every sequence file (`schema.SEQUENCES_SCHEMA`), one row per
 user with at least one behaviour, sorted by user_id:
 
@@ -156,8 +156,8 @@ def build_local(events_root: Path, days: list[str], selections: dict, max_len: i
 
 
 def build_spark(events_root: Path, days: list[str], selections: dict, max_len: int, spark_cfg: SparkConfig) -> dict[str, pa.Table]:
-    """The Spark engine (training/spark.py): the same tables, sorted and typed as the local ones."""
-    from training.spark import build_all, session
+    """The Spark engine (training/prep/spark.py): the same tables, sorted and typed as the local ones."""
+    from training.prep.spark import build_all, session
 
     files = [schema.partition_file(events_root, day) for day in days]
     with session(spark_cfg) as spark:

@@ -2,7 +2,7 @@
 over all positions, trained with BPR (or a softmax) on one task. `training.targeted` is the stage
 that warm-starts, trains and records it; the model's loss and negatives are documented there.
 
-It implements `training.recommender.SequenceRecommender` like the universal model: the trainer,
+It implements `training.models.recommender.SequenceRecommender` like the universal model: the trainer,
 the evaluation and the export use it through that contract.
 """
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from core.settings import TARGETED_LOSSES, TARGETED_NEGATIVES
 from training.metrics import add_history_offset
-from training.model import Precise, distinct_items, softmax_cross_entropy
+from training.models.precise import Precise, distinct_items, softmax_cross_entropy
 
 
 class Targeted(nn.Module):
