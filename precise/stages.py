@@ -25,14 +25,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DVC_YAML = REPO / "dvc.yaml"
 
-# Code every stage runs through: the CLI (precise) and the ground (core); `validation` holds the
-# manifest that says which days are readable, which every stage after validate consults.
-COMMON_CODE = ("core", "precise", "validation")
-# What every stage after encode reads: the day's sequences and texts, and the training code.
+# What every stage after encode reads: the day's sequences and texts.
 TRAINING_INPUTS = ("data/sequences", "data/text")
-TRAINING_CODE = ("core", "precise", "training", "validation")
 # What reads the universal model trained on D (its evaluation and the gate).
-AFTER_UNIVERSAL = (*TRAINING_INPUTS, "data/metrics/train_universal.json", *TRAINING_CODE)
+AFTER_UNIVERSAL = (*TRAINING_INPUTS, "data/metrics/train_universal.json")
+# Our top-level packages: a stage's code deps are the files of these its entry module imports.
+OWN = ("core", "precise", "ingest", "training", "validation", "serving", "recall", "features")
+# What every command runs before the entry function: the CLI and the table (their module-level imports).
+COMMAND = ("precise.cli", "precise.stages")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Stage:
     cmd: str  # what `dvc repro` runs
     entry: str  # "module:function" the stage runs (its verb, `call` and the DAG task call it; the code deps are the module's imports)
     doc: str  # the comment above the stage in dvc.yaml ("" for none)
-    deps: tuple[str, ...]  # data and code paths it reads
+    deps: tuple[str, ...]  # the data it reads, and code it loads other than by import (the code it imports is added: `code_files`)
     params: tuple[str, ...]  # params.yaml sections or keys it depends on
     outs: tuple = ()  # outputs: a path, or {path: {persist: true}}
     metrics: tuple[str, ...] = ()
@@ -57,19 +57,18 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("validate", "precise validate --all", "validation.validate:day_summary", "",
-          ("data/events", "data/catalog", *COMMON_CODE), ("validate", "tasks", "run.date"),
+          ("data/events", "data/catalog"), ("validate", "tasks", "run.date"),
           outs=({"data/validation": {"persist": True}},), metrics=("data/metrics/validate.json",), outs_first=True),
     Stage("sequences", "precise sequences", "training.prep.sequences:main", "",
-          ("data/events", "data/validation/manifest.json", "core", "precise", "training/prep/sequences.py",
-           "training/prep/spark.py", "validation"),
+          ("data/events", "data/validation/manifest.json"),
           ("run.date", "sequences", "spark", "tasks", "validate"),
           outs=("data/sequences",), metrics=("data/metrics/sequences.json",), outs_first=True),
     Stage("encode", "precise encode", "training.prep.text:main", "",
-          ("data/catalog", "data/validation/manifest.json", "core", "precise", "training/prep/text.py", "validation"),
+          ("data/catalog", "data/validation/manifest.json"),
           ("run.date", "encode"), outs=("data/text",), metrics=("data/metrics/encode.json",), outs_first=True),
     Stage("train_universal", "precise train universal", "training.universal:main",
           "Continues from the previous day's model (state in var/checkpoints/universal/, not DVC).",
-          (*TRAINING_INPUTS, *TRAINING_CODE),
+          TRAINING_INPUTS,
           ("run.date", "train_universal", "encode", "tasks"),
           outs=("data/plots/fig4b_universal.png",), metrics=("data/metrics/train_universal.json",),
           plots=({"data/plots/train_universal.csv": {"x": "epoch", "y": "R@10"}},)),
@@ -88,24 +87,24 @@ STAGES: tuple[Stage, ...] = (
     Stage("train_targeted", "precise train targeted --task ${item.name}", "training.targeted:main",
           "One stage per task of params.yaml. Continues from yesterday's targeted model or re-warm-starts\n"
           "from the universal model on the cadence (state in var/targeted/<task>/, not DVC).",
-          (*TRAINING_INPUTS, "data/metrics/gate.json", *TRAINING_CODE),
+          (*TRAINING_INPUTS, "data/metrics/gate.json"),
           ("run.date", "train_targeted", "tasks", "encode", "sequences", "train_universal"),
           metrics=("data/metrics/train_targeted/${item.name}.json",), per_task=True),
     Stage("evaluate_targeted", "precise evaluate targeted --task ${item.name} --if-model", "training.evaluate:targeted_next_day",
           "Next-day protocol per task, with the Figure 4a coverage curve.",
-          (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json", *TRAINING_CODE),
+          (*TRAINING_INPUTS, "data/metrics/train_targeted/${item.name}.json"),
           ("run.date", "train_targeted.warmup_every_days", "train_targeted.newcomers", "train_universal.eval_ks",
            "encode", "sequences", "tasks"),
           outs=("data/plots/fig4a_${item.name}.png",), metrics=("data/metrics/evaluate_targeted/${item.name}.json",),
           per_task=True, options=(("if_model", True),)),
     Stage("export", "precise export", "serving.export:main",
           "Embeddings of the champions (registry aliases), per model version.",
-          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted", *TRAINING_CODE, "serving"),
+          (*TRAINING_INPUTS, "data/metrics/gate.json", "data/metrics/train_targeted"),
           ("run.date", "export", "encode", "sequences", "tasks", "train_targeted", "train_universal"),
           outs=({"data/export": {"persist": True}},), outs_first=True),
     Stage("publish", "precise publish", "serving.publish:main",
           "Feast (offline Parquet, online store) and the FAISS indexes; state in var/feast, var/recall.",
-          ("data/export", "features", "serving", "recall", "core", "precise", "validation"),
+          ("data/export", "features"),  # the Feast repository: loaded by path (serving/store.py), not imported
           ("run.date", "publish", "recall", "tasks"), metrics=("data/metrics/publish.json",)),
 )
 
@@ -114,10 +113,12 @@ HEADER = """\
 # the table, not this file; tests/unit/test_dvc_deps.py fails while the two differ.
 # Every stage calls the same entry function as `precise <verb>`. Contract partitions (data/events,
 # data/catalog, data/rejects) are NOT stage outputs: `precise ingest` writes them and versions each
-# with `dvc add` + `dvc push`. The deps test keeps deps and params exact: every package a stage's
-# code can import and every params section it reads (a key where the stage reads a few keys of a
-# section), and no section its code does not read (a missing dep serves stale data; an extra one
-# re-runs the stage for nothing). Every output is cached (no `cache: false`): `dvc push` after `dvc repro` (make run
+# with `dvc add` + `dvc push`. Deps and params are exact: the data a stage reads, then every file of
+# ours its command can import (the CLI and the table at module level, its entry module with
+# function-local imports: computed from the code, so editing precise/cli.py or this table re-runs
+# every stage), and every params section it reads (a key where it reads a few keys of a section)
+# and no other. The deps test checks them against what Python loads and what the code reads (a
+# missing dep serves stale data; an extra one re-runs the stage for nothing). Every output is cached (no `cache: false`): `dvc push` after `dvc repro` (make run
 # does it) puts the stage outputs beside the partitions in the remote, so a clone of a pinned
 # deployment (its git commit with dvc.lock and the .dvc files) gets everything back with `dvc pull`,
 # and `dvc status` then has nothing to do. State outside DVC (var/: checkpoints, MLflow, Feast) is
@@ -162,9 +163,52 @@ def run(settings, day: str, names: list[str] | tuple[str, ...]) -> dict[str, obj
     return out
 
 
+def module_file(name: str) -> Path | None:
+    path = REPO / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Our modules a file imports (function-local imports too, unless top_level_only), with the
+    packages they sit in (importing a.b.c runs a/__init__.py and a/b/__init__.py)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in (tree.body if top_level_only else ast.walk(tree)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    found |= {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 1)}
+    return {m for m in found if m.split(".")[0] in OWN and module_file(m) is not None}
+
+
+def closure(modules, top_level_only: bool = False) -> set[Path]:
+    """The files of our modules that importing `modules` can run."""
+    todo, seen = [".".join(m.split(".")[:i]) for m in modules for i in range(1, m.count(".") + 2)], set()
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += sorted(imports(path, top_level_only))
+    return seen
+
+
+def code_files(s: Stage) -> list[str]:
+    """The code a stage's command runs: the CLI and the table at module level, then everything its
+    entry module can import (function-local imports included), as repository paths."""
+    files = closure(COMMAND, top_level_only=True) | closure([s.module])
+    return sorted(f.relative_to(REPO).as_posix() for f in files)
+
+
 def spec(s: Stage) -> dict:
     """One stage as dvc.yaml's mapping (the `do` body of a per-task stage)."""
-    out: dict = {"cmd": s.cmd, "deps": list(s.deps), "params": list(s.params)}
+    out: dict = {"cmd": s.cmd, "deps": [*s.deps, *code_files(s)], "params": list(s.params)}
     sections = (("outs", s.outs), ("metrics", s.metrics)) if s.outs_first else (("metrics", s.metrics), ("outs", s.outs))
     for key, values in (*sections, ("plots", s.plots)):
         if values:
