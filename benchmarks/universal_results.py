@@ -395,7 +395,7 @@ def main() -> None:
     settings = Settings.load(REPO / "params.yaml")
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
-        before = results.get(name) if args.sample == results.get(name, {}).get("sample") else None
+        before = results.get(name) if args.sample == results.get(name, {}).get("sample", 1.0) else None
 
         def save(new: dict, name=name, before=before) -> None:
             if before is not None:  # another run's rows (and the table's notes) stay
