@@ -174,6 +174,6 @@ def read_state(path: Path = STATE) -> dict:
 # serving/store.py, which loads this file afresh for each publish) imports the module. `feast apply`
 # finds a repository's objects among its module attributes: each is an attribute named as in Feast.
 PUBLISHED: list = build(read_state())
-globals().update({o.name: o for o in PUBLISHED if o.name not in ("user", "item")})
+globals().update({o.name: o for o in PUBLISHED})  # the entities rebind to themselves
 
 _ = pd  # pandas is imported for Feast's on-demand transformations

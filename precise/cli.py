@@ -471,8 +471,6 @@ def _operator_verbs(verbs) -> None:
     gt.add_argument("--date", help="the validated day to judge on (default: run.date)")
     gt.set_defaults(func=cmd_registry_gate)
 
-    from precise.stages import STAGES
-
     pipe = verbs.add_parser("pipeline", help="the stage table (precise/stages.py): list it, or run stages for a day here")
     pipe_actions = pipe.add_subparsers(dest="action", required=True, metavar="{list,run}")
     pipe_actions.add_parser("list", help="every stage in order: its command, the data it reads and writes"
@@ -480,8 +478,8 @@ def _operator_verbs(verbs) -> None:
     pr = pipe_actions.add_parser("run", help="run stages for a day in this process, in the table's order "
                                  "(one process: train_universal.nproc is not applied; `dvc repro` skips what is done)")
     pr.add_argument("--date", help="the data day (default: run.date)")
-    pr.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], metavar="STAGE",
-                    help=f"stages to run (default: all): {', '.join(s.name for s in STAGES)}")
+    pr.add_argument("--stages", nargs="+", choices=[s.name for s in stages.STAGES], metavar="STAGE",
+                    help=f"stages to run (default: all): {', '.join(s.name for s in stages.STAGES)}")
     pr.set_defaults(func=cmd_pipeline_run)
 
     st = verbs.add_parser("status", help="where the pipeline stands: days, gate, champions, next-day quality, what is served")

@@ -33,9 +33,14 @@ def sections_read(files: set[Path]) -> set[str]:
     return {SECTIONS[n] for n in names if n in SECTIONS}
 
 
-def declared(section: str, params: list) -> bool:
-    keys = [p if isinstance(p, str) else next(iter(p)) for p in params]
-    return any(k == section or k.startswith(section + ".") or section.startswith(k + ".") for k in keys)
+def keys(params) -> list[str]:
+    """params.yaml keys of a dvc.yaml `params` list (a file-qualified entry is a mapping)."""
+    return [p if isinstance(p, str) else next(iter(p)) for p in params]
+
+
+def declared(section: str, params) -> bool:
+    """`section` is one of `params` (or a key of one, or a section holding one)."""
+    return any(k == section or k.startswith(section + ".") or section.startswith(k + ".") for k in keys(params))
 
 
 def test_dvc_yaml_is_the_stage_table():
@@ -136,6 +141,5 @@ def test_stage_declares_no_params_its_code_does_not_read(name, stage):
     """The other direction: a declared section (or a key of one) that no module of the stage's
     code reads would re-run the stage for nothing."""
     read = sections_read(table.closure([stage.module]))
-    keys = [p if isinstance(p, str) else next(iter(p)) for p in stage.params]
-    unread = sorted(k for k in keys if not any(k == r or k.startswith(r + ".") or r.startswith(k + ".") for r in read))
+    unread = sorted(k for k in keys(stage.params) if not declared(k, read))
     assert not unread, f"dvc.yaml stage {name} declares params {unread} that its code does not read"
