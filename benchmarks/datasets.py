@@ -67,6 +67,19 @@ def synthetic(synth_cfg):
     return catalog, train, None, (test_users, first.loc[test_users, "item_id"].tolist()), times
 
 
+def synthetic_stream(synth_cfg) -> pd.DataFrame:
+    """Every click of `synthetic`'s test day (its last), user_id, item_id, us (datetime64[us], UTC),
+    by time: what a platform's click stream shows before each test target (the early-clicks
+    audience of a new item, `training.fresh`). `synthetic-dev`'s with `days` one shorter."""
+    from ingest import synth
+
+    world, last = synth.build_world(synth_cfg), synth_cfg.days - 1
+    day = synth.simulate_day(world, last)
+    clicks = day[day["action"] == "click"].sort_values("ts", kind="stable")
+    return pd.DataFrame({"user_id": clicks["user_id"].to_numpy(), "item_id": clicks["item_id"].to_numpy(),
+                         "us": clicks["ts"].dt.tz_convert(None).astype("datetime64[us]").to_numpy()})
+
+
 def food_kitchen(folder: Path = SHARED / "food-kitchen", keep_last: int | None = None, drop_text: float = 0.0):
     seqs = pd.read_csv(folder / "sequences.csv")
     items = pd.read_csv(folder / "items.csv")

@@ -384,6 +384,11 @@ class UniversalConfig:
     """Users whose last item is held out for early stopping."""
     new_item_neighbours: int = 10
     """New items: ID row = the mean ID row of the k nearest items by text."""
+    early_clicks_k: float = 48.0
+    """Never-seen items move towards the users who clicked them earlier that day: weight n / (n + k); 0: off.
+
+    training/audience.py: the next-day evaluation's `early_clicks` figures and the hourly export
+    (`precise export --new-items`) move them alike; only clicks before the query's hour count."""
     eval_ks: tuple[int, ...] = (10, 30, 50)
     """Cut-offs K of the R@K and N@K the evaluations report."""
 

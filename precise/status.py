@@ -64,7 +64,9 @@ def _row(metrics: dict | None) -> dict | None:
             "R@10": metrics["all"].get("R@10"), "N@10": metrics["all"].get("N@10"),
             "counting R@10": base.get("counting", {}).get("R@10"), "popularity R@10": base.get("popularity", {}).get("R@10"),
             "fresh n": fresh.get("n"), "fresh R@10": fresh.get("R@10") if fresh.get("n") else None,
-            "popularity fresh R@10": base.get("popularity", {}).get("fresh", {}).get("R@10") if fresh.get("n") else None}
+            "popularity fresh R@10": base.get("popularity", {}).get("fresh", {}).get("R@10") if fresh.get("n") else None,
+            # the universal model as the hourly path serves it: never-seen items moved by the day's earlier clicks
+            "early fresh R@10": metrics.get("early_clicks", {}).get("fresh", {}).get("R@10") if fresh.get("n") else None}
 
 
 def examples(settings: Settings, state: dict) -> dict:
@@ -95,9 +97,10 @@ def render(s: dict) -> str:
         champ = "no champion yet" if c is None else f"champion v{c['version']}, trained through {c['trained_through']}"
         lines.append(f"Model      {name:<16} {champ}")
     lines += ["", "Next-day quality (full ranking; each model trained before the day predicts the day's first behaviour;",
-              "baselines on the same users and targets; fresh = targets published that day or never seen in training):",
+              "baselines on the same users and targets; fresh = targets published that day or never seen in training;",
+              "+clicks = the universal model with never-seen items moved by the day's earlier clicks, as the hourly path serves it):",
               f"  {'model':<16} {'day':<11} {'users':>6} {'R@10':>7} {'N@10':>7} {'counting':>9} {'popularity':>10}"
-              f"  {'fresh (n)':>9} {'R@10':>7} {'popularity':>10}"]
+              f"  {'fresh (n)':>9} {'R@10':>7} {'+clicks':>7} {'popularity':>10}"]
     for name, r in s["next_day"].items():
         if r is None:
             lines.append(f"  {name:<16} not evaluated yet")
@@ -106,7 +109,8 @@ def render(s: dict) -> str:
         else:
             lines.append(f"  {name:<16} {r['date']:<11} {r['users']:>6} {_fmt(r['R@10']):>7} {_fmt(r['N@10']):>7} "
                          f"{_fmt(r['counting R@10']):>9} {_fmt(r['popularity R@10']):>10}"
-                         f"  {_fmt(r.get('fresh n')):>9} {_fmt(r.get('fresh R@10')):>7} {_fmt(r.get('popularity fresh R@10')):>10}")
+                         f"  {_fmt(r.get('fresh n')):>9} {_fmt(r.get('fresh R@10')):>7} {_fmt(r.get('early fresh R@10')):>7}"
+                         f" {_fmt(r.get('popularity fresh R@10')):>10}")
     served = s["served"]
     lines.append("")
     if not served["serving"]:

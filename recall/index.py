@@ -330,15 +330,34 @@ class Recall:
         return [{"item_id": i, "score": None, "fallback": "popular"} for i in self.meta["popular"] if i not in seen][:k]
 
 
-def add_items(settings: Settings, model: str, version: str, ids: list[str], vectors) -> int:
-    """Append new items to a version's index (atomic folder swap); known ids are skipped."""
+def add_items(settings: Settings, model: str, version: str, ids: list[str], vectors, replace: bool = False) -> int:
+    """Append new items to a version's index (atomic folder swap); known ids are skipped, or with
+    `replace` given these vectors (the index rebuilt whole, same settings: the hourly path's items
+    moved by their first clicks, `training.audience`). Returns the number of rows added or replaced."""
     folder = index_dir(settings, model, version)
     if not (folder / "meta.json").is_file():
         return 0
-    known = set(json.loads((folder / "ids.json").read_text()))
-    if all(i in known for i in ids):  # nothing new: the index is not read
+    known = json.loads((folder / "ids.json").read_text())
+    row_of = {i: r for r, i in enumerate(known)}
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if not replace and all(i in row_of for i in ids):  # nothing new: the index is not read
         return 0
-    index, all_ids, meta, n_fresh = grown(folder, list(ids), np.asarray(vectors, dtype=np.float32))
     counts = json.loads((folder / "popularity.json").read_text()) if (folder / "popularity.json").is_file() else {}
+    old = [j for j, i in enumerate(ids) if i in row_of]
+    if replace and old:
+        import faiss
+
+        index = faiss.read_index(str(folder / "index.faiss"))
+        if (ivf := faiss.try_extract_index_ivf(index)) is not None:
+            ivf.make_direct_map()  # reconstruct by row
+        every = index.reconstruct_n(0, index.ntotal)
+        every[[row_of[ids[j]] for j in old]] = vectors[old]
+        fresh = [j for j, i in enumerate(ids) if i not in row_of]
+        every = np.vstack([every, vectors[fresh]])
+        index, kind = make_index(np.ascontiguousarray(every), settings.recall)
+        meta = json.loads((folder / "meta.json").read_text()) | {"kind": kind}
+        write_index(folder, index, known + [ids[j] for j in fresh], meta, counts, settings.recall.top_k)
+        return len(ids)
+    index, all_ids, meta, n_fresh = grown(folder, list(ids), vectors)
     write_index(folder, index, all_ids, meta, counts, settings.recall.top_k)
     return n_fresh

@@ -66,6 +66,7 @@ from core.atomic import atomic_dir, write_json
 from core.errors import PreciseError
 from core.settings import Settings, Task
 from training import targeted, universal
+from training.audience import blend
 from training.lifecycle import registry
 from training.prep import text
 from training.prep.tensors import NEW_SESSION, Index, days_since_epoch, pad_left, session_context
@@ -266,19 +267,24 @@ def _write(folder: Path, name: str, data: pa.Table, manifest_out: dict) -> None:
 
 
 def new_items(settings: Settings, date: str | None = None) -> dict:
-    """The hourly path: embeddings of items published since the last export (see module docstring)."""
+    """The hourly path: embeddings of items published since the last export, and of the items
+    the universal champion never saw that the day's clicks have reached since (see module docstring)."""
     from validation import manifest
 
     day = manifest.resolve_day(settings, date)
     state_path = settings.paths.var / "export" / "new_items.json"
-    last = json.loads(state_path.read_text())["published_until"] if state_path.is_file() else None
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    last = state.get("published_until")
     items, tok_ids, tok_init = text.read(settings.paths.text)
     published = pd.to_datetime(items["published_at"], utc=True)
     fresh = items[published > pd.Timestamp(last)] if last else items[published >= pd.Timestamp(day, tz="UTC")]
     ts = publish_time(settings)
+    clicks = day_clicks(settings, day, ts)
+    clicks_until = state.get("clicks_until") if state.get("clicks_day") == day else None
+    new_clicks = clicks if clicks_until is None else clicks[clicks["ts"] > pd.Timestamp(clicks_until)]
     out = schema.partition_dir(export_root(settings), day) / f"new_items-{ts.strftime('%H%M%S')}"
-    summary = {"date": day, "event_timestamp": ts.isoformat(), "items": len(fresh), "files": {}, "versions": {}}
-    if fresh.empty:
+    summary = {"date": day, "event_timestamp": ts.isoformat(), "items": len(fresh), "moved": 0, "files": {}, "versions": {}}
+    if fresh.empty and new_clicks.empty:
         return summary
     ids = set(fresh["item_id"])
     neighbours = settings.universal.new_item_neighbours
@@ -290,13 +296,55 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
                 else (lambda m, w: targeted.grow(m, w, items, tok_ids, tok_init, neighbours))
             model, index, _, _ = grow(meta, weights)
             rows = [i for i in in_scenes(tasks.get(name), index.ids, items).tolist() if index.ids[i] in ids]
-            vectors = item_vectors(model, day)[rows]  # served from today, the day they were published
-            _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors, version, ts), summary)
+            vectors = item_vectors(model, day)  # served from today, the day they were published
+            if name == "universal" and settings.universal.early_clicks_k > 0 and len(clicks):
+                moved, vectors = early_clicks(settings, model, index, len(meta["item_ids"]), vectors, clicks, version)
+                rows = sorted(set(rows) | set(moved))
+                summary["moved"] = len(moved)
+            _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors[rows], version, ts), summary)
             summary["versions"][name] = version
         (Path(tmp) / "manifest.json").write_text(json.dumps(summary, indent=1))
-    write_json(state_path, {"published_until": published.max().isoformat()})
+    write_json(state_path, {"published_until": (published.max() if last is None else max(published.max(), pd.Timestamp(last))).isoformat(),
+                            "clicks_day": day, "clicks_until": ts.isoformat()})
     summary["folder"] = str(out)
     return summary
+
+
+def day_clicks(settings: Settings, day: str, until: dt.datetime) -> pd.DataFrame:
+    """The ingested behaviours of `day` before `until` (user_id, item_id, ts): the stream the
+    hourly path folds into never-seen items (`training.audience`); empty before the day is ingested."""
+    if day not in schema.list_days(settings.paths.events):
+        return pd.DataFrame({"user_id": [], "item_id": [], "ts": pd.to_datetime([], utc=True)})
+    events = schema.read_events(settings.paths.data, [day])[["user_id", "item_id", "ts"]]
+    return events[events["ts"] < pd.Timestamp(until)].sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def early_clicks(settings: Settings, model, index: Index, n_trained: int, vectors: np.ndarray, clicks: pd.DataFrame,
+                 version: str) -> tuple[list[int], np.ndarray]:
+    """(rows moved, vectors (N, D') with them moved): the items the champion never saw (index
+    rows past its `n_trained` items) that `clicks` reached, moved towards the universal vectors
+    the day's export serves for the users who clicked them (`training.audience.blend`, on the
+    scored columns; an extra column, the age offset, kept). Clickers without such a vector (no
+    daily export of the day yet, another version, a user it does not hold) are not counted."""
+    path = schema.partition_dir(export_root(settings), str(clicks["ts"].iloc[0].date())) / "universal_user.parquet"
+    if not path.is_file():
+        return [], vectors
+    users = pq.read_table(path, columns=["user_id", "embedding", "model_version"]).to_pandas()
+    users = users[users["model_version"] == version].reset_index(drop=True)
+    row_of = {u: i for i, u in enumerate(users["user_id"])}
+    known = clicks[clicks["user_id"].isin(row_of)]
+    d = model.all_item_embeddings().shape[1]
+    base = torch.from_numpy(np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors]))  # row 0: padding
+    eligible = torch.zeros(len(base), dtype=torch.bool)
+    eligible[n_trained + 1 :] = True
+    clicked = torch.from_numpy(index.lookup(list(known["item_id"])))
+    user_vecs = torch.from_numpy(np.stack(users["embedding"]).astype(np.float32)[:, :d]) if len(users) else torch.zeros(0, d)
+    moved = blend(base[:, :d], user_vecs, clicked, torch.tensor([row_of[u] for u in known["user_id"]], dtype=torch.long),
+                  eligible, settings.universal.early_clicks_k, model.to_space)
+    rows = sorted(set((torch.unique(clicked[eligible[clicked]]) - 1).tolist()))
+    out = vectors.copy()
+    out[:, :d] = moved[1:].numpy()
+    return rows, out
 
 
 def item_init(settings: Settings, name: str, date: str | None = None) -> dict:

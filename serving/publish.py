@@ -151,6 +151,8 @@ def new_items(settings: Settings, folder: Path) -> dict:
             continue
         online = frame.rename(columns={"embedding": f"{model}_item_embedding", "model_version": f"{model}_item_model_version"})
         store.write_to_online_store(f"{model}_item_v{version}", online)
-        recall_index.add_items(settings, model, str(version), list(frame["item_id"]), frame["embedding"].tolist())
+        # the universal rows may move items already indexed (their first clicks, training.audience)
+        recall_index.add_items(settings, model, str(version), list(frame["item_id"]), frame["embedding"].tolist(),
+                               replace=model == "universal")
         done[model] = len(frame)
     return done

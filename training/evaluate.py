@@ -27,6 +27,7 @@ from core.atomic import atomic_path, write_json
 from core.errors import PreciseError
 from core.settings import Settings
 from training.prep import text
+from training import audience
 from training.lifecycle import tracking
 from training.models.baselines import Popularity, Transitions, item_frequency
 from training.prep.tensors import Index, days_since_epoch, pad_left, target_contexts
@@ -125,6 +126,23 @@ def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str
     return pd.DataFrame(rows, columns=["user_id", "history", "target", "history_ts", "target_ts"]), before_day
 
 
+def day_clicks(seqs: pd.DataFrame, day: str, users: list) -> tuple[list, list, np.ndarray]:
+    """Every behaviour on `day` of `users` (item ids, the user's position in `users`, times
+    datetime64[us] UTC), by time: the stream `training.audience` folds into never-seen items."""
+    start, row_of = pd.Timestamp(day, tz="UTC"), {u: i for i, u in enumerate(users)}
+    items, rows, times = [], [], []
+    on = seqs[seqs["user_id"].isin(row_of) & (seqs["last_day"] >= day)]
+    for user, ids, ts in zip(on["user_id"], on["item_ids"], on["ts"]):
+        ts = pd.to_datetime(ts, utc=True)
+        keep = np.flatnonzero((ts >= start) & (ts < start + pd.Timedelta(days=1)))
+        items += list(np.asarray(ids)[keep])
+        rows += [row_of[user]] * len(keep)
+        times.append(ts[keep].tz_convert(None).to_numpy().astype("datetime64[us]"))
+    times = np.concatenate(times) if times else np.zeros(0, dtype="datetime64[us]")
+    order = np.argsort(times, kind="stable")
+    return [items[i] for i in order], [rows[i] for i in order], times[order]
+
+
 def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
     """Users with a behaviour on `day`: user_id, history, target (see `split_day`)."""
     return split_day(seqs, day)[0]
@@ -152,10 +170,22 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     freq = np.maximum(freq - np.bincount(targets, minlength=len(freq)), 0)  # ... minus the targets themselves
     ks = settings.universal.eval_ks
     fresh = fresh_targets(items, index, targets, freq, day)
-    return {"date": day, "model": ckpt.parent.name, "users": len(targets),
-            "users_without_history": skipped, "new_items_in_catalog": n_new,
-            **breakdown(ranks, targets, freq, ks, fresh),
-            "baselines": baseline_metrics(index, before_day, histories, targets, ks, fresh=fresh)}
+    metrics = {"date": day, "model": ckpt.parent.name, "users": len(targets),
+               "users_without_history": skipped, "new_items_in_catalog": n_new,
+               **breakdown(ranks, targets, freq, ks, fresh),
+               "baselines": baseline_metrics(index, before_day, histories, targets, ks, fresh=fresh)}
+    k = settings.universal.early_clicks_k
+    if k > 0:  # as the hourly path serves: never-seen items moved by the day's earlier clicks
+        clicked, rows, times = day_clicks(seqs, day, list(with_history["user_id"]))
+        eligible = torch.from_numpy(item_frequency([index.lookup(h) for h in before_day], len(index)) == 0)
+        eligible[0] = False
+        gap_ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
+        early = audience.ranks(model, torch.from_numpy(pad_left(histories, model.cfg.max_len)), torch.from_numpy(targets),
+                               gap_ctx, torch.from_numpy(days_since_epoch(with_history["target_ts"])),
+                               np.asarray(pd.to_datetime(with_history["target_ts"], utc=True).dt.tz_convert(None), dtype="datetime64[us]"),
+                               (index.lookup(clicked), np.asarray(rows, dtype=np.int64), times), eligible, k)
+        metrics["early_clicks"] = {"k": k, "clicks": len(clicked), **breakdown(early, targets, freq, ks, fresh)}
+    return metrics
 
 
 def next_day(settings: Settings, date: str | None = None, if_model: bool = False) -> dict:

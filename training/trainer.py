@@ -285,15 +285,17 @@ def history_logit(model) -> float | None:
 
 @torch.no_grad()
 def model_ranks(model: SequenceRecommender, inputs: torch.Tensor, targets: torch.Tensor, context: torch.Tensor | None = None,
-                candidates: torch.Tensor | None = None, when: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                candidates: torch.Tensor | None = None, when: torch.Tensor | None = None,
+                items: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The model's full-ranking rank and softmax loss of each target (B,) given its inputs (B, L)
     (and their session context (B, L), `Precise.encode`): among `candidates` ((N+1,) bool) if given,
     else among a task model's own `candidates` if it has them; the items of each input window get
     the model's learned history offset if it has one (`model.history_offset`), and every item its
     age offset at the query times when (B,) (days since 1970) if it has one (`model.age_logit`).
-    The one scoring of evaluation, benchmarks and the gate."""
+    items: the items as scored (`model.scoring_items()` unless given: `training.audience` moves
+    some). The one scoring of evaluation, benchmarks and the gate."""
     model.eval()
-    items = model.scoring_items()
+    items = model.scoring_items() if items is None else items
     users = torch.cat([model.users(inputs[i : i + 512], None if context is None else context[i : i + 512])
                        for i in range(0, len(inputs), 512)])
     users = model.with_text_users(users, inputs[:, -1])  # the text-neighbour logit's columns (`text_logit_dim`)

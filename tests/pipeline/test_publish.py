@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ import pytest
 
 from core import schema
 from core.settings import Settings
+from recall import index as recall_index
 from recall.index import Recall
 from serving import publish
 from benchmarks.common import RedisServer, train_day
@@ -281,9 +283,10 @@ def test_new_items_hourly_path(world):
     items, _, _ = text.read(world.paths.text)
     fresh = items[pd.to_datetime(items["published_at"], utc=True) >= pd.Timestamp(d2, tz="UTC")]
     assert set(table["item_id"]) == set(fresh.loc[fresh["scene"] == "article", "item_id"])
-    every = pq.read_table(Path(out["folder"]) / "universal_item.parquet").to_pandas()
-    assert set(every["item_id"]) == set(fresh["item_id"])
-    assert export.new_items(world, d2)["items"] == 0, "nothing new since the last run"
+    every = pq.read_table(Path(out["folder"]) / "universal_item.parquet").to_pandas().set_index("item_id")
+    assert set(every.index) >= set(fresh["item_id"])
+    again = export.new_items(world, d2)
+    assert again["items"] == 0 and again["moved"] == 0 and "folder" not in again, "nothing new since the last run"
     # The same vectors as the daily export of the same model version (what evaluation scores).
     folder = schema.partition_dir(world.paths.data / "export", d2)
     day_items = pq.read_table(folder / "click_article_item.parquet").to_pandas().set_index("item_id")
@@ -306,6 +309,25 @@ def test_new_items_hourly_path(world):
     u2i = json.loads(run_cli("--params", str(world.params_path), "recall", "u2i", "--task", "click_article", "--user", user,
                              "--k", str(int(ranks[u, j]) + 13), "--keep-consumed", cwd=world.paths.root).stdout)  # + a window that the offset may lift
     assert item in {x["item_id"] for x in u2i["items"]}, "recall through FAISS returns the new item"
+
+    # The universal rows: the items the champion never saw that d2's clicks reached moved towards
+    # the served vectors of the users who clicked them (training.audience); Feast and FAISS hold them.
+    universal_day = pq.read_table(folder / "universal_item.parquet").to_pandas().set_index("item_id")
+    served = pq.read_table(folder / "universal_user.parquet").to_pandas()
+    served = served[served["model_version"] == daily["versions"]["universal"]].set_index("user_id")
+    events = schema.read_events(world.paths.data, [d2])
+    trained = set(load_checkpoint(Path(registry.champion(world, None).tags["checkpoint"]))[0]["item_ids"])
+    reached = events[~events["item_id"].isin(trained) & events["user_id"].isin(served.index)]
+    assert out["moved"] == reached["item_id"].nunique() > 0
+    d = len(every["embedding"].iloc[0]) - int(world.universal.model.age_logit)  # the scored columns
+    for item, clickers in reached.groupby("item_id")["user_id"]:
+        audience = np.stack(served.loc[clickers, "embedding"])[:, :d].sum(0)
+        moved, before = np.asarray(every.loc[item, "embedding"])[:d], np.asarray(universal_day.loc[item, "embedding"])[:d]
+        assert moved @ audience > before @ audience, f"{item} moved towards its {len(clickers)} clickers"
+    index_folder = recall_index.index_dir(world, "universal", daily["versions"]["universal"].rsplit(":", 1)[1])
+    faiss_index, ids = faiss.read_index(str(index_folder / "index.faiss")), json.loads((index_folder / "ids.json").read_text())
+    item = reached["item_id"].iloc[0]
+    np.testing.assert_allclose(faiss_index.reconstruct(ids.index(item)), every.loc[item, "embedding"], rtol=1e-5, atol=1e-6)
 
 
 def test_item_init_export_loads_into_an_id_embedding(world):

@@ -80,6 +80,10 @@ def test_train_continue_and_evaluate(world):
     base = ev["baselines"]  # the same users and targets, for the first-run summary
     assert set(base) == {"counting", "popularity"} and base["counting"]["R@10"] > 0 and base["popularity"]["R@50"] > 0
     assert base["popularity"]["fresh"]["n"] == ev["fresh"]["n"]
+    # ... and as the hourly path serves: never-seen items moved by d2's earlier clicks (training.audience)
+    early = ev["early_clicks"]
+    assert early["k"] == world.universal.early_clicks_k > 0 and early["clicks"] > ev["users"]
+    assert early["fresh"]["n"] == ev["fresh"]["n"] and early["new"]["n"] == ev["new"]["n"]
 
     m2 = universal.main(world, d2)
     meta2, w2 = load_checkpoint(universal.checkpoint_root(world) / f"date={d2}" / "final")
