@@ -318,7 +318,7 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
                          ("popularity", Popularity(data["train"], n)),
                          ("text neighbours (last item)", TextNeighbours(vectors, data["train"], n))):
         rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
-    early_k = settings.universal.early_clicks_k
+    early_ks = args.early_k or [settings.universal.early_clicks_k]
     if data["stream"] is not None and not args.tune:
         rows[TRENDING] = {"test": breakdown(trending_ranks(data, freq), data["test"][1], freq, ks)}
     fig4b = {}
@@ -333,7 +333,7 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
     sets = parse_sets(args.set)
     for key in args.variants:
         label = VARIANTS[key][0]
-        runs, early_runs = [], []
+        runs, early_runs = [], {}
         for seed in (args.seeds if key in HEADLINE else args.seeds[:1]):
             row, model = train_row(data, settings, key, seed, sets, args.tune, ks)
             runs.append(row)
@@ -346,14 +346,14 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
                 fig4b[label] = diagnostics.neighbour_id_similarity(model)
                 if not args.tune and args.tag == "universal_results":  # now, so that a run stopped later keeps it; docs/ holds the default tag's plots only
                     plot_fig4b(name, fig4b)
-            if data["stream"] is not None and not args.tune and early_k > 0 and model.cfg.item_embedding != "id":
+            for early_k in early_ks if data["stream"] is not None and not args.tune and model.cfg.item_embedding != "id" else []:
                 early = breakdown(early_click_ranks(model, data, early_k), data["test"][1], freq, ks)
-                early_runs.append(row | {"test": early})
+                early_runs.setdefault(early_k, []).append(row | {"test": early})
                 print(f"{name} {label} seed {seed}, {EARLY.format(k=early_k)}: test R@10 {early['all']['R@10']:.4f} "
                       f"new R@10 {early['new']['R@10']:.4f} (n {early['new']['n']})", flush=True)
         rows[label] = mean_rows(runs)
-        if early_runs:
-            rows[f"{label}, {EARLY.format(k=early_k)}"] = mean_rows(early_runs)
+        for early_k, early in early_runs.items():
+            rows[f"{label}, {EARLY.format(k=early_k)}"] = mean_rows(early)
         save(snapshot())
     return snapshot()
 
@@ -434,6 +434,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
                         help="learned rows (none given: the non-learned baselines only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8], help="headline rows run on each; others on the first")
+    parser.add_argument("--early-k", nargs="*", type=float, default=[],
+                        help="synthetic: also score each learned row with never-seen items moved by the test day's "
+                             "earlier clicks at these k (training/audience.py; default: train_universal.early_clicks_k)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")
     parser.add_argument("--tune", action="store_true", help="validation split only (never reads the test split)")

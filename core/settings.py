@@ -384,7 +384,7 @@ class UniversalConfig:
     """Users whose last item is held out for early stopping."""
     new_item_neighbours: int = 10
     """New items: ID row = the mean ID row of the k nearest items by text."""
-    early_clicks_k: float = 48.0
+    early_clicks_k: float = 16.0
     """Never-seen items move towards the users who clicked them earlier that day: weight n / (n + k); 0: off.
 
     training/audience.py: the next-day evaluation's `early_clicks` figures and the hourly export
