@@ -32,7 +32,10 @@ the newest write), `created` the wall clock.
 
 `precise export --date D --new-items` is the hourly path: only items published since the last
 export, embedded by each champion grown to D's catalog (text-driven ID rows), into
-`data/export/date=D/new_items-<time>/`.
+`data/export/date=D/new_items-<time>/`; the universal rows also hold the items the champion never
+saw that D's ingested behaviours before now have reached, moved towards the users who clicked
+them (`training.audience`, `train_universal.early_clicks_k`; their vectors from D's daily export).
+A run with neither new items nor new clicks since the last one writes nothing.
 
 Re-running a date whose export holds the same champion versions and export settings
 (`export.lookback_days`, `export.recent_items`, `train_targeted.newcomers`) changes nothing

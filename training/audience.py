@@ -17,9 +17,10 @@ keep their vectors; the user vectors do not change. Point in time: only clicks s
 the start of the query's hour count (what the hourly path has published by then), so a user's own
 click on the target is never among them.
 
-Used alike by the next-day evaluation (`training.evaluate.score_universal`: the "fresh" figure of
-`precise status`), the benchmarks' synthetic rows and the hourly export of new items
-(`serving.export.new_items`). docs/notebook.md, "A new item's first clicks", has the evidence.
+Used alike by the next-day evaluation (`training.evaluate.score_universal`: its `early_clicks`
+figures, the `+clicks` column of `precise status`), the benchmarks' synthetic rows and the hourly
+export of new items (`serving.export.new_items`; `precise publish`'s hourly step replaces their
+FAISS rows). docs/notebook.md, "A new item's first clicks", has the evidence.
 """
 
 from __future__ import annotations

@@ -232,11 +232,11 @@ def test_targeted_training_beats_counting_and_popularity_on_its_task(world, defa
 # random ID rows) seed 7: R@100 0.011, median rank 921, all targets 0.178 and 0.181 (seeds 7, 8).
 NEW_R100 = 0.25  # the gated model's R@100 on never-seen targets, below every run of it seen (0.32-0.43)
 # The same test targets scored as the hourly path serves (training.audience, train_universal.early_clicks_k
-# 48: never-seen items moved towards the users who clicked them before the target's hour; the module's
-# default model, no gate), seeds 7-10 on one thread: never-seen R@10 0.029, 0.025, 0.007, 0.025 (0 without
-# the clicks on every seed), R@50 0.068, 0.065, 0.036, 0.058; all targets 0.1806, 0.1825, 0.1781, 0.1781
-# against 0.1781, 0.1806, 0.1778, 0.1762 without.
-EARLY_NEW_R50 = 0.025  # below every seed's 0.036-0.068
+# 16: never-seen items moved towards the users who clicked them before the target's hour; the module's
+# default model, no gate), seeds 7-10 on one thread beside another job: never-seen R@10 0.119, 0.140,
+# 0.137, 0.147 (0 without the clicks on every seed; popularity 0), R@50 0.223, 0.237, 0.183, 0.209; all
+# targets 0.1822, 0.1873, 0.1841, 0.1794 against 0.1781, 0.1806, 0.1778, 0.1762 without (+0.003 to +0.007).
+EARLY_NEW_R10 = 0.08  # below every seed's 0.119-0.147
 
 
 @pytest.mark.slow(seconds=85)  # its own model (the gate on), beside the module's default one
@@ -287,5 +287,5 @@ def test_the_days_first_clicks_bring_never_seen_items_into_the_top_10(world, def
     overall, overall_before = from_ranks(ranks, (10,))["R@10"], from_ranks(plain, (10,))["R@10"]
     print(f"never-seen targets ({int(new.sum())}): R@10 {got['R@10']:.4f}, R@50 {got['R@50']:.4f} with the day's clicks, "
           f"{before['R@10']:.4f}, {before['R@50']:.4f} without; all targets {overall:.4f} against {overall_before:.4f}")
-    assert got["R@50"] >= EARLY_NEW_R50 and got["R@10"] > before["R@10"], (got, before)
-    assert overall >= overall_before - 0.002, (overall, overall_before)  # no loss overall (every seed gained)
+    assert got["R@10"] >= EARLY_NEW_R10 and got["R@10"] > before["R@10"], (got, before)
+    assert overall >= overall_before, (overall, overall_before)  # no loss overall (every seed gained)

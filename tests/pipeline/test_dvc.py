@@ -102,6 +102,8 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
         assert row and row["R@10"] is not None and row["counting R@10"] is not None, (model, row)
         assert row["popularity R@10"] is not None and row["users"] > 0, (model, row)
         assert "fresh R@10" in row and "popularity fresh R@10" in row, (model, row)
+    universal = status["next_day"]["universal"]  # and as the hourly path serves it (training.audience)
+    assert universal["fresh n"] and universal["early fresh R@10"] is not None, universal
     assert status["gate"]["passed"]["days"] == 4 and status["served"]["serving"]["click_article"]
     from core.settings import Settings
     from precise.status import render
@@ -110,7 +112,7 @@ def test_ingest_versions_partitions_and_repro_is_idempotent(repo_copy: Path, tmp
     screen = render(status)
     user = status["examples"]["click_article"]["user_id"]
     assert f"precise recall u2i --task click_article --user {user}" in screen and "counting" in screen
-    assert "fresh (n)" in screen
+    assert "fresh (n)" in screen and "+clicks" in screen
     items = Recall(Settings.load(repo_copy / "params.yaml"), "click_article").u2i(user)
     assert items and not any(x.get("fallback") for x in items), "the printed hint works"
 
