@@ -346,7 +346,7 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
                 fig4b[label] = diagnostics.neighbour_id_similarity(model)
                 if not args.tune and args.tag == "universal_results":  # now, so that a run stopped later keeps it; docs/ holds the default tag's plots only
                     plot_fig4b(name, fig4b)
-            for early_k in early_ks if data["stream"] is not None and not args.tune and model.cfg.item_embedding != "id" else []:
+            for early_k in early_ks if data["stream"] is not None and not args.tune else []:  # id-only too: the control
                 early = breakdown(early_click_ranks(model, data, early_k), data["test"][1], freq, ks)
                 early_runs.setdefault(early_k, []).append(row | {"test": early})
                 print(f"{name} {label} seed {seed}, {EARLY.format(k=early_k)}: test R@10 {early['all']['R@10']:.4f} "
