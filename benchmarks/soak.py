@@ -221,8 +221,9 @@ def chain(s, day: str, fault: str | None, params: Path, redis: RedisServer, note
     flows.sequences_day(day)
     flows.encode_day(day)
     hourly = flows.new_items_now()  # the hourly DAG: the day's new items, encoded, into the serving versions
-    if hourly.get("items"):
-        notes.append(f"hourly path: {hourly['items']} new items into {', '.join(sorted(hourly.get('published', {})))}")
+    if hourly.get("items") or hourly.get("moved"):
+        notes.append(f"hourly path: {hourly['items']} new items, {hourly.get('moved', 0)} moved by their first clicks, "
+                     f"into {', '.join(sorted(hourly.get('published', {})))}")
     for d in flows.gate_day(day):
         if d["decision"] == "rejected":
             notes.append(f"gate: {d['model']} v{d['version']} rejected ({d['reason'].split(';')[0]})")

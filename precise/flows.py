@@ -246,6 +246,6 @@ def new_items_now() -> dict:
     if not read_state(s)["serving"]:  # a fresh install before its first publish: no model serves yet
         return {"items": 0, "skipped": "nothing published yet (the first precise_publish run serves every item)"}
     out = export.new_items(s, days[-1])
-    if out["items"]:
+    if "folder" in out:  # new items, or never-seen items the day's clicks moved (training.audience)
         out["published"] = publish.new_items(s, Path(out["folder"]))
     return out

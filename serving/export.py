@@ -282,7 +282,7 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
     published = pd.to_datetime(items["published_at"], utc=True)
     fresh = items[published > pd.Timestamp(last)] if last else items[published >= pd.Timestamp(day, tz="UTC")]
     ts = publish_time(settings)
-    clicks = day_clicks(settings, day, ts)
+    clicks = ingested_clicks(settings, day, ts)
     clicks_until = state.get("clicks_until") if state.get("clicks_day") == day else None
     new_clicks = clicks if clicks_until is None else clicks[clicks["ts"] > pd.Timestamp(clicks_until)]
     out = schema.partition_dir(export_root(settings), day) / f"new_items-{ts.strftime('%H%M%S')}"
@@ -301,19 +301,18 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
             rows = [i for i in in_scenes(tasks.get(name), index.ids, items).tolist() if index.ids[i] in ids]
             vectors = item_vectors(model, day)  # served from today, the day they were published
             if name == "universal" and settings.universal.early_clicks_k > 0 and len(clicks):
-                moved, vectors = early_clicks(settings, model, index, len(meta["item_ids"]), vectors, clicks, version)
+                moved, vectors = early_clicks(settings, day, model, index, len(meta["item_ids"]), vectors, clicks, version)
                 rows = sorted(set(rows) | set(moved))
                 summary["moved"] = len(moved)
             _write(tmp, f"{name}_item", table("item_id", [index.ids[i] for i in rows], vectors[rows], version, ts), summary)
             summary["versions"][name] = version
         (Path(tmp) / "manifest.json").write_text(json.dumps(summary, indent=1))
-    write_json(state_path, {"published_until": (published.max() if last is None else max(published.max(), pd.Timestamp(last))).isoformat(),
-                            "clicks_day": day, "clicks_until": ts.isoformat()})
+    write_json(state_path, {"published_until": published.max().isoformat(), "clicks_day": day, "clicks_until": ts.isoformat()})
     summary["folder"] = str(out)
     return summary
 
 
-def day_clicks(settings: Settings, day: str, until: dt.datetime) -> pd.DataFrame:
+def ingested_clicks(settings: Settings, day: str, until: dt.datetime) -> pd.DataFrame:
     """The ingested behaviours of `day` before `until` (user_id, item_id, ts): the stream the
     hourly path folds into never-seen items (`training.audience`); empty before the day is ingested."""
     if day not in schema.list_days(settings.paths.events):
@@ -322,14 +321,14 @@ def day_clicks(settings: Settings, day: str, until: dt.datetime) -> pd.DataFrame
     return events[events["ts"] < pd.Timestamp(until)].sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def early_clicks(settings: Settings, model, index: Index, n_trained: int, vectors: np.ndarray, clicks: pd.DataFrame,
-                 version: str) -> tuple[list[int], np.ndarray]:
+def early_clicks(settings: Settings, day: str, model, index: Index, n_trained: int, vectors: np.ndarray,
+                 clicks: pd.DataFrame, version: str) -> tuple[list[int], np.ndarray]:
     """(rows moved, vectors (N, D') with them moved): the items the champion never saw (index
     rows past its `n_trained` items) that `clicks` reached, moved towards the universal vectors
-    the day's export serves for the users who clicked them (`training.audience.blend`, on the
+    that `day`'s export serves for the users who clicked them (`training.audience.blend`, on the
     scored columns; an extra column, the age offset, kept). Clickers without such a vector (no
     daily export of the day yet, another version, a user it does not hold) are not counted."""
-    path = schema.partition_dir(export_root(settings), str(clicks["ts"].iloc[0].date())) / "universal_user.parquet"
+    path = schema.partition_dir(export_root(settings), day) / "universal_user.parquet"
     if not path.is_file():
         return [], vectors
     users = pq.read_table(path, columns=["user_id", "embedding", "model_version"]).to_pandas()
