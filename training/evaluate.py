@@ -166,8 +166,9 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     gap = model.cfg.session_gap_minutes
     contexts = target_contexts(with_history["history_ts"], with_history["target_ts"], gap) if gap else None
     ranks = rank_targets(model, histories, targets, contexts, when=days_since_epoch(with_history["target_ts"]))
-    freq = item_frequency([index.lookup(s) for s in seqs["item_ids"]], len(index))  # through D ...
-    freq = np.maximum(freq - np.bincount(targets, minlength=len(freq)), 0)  # ... minus the targets themselves
+    # the buckets' training count: behaviours before D, what a model trained before D could have seen
+    # (D's own later clicks counted before, so a new item clicked 20 times on D read as "head")
+    freq = item_frequency([index.lookup(h) for h in before_day], len(index))
     ks = settings.universal.eval_ks
     fresh = fresh_targets(items, index, targets, freq, day)
     metrics = {"date": day, "model": ckpt.parent.name, "users": len(targets),
@@ -177,7 +178,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
     k = settings.universal.early_clicks_k
     if k > 0:  # as the hourly path serves: never-seen items moved by the day's earlier clicks
         clicked, rows, times = day_clicks(seqs, day, list(with_history["user_id"]))
-        eligible = torch.from_numpy(item_frequency([index.lookup(h) for h in before_day], len(index)) == 0)
+        eligible = torch.from_numpy(freq == 0)
         eligible[0] = False
         gap_ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
         early = audience.ranks(model, torch.from_numpy(pad_left(histories, model.cfg.max_len)), torch.from_numpy(targets),
