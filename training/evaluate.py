@@ -208,8 +208,11 @@ def next_day(settings: Settings, date: str | None = None, if_model: bool = False
     with tracking.run(settings.paths.var, "precise-universal", f"evaluate-{day}",
                       {"date": day, "model": ckpt.parent.name, "protocol": "next_day"},
                       {"stage": "evaluate_universal"}) as mlflow:
+        early = metrics.get("early_clicks", {})  # as the hourly path serves (training.audience)
         mlflow.log_metrics({f"{part}_{k.replace('@', '_at_')}": v for part in PARTS
-                            for k, v in metrics[part].items()})
+                            for k, v in metrics[part].items()}
+                           | {f"early_clicks_{part}_{k.replace('@', '_at_')}": v for part in PARTS if part in early
+                              for k, v in early[part].items()})
     write_json(settings.paths.metrics / "evaluate_universal.json", metrics)
     return metrics
 

@@ -101,6 +101,8 @@ def test_train_continue_and_evaluate(world):
     mlflow.set_tracking_uri(tracking.tracking_uri(world.paths.var))
     runs = mlflow.search_runs(experiment_names=["precise-universal"])
     assert {"universal-" + d1, "universal-" + d2, "evaluate-" + d2} <= set(runs["tags.mlflow.runName"])
+    evaluated = runs[runs["tags.mlflow.runName"] == "evaluate-" + d2].iloc[0]
+    assert evaluated["metrics.early_clicks_fresh_R_at_10"] == ev["early_clicks"]["fresh"]["R@10"]
     assert runs["tags.inputs_fingerprint"].dropna().str.len().eq(16).all()
     assert json.loads((world.paths.metrics / "train_universal.json").read_text())["date"] == d2
     assert (world.paths.data / "plots" / "train_universal.csv").is_file()
