@@ -14,7 +14,8 @@ loads a row trained before, `--save F` keeps this one), then ranks with
 
 where cos_text is the text-neighbours baseline's centred cosine (`training.models.baselines.TextNeighbours`)
 and m_j = 1 for every item, or with `--never-seen` only for the items never seen in training (a
-bias and a text pull for them alone; beta 0 without it). Each (beta, lambda) is shown on the
+bias and a text pull for them alone; beta 0 without either), or with `--rare N` only for the
+items seen 1..N times. Each (beta, lambda) is shown on the
 validation split with R@10, N@10, R@50, the cold and new buckets' R@10 (hits), the softmax mass
 the scores put on never-seen items and the validation loss (the softmax's negative log-likelihood
 of the target). Two choices are read on the test split, once each with (0, 0): the pair of the
@@ -88,6 +89,8 @@ def main() -> None:
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0])
     parser.add_argument("--betas", nargs="+", type=float, default=[0.0], help="with --never-seen: their bias")
     parser.add_argument("--never-seen", action="store_true", help="blend only the items never seen in training")
+    parser.add_argument("--rare", type=int, default=0, metavar="N",
+                        help="blend only the items seen 1..N times in training (with --betas: their bias)")
     parser.add_argument("--weights", type=Path, help="load this row's weights (from --save) instead of training")
     parser.add_argument("--save", type=Path, help="save the trained row's weights here")
     parser.add_argument("--sample", type=float, default=1.0, help="share of training-only users kept (a quick check)")
@@ -117,8 +120,10 @@ def main() -> None:
     ctx = ur.contexts(data, model.cfg.session_gap_minutes)
     unseen = torch.from_numpy(freq == 0)
     unseen[0] = False
-    only = unseen if args.never_seen else None
-    pairs = [(b if args.never_seen else 0.0, lam) for b in (args.betas if args.never_seen else [0.0]) for lam in args.lambdas]
+    rare = torch.from_numpy((freq >= 1) & (freq <= args.rare)) if args.rare else None
+    only = unseen if args.never_seen else rare
+    biased = args.never_seen or bool(args.rare)
+    pairs = [(b if biased else 0.0, lam) for b in (args.betas if biased else [0.0]) for lam in args.lambdas]
 
     def show(split: str, result: dict) -> None:
         for (beta, lam), (r, loss, mass) in result.items():
@@ -126,8 +131,9 @@ def main() -> None:
             new = b.get("new", {"n": 0, "R@10": 0.0})
             print(f"  {split} beta {beta:g} lambda {lam:g}: R@10 {b['all']['R@10']:.4f} N@10 {b['all']['N@10']:.4f} "
                   f"R@50 {b['all']['R@50']:.4f} cold R@10 {b['cold']['R@10']:.4f} (n {b['cold']['n']}) "
+                  f"rare {round(b['rare']['R@10'] * b['rare']['n'])} of {b['rare']['n']} "
                   f"new R@10 {new['R@10']:.4f} ({round(new['R@10'] * new['n'])} of {new['n']}) "
-                  f"loss {loss.mean():.4f} mass on never-seen {mass.mean() if only is not None else float('nan'):.3f}")
+                  f"loss {loss.mean():.4f} mass on the blended items {mass.mean() if only is not None else float('nan'):.3f}")
 
     when = ur.query_days(data)
     valid = blended(model, text, *data["valid"], ctx["valid"], pairs, only, when=when["valid"])
