@@ -64,7 +64,10 @@ HEADER = (
     "predates buckets. The `-newitems` tables are the item cold-start protocol (benchmarks/datasets.py): 20% of "
     "the items removed from every input, their test targets the new bucket. The text-neighbours row (no "
     "learning: the items whose text is nearest the user's last item, by the cosine of their centred mean token "
-    "states) says what the text alone knows. How each row was produced (command, commit, machine, seconds): "
+    "states) says what the text alone knows. On synthetic, rows ending 'moved by the day's earlier clicks (k=...)' "
+    "are the trained model of the row without that ending, scored with the test day's click stream: a never-seen "
+    "item moves towards the users who clicked it before the target's hour (training/audience.py); 'today's clicks "
+    "before the hour' is a rule on the same stream. How each row was produced (command, commit, machine, seconds): "
     "`{json}` (each table's `runs`, `imported` and per-row fields). How the defaults were chosen and where the "
     "quality goals stand: `docs/quality.md`.")
 # key: (label, model overrides, train overrides); {} = the params.yaml defaults.
