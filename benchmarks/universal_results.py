@@ -191,13 +191,12 @@ def test_day_clicks(name: str, settings: Settings, item_index: Index, test_users
     return item_index.lookup(list(stream["item_id"])), rows, stream["us"].to_numpy()
 
 
-def early_click_ranks(model, data: dict, k: float) -> np.ndarray:
-    """The test targets' ranks with never-seen items moved by the test day's earlier clicks
-    (`training.audience`)."""
+def early_click_ranks(model, data: dict, freq: np.ndarray, k: float) -> np.ndarray:
+    """The test targets' ranks with never-seen items (training count `freq` 0) moved by the test
+    day's earlier clicks (`training.audience`)."""
     hist, targets = data["test"]
     ctx = contexts(data, model.cfg.session_gap_minutes)["test"]
     when = query_days(data)["test"] if model.cfg.age_logit else None
-    freq = item_frequency(data["train"], len(data["item_index"]))
     eligible = torch.from_numpy(freq == 0)
     eligible[0] = False
     return audience.ranks(model, torch.from_numpy(pad_left(hist, model.cfg.max_len)), torch.from_numpy(targets),
@@ -350,7 +349,7 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
                 if not args.tune and args.tag == "universal_results":  # now, so that a run stopped later keeps it; docs/ holds the default tag's plots only
                     plot_fig4b(name, fig4b)
             for early_k in early_ks if data["stream"] is not None and not args.tune else []:  # id-only too: the control
-                early = breakdown(early_click_ranks(model, data, early_k), data["test"][1], freq, ks)
+                early = breakdown(early_click_ranks(model, data, freq, early_k), data["test"][1], freq, ks)
                 early_runs.setdefault(early_k, []).append(row | {"test": early})
                 print(f"{name} {label} seed {seed}, {EARLY.format(k=early_k)}: test R@10 {early['all']['R@10']:.4f} "
                       f"new R@10 {early['new']['R@10']:.4f} (n {early['new']['n']})", flush=True)

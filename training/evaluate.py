@@ -105,7 +105,8 @@ def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str
     """One pass over the sequences as of `day`:
 
     * the users with a behaviour on `day`: user_id, history (item ids before the day, oldest first;
-      possibly empty), target (the first item of the day), history_ts and target_ts (their times);
+      possibly empty), target (the first item of the day), history_ts and target_ts (their times),
+      day_items and day_ts (every behaviour of the day and its time: the stream `day_clicks` reads);
     * every user's item ids before the day (users with none left out): what the baselines learn
       from, the same information the model was trained on.
     """
@@ -122,25 +123,20 @@ def split_day(seqs: pd.DataFrame, day: str) -> tuple[pd.DataFrame, list[list[str
             before_day.append(history)
         on_day = np.flatnonzero(~before & (ts < start + pd.Timedelta(days=1)))
         if len(on_day):
-            rows.append((user, history, items[on_day[0]], np.asarray(ts[before]), ts[on_day[0]]))
-    return pd.DataFrame(rows, columns=["user_id", "history", "target", "history_ts", "target_ts"]), before_day
+            rows.append((user, history, items[on_day[0]], np.asarray(ts[before]), ts[on_day[0]],
+                         list(np.asarray(items)[on_day]), ts[on_day].tz_convert(None).to_numpy().astype("datetime64[us]")))
+    columns = ["user_id", "history", "target", "history_ts", "target_ts", "day_items", "day_ts"]
+    return pd.DataFrame(rows, columns=columns), before_day
 
 
-def day_clicks(seqs: pd.DataFrame, day: str, users: list) -> tuple[list, list, np.ndarray]:
-    """Every behaviour on `day` of `users` (item ids, the user's position in `users`, times
-    datetime64[us] UTC), by time: the stream `training.audience` folds into never-seen items."""
-    start, row_of = pd.Timestamp(day, tz="UTC"), {u: i for i, u in enumerate(users)}
-    items, rows, times = [], [], []
-    on = seqs[seqs["user_id"].isin(row_of) & (seqs["last_day"] >= day)]
-    for user, ids, ts in zip(on["user_id"], on["item_ids"], on["ts"]):
-        ts = pd.to_datetime(ts, utc=True)
-        keep = np.flatnonzero((ts >= start) & (ts < start + pd.Timedelta(days=1)))
-        items += list(np.asarray(ids)[keep])
-        rows += [row_of[user]] * len(keep)
-        times.append(ts[keep].tz_convert(None).to_numpy().astype("datetime64[us]"))
-    times = np.concatenate(times) if times else np.zeros(0, dtype="datetime64[us]")
+def day_clicks(users: pd.DataFrame) -> tuple[list, np.ndarray, np.ndarray]:
+    """Every behaviour of the day of the rows of a `split_day` frame (item ids, the row's position,
+    times datetime64[us] UTC), by time: the stream `training.audience` folds into never-seen items."""
+    items = [i for day_items in users["day_items"] for i in day_items]
+    rows = np.repeat(np.arange(len(users)), [len(d) for d in users["day_items"]])
+    times = np.concatenate(list(users["day_ts"])) if len(users) else np.zeros(0, dtype="datetime64[us]")
     order = np.argsort(times, kind="stable")
-    return [items[i] for i in order], [rows[i] for i in order], times[order]
+    return [items[i] for i in order], rows[order], times[order]
 
 
 def next_day_targets(seqs: pd.DataFrame, day: str) -> pd.DataFrame:
@@ -177,7 +173,7 @@ def score_universal(settings: Settings, ckpt: Path, day: str) -> dict:
                "baselines": baseline_metrics(index, before_day, histories, targets, ks, fresh=fresh)}
     k = settings.universal.early_clicks_k
     if k > 0:  # as the hourly path serves: never-seen items moved by the day's earlier clicks
-        clicked, rows, times = day_clicks(seqs, day, list(with_history["user_id"]))
+        clicked, rows, times = day_clicks(with_history)
         eligible = torch.from_numpy(freq == 0)
         eligible[0] = False
         gap_ctx = torch.from_numpy(pad_left(contexts, model.cfg.max_len)) if contexts is not None else None
