@@ -282,7 +282,8 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
     published = pd.to_datetime(items["published_at"], utc=True)
     fresh = items[published > pd.Timestamp(last)] if last else items[published >= pd.Timestamp(day, tz="UTC")]
     ts = publish_time(settings)
-    clicks = ingested_clicks(settings, day, ts)
+    # early_clicks_k 0 (off): no click is read, so new clicks alone never start a run
+    clicks = ingested_clicks(settings, day, ts) if settings.universal.early_clicks_k > 0 else no_clicks()
     clicks_until = state.get("clicks_until") if state.get("clicks_day") == day else None
     new_clicks = clicks if clicks_until is None else clicks[clicks["ts"] > pd.Timestamp(clicks_until)]
     out = schema.partition_dir(export_root(settings), day) / f"new_items-{ts.strftime('%H%M%S')}"
@@ -300,7 +301,7 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
             model, index, _, _ = grow(meta, weights)
             rows = [i for i in in_scenes(tasks.get(name), index.ids, items).tolist() if index.ids[i] in ids]
             vectors = item_vectors(model, day)  # served from today, the day they were published
-            if name == "universal" and settings.universal.early_clicks_k > 0 and len(clicks):
+            if name == "universal" and len(clicks):
                 moved, vectors = early_clicks(settings, day, model, index, len(meta["item_ids"]), vectors, clicks, version)
                 rows = sorted(set(rows) | set(moved))
                 summary["moved"] = len(moved)
@@ -312,11 +313,15 @@ def new_items(settings: Settings, date: str | None = None) -> dict:
     return summary
 
 
+def no_clicks() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [], "item_id": [], "ts": pd.to_datetime([], utc=True)})
+
+
 def ingested_clicks(settings: Settings, day: str, until: dt.datetime) -> pd.DataFrame:
     """The ingested behaviours of `day` before `until` (user_id, item_id, ts): the stream the
     hourly path folds into never-seen items (`training.audience`); empty before the day is ingested."""
     if day not in schema.list_days(settings.paths.events):
-        return pd.DataFrame({"user_id": [], "item_id": [], "ts": pd.to_datetime([], utc=True)})
+        return no_clicks()
     events = schema.read_events(settings.paths.data, [day])[["user_id", "item_id", "ts"]]
     return events[events["ts"] < pd.Timestamp(until)].sort_values("ts", kind="stable").reset_index(drop=True)
 
@@ -335,7 +340,7 @@ def early_clicks(settings: Settings, day: str, model, index: Index, n_trained: i
     users = users[users["model_version"] == version].reset_index(drop=True)
     row_of = {u: i for i, u in enumerate(users["user_id"])}
     known = clicks[clicks["user_id"].isin(row_of)]
-    d = model.all_item_embeddings().shape[1]
+    d = model.cfg.dim  # the scored width (the age offset's column follows it)
     base = torch.from_numpy(np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors]))  # row 0: padding
     eligible = torch.zeros(len(base), dtype=torch.bool)
     eligible[n_trained + 1 :] = True
