@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import bucket_cell  # noqa: E402
 from core.atomic import write_text  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import EncodeConfig, Settings  # noqa: E402
 from training import audience, diagnostics  # noqa: E402
 from training.prep import text  # noqa: E402
 from training.models.baselines import Popularity, TextNeighbours, Transitions  # noqa: E402
@@ -128,6 +128,15 @@ def configure(settings: Settings, model_over: dict, train_over: dict):
     return spec, tcfg
 
 
+def encoder_suffix(settings: Settings, slug: bool = False) -> str:
+    """'' for the default language model (`encode.model` of params.yaml's dataclass default), else
+    ', text by NAME' (row labels) or '-NAME' (slug: scratch folder names), NAME the model folder's name."""
+    if settings.encode.model == EncodeConfig().model:
+        return ""
+    name = Path(settings.encode.model).name
+    return f"-{name}" if slug else f", text by {name}"
+
+
 def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
     """Load, encode (cached) and index a dataset: everything the rows share."""
     catalog, train_lists, valid_split, test_split, times = datasets.load(name, settings.synth)
@@ -137,8 +146,9 @@ def prepare(name: str, settings: Settings, sample: float, cache: Path) -> dict:
         keep = np.array([u in keep_users or r < sample for u, r in zip(train_lists.index, rng.random(len(train_lists)))])
         train_lists = train_lists[keep]
     train_us = [np.asarray(times["train"][u], dtype="datetime64[us]") for u in train_lists.index] if times else None
-    enc_out = OUT / f"text-{name}"
-    enc = text.run(settings.encode, catalog, REPO, cache, enc_out, OUT / f"encode-{name}.json")
+    scratch = f"{name}{encoder_suffix(settings, slug=True)}"  # one output folder per language model
+    enc_out = OUT / f"text-{scratch}"
+    enc = text.run(settings.encode, catalog, REPO, cache, enc_out, OUT / f"encode-{scratch}.json")
     items, tok_ids, tok_init = text.read(enc_out)
     item_index = Index(list(items["item_id"]))
     train = [item_index.lookup(s) for s in train_lists]
@@ -316,10 +326,14 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
     splits = ("valid",) if args.tune else ("valid", "test")
     rows = {}
     n, vectors = len(data["item_index"]), text_vectors(data, settings.encode.max_tokens)
-    for label, model in (("counting (last 3 items)", Transitions(data["train"], n)),
-                         ("popularity", Popularity(data["train"], n)),
-                         ("text neighbours (last item)", TextNeighbours(vectors, data["train"], n))):
+    by = encoder_suffix(settings)  # rows that read the text name another language model than the default
+    baselines = [("text neighbours (last item)" + by, TextNeighbours(vectors, data["train"], n))]
+    if not by:
+        baselines = [("counting (last 3 items)", Transitions(data["train"], n)),
+                     ("popularity", Popularity(data["train"], n))] + baselines
+    for label, model in baselines:
         rows[label] = {s: breakdown(model.ranks(*data[s]), data[s][1], freq, ks) for s in splits}
+    rows["text neighbours (last item)" + by]["encode"] = data["encode"]
     early_ks = args.early_k or [settings.universal.early_clicks_k]
     if data["stream"] is not None and not args.tune:
         rows[TRENDING] = {"test": breakdown(trending_ranks(data, freq), data["test"][1], freq, ks)}
@@ -334,7 +348,7 @@ def run_dataset(name: str, settings: Settings, args, save=lambda result: None) -
     save(snapshot())
     sets = parse_sets(args.set)
     for key in args.variants:
-        label = VARIANTS[key][0]
+        label = VARIANTS[key][0] + by
         runs, early_runs = [], {}
         for seed in (args.seeds if key in HEADLINE else args.seeds[:1]):
             row, model = train_row(data, settings, key, seed, sets, args.tune, ks)
@@ -441,6 +455,9 @@ def main() -> None:
                              "earlier clicks at these k (training/audience.py; default: train_universal.early_clicks_k)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a train_universal model/train setting for every learned row")
+    parser.add_argument("--encoder", default=None, metavar="MODEL",
+                        help="another language model for every row that reads the text (encode.model: a HF model "
+                             "folder); its rows are labelled ', text by <folder name>'")
     parser.add_argument("--tune", action="store_true", help="validation split only (never reads the test split)")
     parser.add_argument("--sample", type=float, default=1.0, help="share of training-only users kept (proxy runs)")
     parser.add_argument("--tag", default="universal_results", help="name of the JSON in benchmarks/results/")
@@ -459,6 +476,8 @@ def main() -> None:
     if args.tag == parser.get_default("tag") and set(args.datasets) & set(datasets.DEV_DATASETS):
         parser.error(f"{', '.join(datasets.DEV_DATASETS)} is a tuning split, not a results table: give it a --tag")
     settings = Settings.load(REPO / "params.yaml")
+    if args.encoder:
+        settings = dataclasses.replace(settings, encode=dataclasses.replace(settings.encode, model=args.encoder))
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
         before = results.get(name) if args.sample == results.get(name, {}).get("sample", 1.0) else None
