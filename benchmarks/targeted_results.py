@@ -61,6 +61,7 @@ from training.models.baselines import Popularity, Transitions  # noqa: E402
 from benchmarks.common import bucket_cell  # noqa: E402
 from core.atomic import write_text  # noqa: E402
 from training.evaluate import BUCKETS, breakdown, item_frequency, rank_targets  # noqa: E402
+from training.lifecycle.tracking import git_revision  # noqa: E402
 from training.metrics import from_ranks  # noqa: E402
 from training.trainer import evaluate, fit  # noqa: E402
 from training.universal import build, model_spec, train_config  # noqa: E402
@@ -404,9 +405,8 @@ def replace_run(results: dict, name: str, new: dict, command: str) -> dict:
 
 def commit() -> str:
     """The short commit of the working tree (suffixed '+changes' if it has uncommitted ones)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout
-    return (head or "unknown") + ("+changes" if dirty.strip() else "")
+    return git_revision(REPO)[:7] + ("+changes" if dirty.strip() else "")
 
 
 def main() -> None:
@@ -431,9 +431,11 @@ def main() -> None:
             run = run_dataset(name, settings, args.epochs, REPO / "var" / "text_cache", per_user, args.variants)
             results = replace_run(results, name, run | {"samples_per_user": per_user}, command)
             write_text(RESULTS, json.dumps(results, indent=1, default=str))  # atomic
-            write_text(DOC, markdown(results))
-    write_text(DOC, markdown(results))
-    print(markdown(results))
+            write_text(DOC, markdown(results))  # after each dataset: a run stopped later keeps it
+    text = markdown(results)
+    if args.render:
+        write_text(DOC, text)
+    print(text)
 
 
 if __name__ == "__main__":

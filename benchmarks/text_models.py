@@ -15,11 +15,11 @@ model's text ranks better is measured by `benchmarks.universal_results --encoder
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
 
 from benchmarks import datasets
+from benchmarks.universal_results import with_encoder
 from core.settings import Settings
 from training.prep import text
 
@@ -28,9 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def encode_cost(settings: Settings, model: str, catalog, scratch: Path) -> dict:
     """`training.prep.text.run` of one model on `catalog` into an empty cache under `scratch`."""
-    cfg = dataclasses.replace(settings.encode, model=model)
     slug = Path(model).name
-    return text.run(cfg, catalog, REPO, scratch / "cache", scratch / f"text-{slug}", scratch / f"encode-{slug}.json")
+    return text.run(with_encoder(settings, model).encode, catalog, REPO, scratch / "cache", scratch / f"text-{slug}", scratch / f"encode-{slug}.json")
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ popularity signal would have). Nothing is trained; the test targets are shown as
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -54,15 +53,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="movielens-newitems", choices=["movielens-newitems", "food-kitchen-newitems"])
     parser.add_argument("--encoder", default=None, metavar="MODEL", help="encode.model (default: params.yaml's)")
     args = parser.parse_args()
-    settings = Settings.load(ur.REPO / "params.yaml")
-    if args.encoder:
-        settings = dataclasses.replace(settings, encode=dataclasses.replace(settings.encode, model=args.encoder))
+    settings = ur.with_encoder(Settings.load(ur.REPO / "params.yaml"), args.encoder)
     data = ur.prepare(args.dataset, settings, 1.0, ur.REPO / "var" / "text_cache")
     n = len(data["item_index"])
     freq = item_frequency(data["train"], n).astype(float)
-    full = np.zeros(n + 1)  # behaviours per item in the training histories before the split removed any
-    for seq in datasets.load(args.dataset.removesuffix("-newitems"), settings.synth)[1]:
-        np.add.at(full, data["item_index"].lookup(seq), 1)
+    # behaviours per item in the training histories before the split removed any
+    unsplit = datasets.load(args.dataset.removesuffix("-newitems"), settings.synth)[1]
+    full = item_frequency([data["item_index"].lookup(s) for s in unsplit], n)
     held, warm = freq == 0, freq > 0
     held[0] = warm[0] = False
     tokens = np.array([0] + [len(t) for t in data["items"]["token_ids"]], dtype=float)

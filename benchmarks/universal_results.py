@@ -128,6 +128,11 @@ def configure(settings: Settings, model_over: dict, train_over: dict):
     return spec, tcfg
 
 
+def with_encoder(settings: Settings, model: str | None) -> Settings:
+    """`settings` with `encode.model` = `model` (a `--encoder` value; None: unchanged)."""
+    return dataclasses.replace(settings, encode=dataclasses.replace(settings.encode, model=model)) if model else settings
+
+
 def encoder_suffix(settings: Settings, slug: bool = False) -> str:
     """'' for the default language model (`encode.model` of params.yaml's dataclass default), else
     ', text by NAME' (row labels) or '-NAME' (slug: scratch folder names), NAME the model folder's name."""
@@ -475,9 +480,7 @@ def main() -> None:
         return
     if args.tag == parser.get_default("tag") and set(args.datasets) & set(datasets.DEV_DATASETS):
         parser.error(f"{', '.join(datasets.DEV_DATASETS)} is a tuning split, not a results table: give it a --tag")
-    settings = Settings.load(REPO / "params.yaml")
-    if args.encoder:
-        settings = dataclasses.replace(settings, encode=dataclasses.replace(settings.encode, model=args.encoder))
+    settings = with_encoder(Settings.load(REPO / "params.yaml"), args.encoder)
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.datasets:
         before = results.get(name) if args.sample == results.get(name, {}).get("sample", 1.0) else None
